@@ -1,0 +1,174 @@
+"""Attune settings: everything comes from the environment, with an embedded default.
+
+| variable                 | default                          |
+| ------------------------ | -------------------------------- |
+| ATTUNE_HOME              | var/ (SQLite, uploads, models, checkpoints, secret key) |
+| DATABASE_URL             | SQLite file in ATTUNE_HOME        |
+| REDIS_URL                | in-memory channel layer           |
+| ATTUNE_INPROCESS_WORKER  | 1 without REDIS_URL, else 0       |
+| ATTUNE_WORKER_SLOTS      | 1                                 |
+| ATTUNE_MAX_UPLOAD_MB     | 512                               |
+| INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
+| DEBUG                    | off                               |
+| SECRET_KEY               | generated into ATTUNE_HOME        |
+"""
+
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+if not os.environ.get("ATTUNE_HOME") and "pytest" in sys.modules:
+    # A test run never writes into the developer's studio.
+    os.environ["ATTUNE_HOME"] = tempfile.mkdtemp(prefix="attune-test-")
+ATTUNE_HOME = Path(os.environ.get("ATTUNE_HOME") or BASE_DIR / "var").resolve()
+ATTUNE_HOME.mkdir(parents=True, exist_ok=True)
+FILES_DIR = ATTUNE_HOME / "files"
+MODELS_DIR = ATTUNE_HOME / "models"
+JOBS_DIR = ATTUNE_HOME / "jobs"
+
+
+def _secret_key():
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = ATTUNE_HOME / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _env_bool("DEBUG")
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "training",
+    "dashboard",
+    "playground",
+    "api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "config.access.roles",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": ATTUNE_HOME / "attune.sqlite3",
+            # The web process, the in-process worker and management commands share
+            # one file: wait for the write lock instead of failing at once.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
+
+ATTUNE_INPROCESS_WORKER = _env_bool("ATTUNE_INPROCESS_WORKER", default=not REDIS_URL)
+ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
+ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
+INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
+VLLM_URL = os.environ.get("VLLM_URL", "")
+
+# Uploads stream to disk in chunks; the validator reads them line by line.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = str(ATTUNE_HOME / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+def _plotly_dir():
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data"
+
+
+# plotly.min.js comes from the plotly package itself: no CDN, works offline.
+STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", _plotly_dir())]
+STATIC_ROOT = ATTUNE_HOME / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}

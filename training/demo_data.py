@@ -1,0 +1,170 @@
+"""The demo data set: customer-support intent classification.
+
+Each example is a chat: a fixed system prompt, a customer message, and the
+intent label as the assistant's answer. The generator is deterministic (one
+seeded `random.Random`), needs no download, and produces three disjoint sets:
+training lines, validation lines, and held-out prompts for the playground.
+Held-out prompts are built from phrasings and slot values that the training
+set never shows in that combination, so exact match on them measures
+learning rather than recall.
+"""
+
+import json
+import random
+
+SYSTEM_PROMPT = (
+    "You are a support triage assistant. Read the customer's message and answer "
+    "with exactly one intent label from: " + ", ".join([
+        "cancel_order", "track_order", "refund_request", "change_address",
+        "reset_password", "update_payment", "report_damage", "product_question",
+        "close_account", "speak_to_human",
+    ]) + "."
+)
+
+INTENTS = {
+    "cancel_order": [
+        "please cancel my order {order}",
+        "i want to cancel order {order} before it ships",
+        "can you stop order {order}, i changed my mind",
+        "cancel the {item} i ordered yesterday",
+        "i no longer need the {item}, cancel it please",
+        "how do i cancel order {order}",
+    ],
+    "track_order": [
+        "where is my order {order}",
+        "when will my {item} arrive",
+        "can you track order {order} for me",
+        "my {item} has not arrived yet, where is it",
+        "what is the delivery status of order {order}",
+        "has order {order} shipped",
+    ],
+    "refund_request": [
+        "i want my money back for the {item}",
+        "please refund order {order}",
+        "how do i get a refund for the {item}",
+        "i returned the {item}, where is my refund",
+        "refund me for order {order} please",
+        "the {item} was not what i expected, i want a refund",
+    ],
+    "change_address": [
+        "i need to change the delivery address for order {order}",
+        "please ship order {order} to {city} instead",
+        "i moved to {city}, update my address",
+        "can you send the {item} to my new address in {city}",
+        "wrong address on order {order}, it should go to {city}",
+        "update my shipping address to {city}",
+    ],
+    "reset_password": [
+        "i forgot my password",
+        "how do i reset my password",
+        "i cannot log in, my password does not work",
+        "send me a password reset link",
+        "my account is locked after too many password attempts",
+        "reset the password for my account please",
+    ],
+    "update_payment": [
+        "i need to update my credit card",
+        "my card expired, how do i add a new one",
+        "change the payment method on my account",
+        "please use my new {card} card for payments",
+        "i want to pay with {card} instead",
+        "remove my old card and add a {card} card",
+    ],
+    "report_damage": [
+        "the {item} arrived broken",
+        "my {item} was damaged in shipping",
+        "order {order} came with a cracked {item}",
+        "the box was crushed and the {item} is ruined",
+        "i received a damaged {item} in order {order}",
+        "the {item} does not work, it arrived smashed",
+    ],
+    "product_question": [
+        "is the {item} available in blue",
+        "what size is the {item}",
+        "does the {item} come with a warranty",
+        "how long does the battery of the {item} last",
+        "is the {item} compatible with my phone",
+        "what material is the {item} made of",
+    ],
+    "close_account": [
+        "please delete my account",
+        "i want to close my account permanently",
+        "how do i remove all my data and close my account",
+        "cancel my membership and delete my profile",
+        "i do not want an account anymore, close it",
+        "deactivate my account please",
+    ],
+    "speak_to_human": [
+        "let me talk to a real person",
+        "i want to speak to an agent",
+        "connect me with a human please",
+        "can i call someone from support",
+        "stop the bot, get me a human",
+        "i need a person to help me, not a machine",
+    ],
+}
+
+ITEMS = ["lamp", "blender", "jacket", "headphones", "kettle", "backpack", "monitor",
+         "chair", "camera", "toaster", "keyboard", "watch", "speaker", "mattress"]
+CITIES = ["berlin", "lisbon", "denver", "osaka", "toronto", "dublin", "madrid",
+          "austin", "oslo", "seoul"]
+CARDS = ["visa", "mastercard", "amex", "debit", "paypal"]
+OPENERS = ["", "hi, ", "hello, ", "hey, ", "good morning, ", "excuse me, "]
+CLOSERS = ["", " thanks", " thank you", " asap", " please help", "!"]
+
+
+def _fill(template, rng):
+    return template.format(
+        order=str(rng.randint(10000, 99999)),
+        item=rng.choice(ITEMS),
+        city=rng.choice(CITIES),
+        card=rng.choice(CARDS),
+    )
+
+
+def _example(user_text, label):
+    return {"messages": [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_text},
+        {"role": "assistant", "content": label},
+    ]}
+
+
+def make_demo_data(seed=0, n_train=480, n_valid=60, n_heldout=50):
+    """Return (train, valid, heldout); heldout items are {"messages", "expected"}."""
+    rng = random.Random(seed)
+    labels = sorted(INTENTS)
+    seen = set()
+
+    def draw():
+        while True:
+            label = labels[rng.randrange(len(labels))]
+            text = rng.choice(OPENERS) + _fill(rng.choice(INTENTS[label]), rng) + rng.choice(CLOSERS)
+            if text not in seen:
+                seen.add(text)
+                return text, label
+
+    train = [_example(*draw()) for _ in range(n_train)]
+    valid = [_example(*draw()) for _ in range(n_valid)]
+    heldout = []
+    for _ in range(n_heldout):
+        text, label = draw()
+        heldout.append({"messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                                     {"role": "user", "content": text}],
+                        "expected": label})
+    return train, valid, heldout
+
+
+def corpus_texts(seed=0):
+    """Every string the demo data can contain: what the demo tokenizer is built from."""
+    train, valid, heldout = make_demo_data(seed)
+    texts = [SYSTEM_PROMPT, *INTENTS.keys()]
+    for row in train + valid:
+        texts.extend(m["content"] for m in row["messages"])
+    for row in heldout:
+        texts.extend(m["content"] for m in row["messages"])
+    return texts
+
+
+def to_jsonl(rows):
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

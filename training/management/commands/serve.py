@@ -1,0 +1,64 @@
+"""Serve the whole studio from one process: web, websockets, the in-process
+training worker (embedded default) and built-in inference.
+
+On first start it creates the admin user `admin` with a random password,
+saved under ATTUNE_HOME so later starts can print it again.
+"""
+
+import sys
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand
+from django.utils.crypto import get_random_string
+
+from training.management.commands.create_user import make_user
+
+PASSWORD_FILE = "admin-password.txt"
+
+
+def ensure_admin():
+    """Return (password or None when the admin was not created here, created)."""
+    path = settings.ATTUNE_HOME / PASSWORD_FILE
+    if not User.objects.filter(username="admin").exists():
+        password = get_random_string(20)
+        make_user("admin", "admin", password=password)
+        path.write_text(password + "\n")
+        path.chmod(0o600)
+        return password, True
+    return (path.read_text().strip() if path.exists() else None), False
+
+
+class Command(BaseCommand):
+    help = "Serve Attune (HTTP + websockets + worker) with daphne."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-worker", action="store_true", help="Do not run the in-process training worker.")
+
+    def handle(self, host, port, no_worker, **options):
+        password, created = ensure_admin()
+        url = f"http://{host}:{port}/"
+        self.stdout.write("")
+        self.stdout.write(f"Attune is starting on {url}")
+        self.stdout.write(f"url: {url}")
+        self.stdout.write("user: admin")
+        if password:
+            note = "" if created else f"  (as first set; saved in {settings.ATTUNE_HOME / PASSWORD_FILE})"
+            self.stdout.write(f"password: {password}{note}")
+        else:
+            self.stdout.write("password: (changed since the first start; reset it with "
+                              "`.venv/bin/python manage.py changepassword admin`)")
+        self.stdout.write("")
+        sys.stdout.flush()
+
+        if settings.ATTUNE_INPROCESS_WORKER and not no_worker:
+            from training.worker import start_inprocess_worker
+
+            start_inprocess_worker(slots=settings.ATTUNE_WORKER_SLOTS)
+            self.stdout.write(f"Training worker running in this process ({settings.ATTUNE_WORKER_SLOTS} slot(s)).")
+
+        from daphne.cli import CommandLineInterface
+
+        CommandLineInterface().run(["-b", host, "-p", str(port), "--proxy-headers", "config.asgi:application"])
