@@ -7,6 +7,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("v1/", include("api.urls")),
     path("playground/", include("playground.urls")),
+    path("settings/", include("api.page_urls")),
+    path("", include("training.urls")),
     path("", include("dashboard.urls")),
 ]
 

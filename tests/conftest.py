@@ -1,0 +1,151 @@
+"""Fixtures every test package shares.
+
+- `admin_user`, `evaluator_user`, `admin_client`, `evaluator_client`: accounts in the test database.
+- `demo_home`: a data folder (ATTUNE_HOME) where `migrate` and `bootstrap_demo` have run, built once
+  per test session and copied for each user of it.
+- `studio`: a real Attune server (`manage.py serve`) on a free loopback port over a copy of the demo
+  home: HTTP, websockets and the in-process worker, as `make run` starts them.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def admin_user(db):
+    from training.management.commands.create_user import make_user
+
+    user, _ = make_user("alice", "admin", password="alice-password")
+    return user
+
+
+@pytest.fixture
+def evaluator_user(db):
+    from training.management.commands.create_user import make_user
+
+    user, _ = make_user("eve", "evaluator", password="eve-password")
+    return user
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def evaluator_client(client, evaluator_user):
+    client.force_login(evaluator_user)
+    return client
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def studio_env(home, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings",
+                "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def manage(home, *args, env=None, check=True, timeout=600):
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env or studio_env(home),
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_home_template(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo-home")
+    manage(home, "migrate", "--noinput")
+    manage(home, "bootstrap_demo")
+    return home
+
+
+@pytest.fixture
+def demo_home(demo_home_template, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(demo_home_template, home)
+    return home
+
+
+@dataclass
+class Studio:
+    url: str
+    home: Path
+    env: dict
+    password: str
+    process: subprocess.Popen
+    log: Path
+    extra: dict = field(default_factory=dict)
+
+    def manage(self, *args, check=True):
+        return manage(self.home, *args, env=self.env, check=check)
+
+    def login(self, client: httpx.Client, username="admin", password=None):
+        """Log an httpx client in through the real login form."""
+        page = client.get(self.url + "/login/")
+        token = client.cookies.get("csrftoken")
+        resp = client.post(self.url + "/login/", data={
+            "username": username, "password": password or self.password, "csrfmiddlewaretoken": token,
+        }, headers={"Referer": self.url + "/login/"})
+        assert resp.status_code in (200, 302), page.text[:200]
+        return client
+
+
+def start_studio(home, port=None, **env_extra):
+    port = port or free_port()
+    env = studio_env(home, **env_extra)
+    log = home / f"serve-{port}.log"
+    out = open(log, "w")
+    process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"manage.py serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/login/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_studio(process)
+            raise RuntimeError(f"manage.py serve did not answer in 90 s:\n{log.read_text()}")
+        time.sleep(0.3)
+    password = (home / "admin-password.txt").read_text().strip()
+    return Studio(url=url, home=home, env=env, password=password, process=process, log=log)
+
+
+def stop_studio(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def studio(demo_home):
+    s = start_studio(demo_home)
+    yield s
+    stop_studio(s.process)
