@@ -1,0 +1,150 @@
+"""One test per validation rule, each asserting the line number it reports."""
+
+import io
+import json
+
+import pytest
+
+from training.datasets import MIN_EXAMPLES, validate_lines
+
+
+def chat(user="hi", answer="hello", **extra):
+    return {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": answer}], **extra}
+
+
+def preference(i=0):
+    return {"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+            "preferred_output": [{"role": "assistant", "content": "good"}],
+            "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
+
+
+def jsonl(rows):
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
+
+
+def report_for(rows, **kwargs):
+    data = rows if isinstance(rows, bytes) else jsonl(rows)
+    return validate_lines(io.BytesIO(data), **kwargs)
+
+
+def good(n=MIN_EXAMPLES):
+    return [chat(f"question {i}") for i in range(n)]
+
+
+def only_error(report):
+    assert report.n_errors == 1, report.errors
+    return report.errors[0]
+
+
+def test_it_accepts_a_valid_chat_file():
+    report = report_for(good(12))
+    assert report.ok and report.n_examples == 12 and report.format == "chat"
+
+
+def test_it_accepts_the_preference_format_and_the_older_completion_names():
+    rows = [preference(i) for i in range(10)]
+    old = preference(10)
+    old["preferred_completion"] = old.pop("preferred_output")
+    old["non_preferred_completion"] = old.pop("non_preferred_output")
+    report = report_for(rows + [old])
+    assert report.ok and report.format == "preference" and report.n_examples == 11
+
+
+@pytest.mark.parametrize("row, code", [
+    ("{not json", "invalid_json"),
+    ("[1, 2]", "data_type"),
+    ({"messages": []}, "missing_messages_list"),
+    ({"prompt": "a", "completion": "b"}, "missing_messages_list"),
+    ({"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}, "message_missing_key"),
+    ({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}, "message_missing_key"),
+    ({"messages": [{"role": "user", "content": "x", "mood": "sad"},
+                   {"role": "assistant", "content": "y"}]}, "message_unrecognized_key"),
+    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+     "unrecognized_role"),
+    ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]}, "missing_content"),
+    ({"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]}, "missing_content"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "example_missing_assistant_message"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]},
+     "no_trained_assistant_message"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]},
+     "invalid_weight"),
+    ({"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]},
+     "weight_not_on_assistant"),
+    ({"messages": [{"role": "user", "content": "x"},
+                   {"role": "assistant", "content": None, "tool_calls": "call it"}]}, "invalid_tool_calls"),
+    ({"messages": ["hello", {"role": "assistant", "content": "y"}]}, "message_not_object"),
+    ({**chat(), "extra": 1}, "example_unrecognized_key"),
+    ({"input": {"messages": []}, "preferred_output": [{"role": "assistant", "content": "a"}],
+      "non_preferred_output": [{"role": "assistant", "content": "b"}]}, "invalid_preference_input"),
+    ({"input": {"messages": [{"role": "user", "content": "q"}]},
+      "preferred_output": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}],
+      "non_preferred_output": [{"role": "assistant", "content": "b"}]}, "invalid_preference_output"),
+])
+def test_each_rule_reports_its_code_and_line_number(row, code):
+    is_preference = isinstance(row, dict) and "input" in row
+    rows = [preference(i) for i in range(10)] if is_preference else good(10)
+    rows.insert(4, row)  # line 5
+    err = only_error(report_for(rows))
+    assert err["code"] == code
+    assert err["line"] == 5
+    assert "Line 5" in err["message"]
+
+
+def test_a_line_in_another_format_than_the_first_is_refused():
+    rows = good(10) + [preference()]
+    err = only_error(report_for(rows))
+    assert err["code"] == "mixed_formats" and err["line"] == 11
+
+
+def test_tool_calls_and_tool_messages_are_accepted():
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\": 1}"}}
+    row = {"messages": [{"role": "user", "content": "order 1?"},
+                        {"role": "assistant", "content": None, "tool_calls": [call]},
+                        {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
+                        {"role": "assistant", "content": "It shipped."}],
+           "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}
+    assert report_for(good(10) + [row]).ok
+
+
+def test_invalid_utf8_names_its_line():
+    data = jsonl(good(10)).replace(b'"question 2"', b'"question \xff"')
+    err = only_error(report_for(data))
+    assert err["code"] == "invalid_utf8" and err["line"] == 3
+
+
+def test_a_bom_and_crlf_line_ends_are_accepted():
+    data = b"\xef\xbb\xbf" + jsonl(good(10)).replace(b"\n", b"\r\n")
+    report = report_for(data)
+    assert report.ok and report.n_examples == 10
+
+
+def test_blank_lines_are_skipped_and_counted():
+    rows = good(10)
+    data = jsonl(rows[:3]) + b"\n   \n" + jsonl(rows[3:]) + b"\r\n"
+    report = report_for(data)
+    assert report.ok and report.n_examples == 10 and report.n_blank_lines == 3
+
+
+def test_an_empty_file_is_refused():
+    for data in (b"", b"\n\n"):
+        err = only_error(report_for(data))
+        assert err["code"] == "empty_file" and err["line"] is None
+
+
+def test_fewer_than_ten_examples_is_refused_with_the_contract_code():
+    err = only_error(report_for(good(9)))
+    assert err["code"] == "invalid_n_examples"
+    assert "has 9 example(s), but must have at least 10" in err["message"]
+
+
+def test_a_file_over_the_size_limit_is_refused_while_streaming():
+    report = report_for(good(50), max_bytes=1000)
+    assert report.errors[-1]["code"] == "file_too_large"
+
+
+def test_every_error_is_reported_not_only_the_first():
+    rows = good(10) + ["oops", {"messages": []}, "[]"]
+    report = report_for(rows)
+    assert [(e["line"], e["code"]) for e in report.errors] == [
+        (11, "invalid_json"), (12, "missing_messages_list"), (13, "data_type")]
