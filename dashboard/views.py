@@ -69,11 +69,10 @@ def datasets(request):
 @admin_required
 def dataset_detail(request, file_id):
     data_file = _get_file(file_id)
-    form = StatsModelForm(request.GET or None)
-    base_model = None
-    if form.is_valid():
-        base_model = form.cleaned_data["base_model"]
+    chosen = StatsModelForm(request.GET or None)
+    base_model = chosen.cleaned_data["base_model"] if chosen.is_valid() else None
     base_model = base_model or BaseModel.objects.first()
+    form = StatsModelForm(initial={"base_model": base_model})
     stats = stats_for(data_file, base_model) if base_model else {}
     examples = []
     if data_file.status == "processed":
