@@ -1,0 +1,322 @@
+"""One job, top to bottom: load spec → build model and data → train → save → report.
+
+`main(argv, protocol_stream)` is what `python -m training.engine` runs; tests
+call it in-process with a StringIO. It returns the exit status: 0 when done
+or paused, 1 on an `error` line, 143 when cancelled by SIGTERM.
+"""
+
+import argparse
+import errno
+import json
+import os
+import pathlib
+import signal
+import sys
+import threading
+import traceback
+
+from . import checkpoints
+from .report import Cancelled, EngineError, Reporter
+from .spec import SpecError, parse_spec, resolve_auto
+
+
+def _rank():
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class Job:
+    def __init__(self, spec_path, reporter, resume=False):
+        self.spec_path = pathlib.Path(spec_path)
+        self.reporter = reporter
+        self.resume = resume
+        self.rank, self.world_size = _rank()
+        self.is_main = self.rank == 0
+        self.trained_tokens = 0
+        self.final_checkpoint = None
+        self.resumed_from = None
+        self.callback = None
+
+    # --- setup ---------------------------------------------------------------
+
+    def load_spec(self):
+        try:
+            raw = json.loads(self.spec_path.read_text())
+        except FileNotFoundError:
+            raise EngineError("file_not_found", f"Spec file not found: {self.spec_path}.") from None
+        except json.JSONDecodeError as exc:
+            raise EngineError("invalid_spec", f"The spec is not valid JSON: {exc.msg}.") from None
+        try:
+            self.spec = parse_spec(raw)
+        except SpecError as exc:
+            raise EngineError("invalid_spec", f"Invalid spec: {exc}.") from None
+
+    def load_tokenizer(self):
+        from transformers import AutoConfig, AutoTokenizer
+
+        name = self.spec.model
+        looks_local = name.startswith(("/", ".", "~")) or os.path.exists(name) or name.count("/") != 1
+        if looks_local and not (pathlib.Path(name).expanduser() / "config.json").is_file():
+            raise EngineError("model_not_found",
+                              f"Base model '{name}' was not found: no folder with a config.json there. "
+                              "Pick a base model that exists on the training host.")
+        try:
+            self.model_config = AutoConfig.from_pretrained(name)
+            self.tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise EngineError("model_not_found",
+                              f"Base model '{name}' could not be loaded ({exc.__class__.__name__}). Check the "
+                              "model id, or download it to the training host first.") from None
+        if not self.tokenizer.chat_template:
+            raise EngineError("no_chat_template",
+                              f"The tokenizer of '{name}' has no chat template, so chat examples cannot be "
+                              "rendered. Use an instruct/chat variant of the model, or add a chat_template to "
+                              "its tokenizer_config.json.")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        context = getattr(self.model_config.get_text_config(), "max_position_embeddings", None)
+        if context and self.spec.max_seq_length > context:
+            raise EngineError("sequence_too_long",
+                              f"max_seq_length ({self.spec.max_seq_length}) is longer than the model's context "
+                              f"({context} tokens). Lower max_seq_length to {context} or less.")
+
+    def load_data(self):
+        from .data import dpo_rows, read_jsonl, sft_rows
+
+        spec = self.spec
+        train_raw = read_jsonl(spec.training_file, "training_file")
+        valid_raw = read_jsonl(spec.validation_file, "validation_file") if spec.validation_file else []
+        self.n_train_examples = len(train_raw)
+        self.spec, self.resolved = resolve_auto(spec, len(train_raw))
+        self.spec_dict = self.spec.model_dump(mode="json")
+        if self.spec.method == "dpo":
+            self.train_rows = dpo_rows(train_raw, "training_file")
+            self.valid_rows = dpo_rows(valid_raw, "validation_file")
+        else:
+            length = self.spec.max_seq_length
+            self.train_rows, cut = sft_rows(self.tokenizer, train_raw, length, "training_file")
+            self.valid_rows, cut_valid = sft_rows(self.tokenizer, valid_raw, length, "validation_file")
+            if cut or cut_valid:
+                self.reporter.message(
+                    f"{cut} training and {cut_valid} validation examples are longer than max_seq_length "
+                    f"({length} tokens) and were truncated from the end.", level="warn")
+            if not self.train_rows:
+                raise EngineError("invalid_file", "No training example has an assistant message to learn from "
+                                                  "(all have weight 0 or were truncated away).")
+        # The sampled evaluation uses the same fixed sample all run long, so its curve is comparable.
+        self.has_validation = bool(self.valid_rows)
+        self.sampled_rows = self.valid_rows[: self.spec.eval_samples]
+
+    def build_model(self):
+        import torch
+        from transformers import AutoModelForCausalLM, set_seed
+
+        set_seed(self.spec.seed)
+        cuda = torch.cuda.is_available()
+        self.device = "cuda" if cuda else "cpu"
+        self.bf16 = cuda and torch.cuda.is_bf16_supported()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.torch_device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+        # fp32 on CPU: bf16 there is emulated and measured several times slower.
+        model = AutoModelForCausalLM.from_pretrained(
+            self.spec.model, dtype=torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32)
+        # No KV cache while training: it also lets packed rows get their block-diagonal mask from position_ids.
+        model.config.use_cache = False
+        if self.spec.adapter == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            target = self.spec.lora_target_modules
+            model = get_peft_model(model, LoraConfig(
+                r=self.spec.lora_r, lora_alpha=self.spec.lora_alpha, lora_dropout=self.spec.lora_dropout,
+                target_modules=target, task_type="CAUSAL_LM"))
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.total_params = sum(p.numel() for p in model.parameters())
+        self.model = model
+
+    def build_trainer(self):
+        from datasets import Dataset
+
+        from .callbacks import ProgressCallback
+
+        spec = self.spec
+        per_device = spec.batch_size // (self.world_size * spec.gradient_accumulation_steps)
+        if per_device < 1:
+            raise EngineError("invalid_spec", f"batch_size ({spec.batch_size}) is smaller than n_gpus × "
+                                              "gradient_accumulation_steps; raise batch_size.")
+        common = dict(
+            output_dir=str(checkpoints.trainer_dir(spec.output_dir)),
+            per_device_train_batch_size=per_device,
+            per_device_eval_batch_size=max(per_device, 8),
+            gradient_accumulation_steps=spec.gradient_accumulation_steps,
+            num_train_epochs=spec.n_epochs,
+            learning_rate=spec.learning_rate,
+            lr_scheduler_type=spec.lr_scheduler,
+            warmup_steps=spec.warmup_ratio,  # a float below 1 is a ratio of the total steps
+            weight_decay=spec.weight_decay,
+            logging_steps=spec.logging_steps,
+            save_strategy="no",  # the callback asks for a save at each epoch end
+            eval_strategy="no",  # the callback runs both evaluations itself
+            report_to="none",  # trackers are fed from our own lines (integrations.py)
+            disable_tqdm=True,
+            seed=spec.seed,
+            bf16=self.bf16,
+            gradient_checkpointing=False,
+            use_cpu=self.device == "cpu",
+            ddp_backend="gloo" if self.device == "cpu" and self.world_size > 1 else None,
+            ddp_find_unused_parameters=False,
+            dataloader_num_workers=0,
+            max_length=spec.max_seq_length,
+        )
+        self.callback = ProgressCallback(self)
+        train_dataset = Dataset.from_list(self.train_rows)
+        if spec.method == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            args = DPOConfig(beta=spec.beta, **common)
+            eval_dataset = None
+            if self.has_validation:
+                eval_dataset = {"sampled": Dataset.from_list(self.sampled_rows),
+                                "full": Dataset.from_list(self.valid_rows)}
+            self.trainer = DPOTrainer(model=self.model, args=args, train_dataset=train_dataset,
+                                      eval_dataset=eval_dataset, processing_class=self.tokenizer,
+                                      callbacks=[self.callback])
+        else:
+            from trl import SFTConfig, SFTTrainer
+
+            # Packing: best-fit-decreasing rows of max_seq_length, padding-free, each example keeping its own
+            # position_ids, from which transformers builds a block-diagonal mask (no cross-example attention).
+            args = SFTConfig(packing=spec.packing, packing_strategy="bfd", padding_free=spec.packing, **common)
+            self.trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
+                                      processing_class=self.tokenizer, callbacks=[self.callback])
+
+    def evaluate(self, scope):
+        """{"loss", "accuracy", "extra"} on the sampled batch or the whole validation file."""
+        if self.spec.method == "dpo":
+            metrics = self.trainer.evaluate(eval_dataset=scope, metric_key_prefix=f"eval_{scope}")
+            prefix = f"eval_{scope}_"
+            return {"loss": metrics.get(prefix + "loss"),
+                    "accuracy": metrics.get(prefix + "mean_token_accuracy"),
+                    "extra": {"reward_margin": metrics.get(prefix + "rewards/margins"),
+                              "reward_accuracy": metrics.get(prefix + "rewards/accuracies")}}
+        from .evaluate import assistant_loss
+
+        rows = self.sampled_rows if scope == "sampled" else self.valid_rows
+        return assistant_loss(self.trainer.model, rows, batch_size=self.trainer.args.per_device_eval_batch_size,
+                              pad_token_id=self.tokenizer.pad_token_id)
+
+    # --- train / save / report ---------------------------------------------------
+
+    def train(self):
+        resume_from = checkpoints.latest_resumable(self.spec.output_dir) if self.resume else None
+        if self.resume and resume_from is None:
+            self.reporter.message("No complete checkpoint to resume from; starting from the beginning.",
+                                  level="warn")
+        if resume_from is not None:
+            saved = json.loads((resume_from / checkpoints.SPEC_FILE).read_text())
+            for mismatch in checkpoints.spec_mismatches(saved, self.spec_dict):
+                self.reporter.message(f"Spec differs from the checkpoint's: {mismatch}", level="warn")
+            state = checkpoints.read_state(resume_from)
+            self.trained_tokens = state.get("trained_tokens", 0)
+            self.callback.last.update({k: v for k, v in state["metrics"].items() if v is not None})
+            self.resumed_from = str(resume_from)
+            self.reporter.message(f"Resuming from {resume_from.name} at step {state['step']}.")
+            previous = checkpoints.epoch_checkpoints(self.spec.output_dir)
+            if previous:
+                self.final_checkpoint = str(previous[-1])
+        self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    def report(self):
+        if self.callback.pausing:
+            return
+        pause = checkpoints.pause_dir(self.spec.output_dir)
+        if self.is_main and pause.exists():
+            import shutil
+
+            shutil.rmtree(pause, ignore_errors=True)  # the run finished past it
+        self.reporter.emit("done", trained_tokens=self.trained_tokens, final_checkpoint=self.final_checkpoint)
+
+    def run(self):
+        self.load_spec()
+        self.load_tokenizer()
+        self.load_data()
+        self.build_model()
+        self.build_trainer()
+        trackers = []
+        if self.is_main:
+            from .integrations import open_trackers
+
+            trackers = open_trackers(self.spec, self.spec_dict)
+            self.reporter.sinks.extend(trackers)
+        ok = False
+        try:
+            self.train()
+            self.report()
+            ok = True
+        finally:
+            for tracker in trackers:
+                tracker.close(ok)
+            self.reporter.sinks.clear()
+
+
+def _is_oom(exc):
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower() or \
+        "can't allocate memory" in str(exc).lower()
+
+
+def _is_disk_full(exc):
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "no space left" in str(exc).lower()
+
+
+def main(argv=None, protocol=None):
+    parser = argparse.ArgumentParser(prog="python -m training.engine")
+    parser.add_argument("spec", help="path of the job's SPEC.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    args = parser.parse_args(argv)
+    rank, _world = _rank()
+    reporter = Reporter(protocol or sys.stdout, is_main=rank == 0)
+    job = Job(args.spec, reporter, resume=args.resume)
+
+    def on_sigterm(signum, frame):
+        raise Cancelled()
+
+    def on_sigusr1(signum, frame):
+        if job.callback is not None:
+            job.callback.pause_requested = True
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
+                    signal.SIGUSR1: signal.signal(signal.SIGUSR1, on_sigusr1)}
+    try:
+        job.run()
+        return 0
+    except Cancelled:
+        step = job.trainer.state.global_step if hasattr(job, "trainer") else 0
+        reporter.message(f"Cancelled at step {step}.", level="warn")
+        return 143
+    except EngineError as exc:
+        reporter.emit("error", code=exc.code, message=exc.message)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - every failure must end with an error line
+        traceback.print_exc(file=sys.stderr)
+        spec = getattr(job, "spec", None)
+        if _is_oom(exc):
+            what = ""
+            if spec is not None:
+                what = (f" (batch_size {spec.batch_size}, max_seq_length {spec.max_seq_length}"
+                        + (f", lora_r {spec.lora_r}" if spec.adapter == "lora" else "") + ")")
+            reporter.emit("error", code="out_of_memory",
+                          message=f"Out of memory{what}. Lower batch_size, max_seq_length or lora_r, or raise "
+                                  "gradient_accumulation_steps and lower batch_size per step.")
+        elif _is_disk_full(exc):
+            where = spec.output_dir if spec is not None else "the job folder"
+            reporter.emit("error", code="disk_full",
+                          message=f"The disk holding {where} is full. Free space or set keep_last_n to keep "
+                                  "fewer optimizer states.")
+        else:
+            reporter.emit("error", code="internal_error", message=f"{exc.__class__.__name__}: {exc}")
+        return 1
+    finally:
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous)
