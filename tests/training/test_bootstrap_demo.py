@@ -1,0 +1,53 @@
+import hashlib
+import json
+import sqlite3
+
+import pytest
+
+from tests.conftest import manage
+
+
+def digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def demo_files(home):
+    with sqlite3.connect(home / "attune.sqlite3") as db:
+        return db.execute("select filename, n_examples, status, public_id from training_datafile "
+                          "order by filename").fetchall()
+
+
+@pytest.mark.slow
+def test_bootstrap_demo_is_deterministic_and_idempotent(tmp_path):
+    homes = [tmp_path / "a", tmp_path / "b"]
+    for home in homes:
+        manage(home, "migrate", "--noinput")
+        manage(home, "bootstrap_demo")
+    model_a, model_b = (digest(h / "models" / "attune-tiny") for h in homes)
+    assert "model.safetensors" in model_a and model_a == model_b
+    assert digest(homes[0] / "demo") == digest(homes[1] / "demo")
+
+    files = demo_files(homes[0])
+    assert [(name, n, status) for name, n, status, _ in files] == [
+        ("demo-intents-train.jsonl", 480, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
+
+    again = manage(homes[0], "bootstrap_demo")
+    assert "Building" not in again.stdout and "Uploaded" not in again.stdout
+    assert demo_files(homes[0]) == files
+    assert digest(homes[0] / "models" / "attune-tiny") == model_a
+
+    heldout = [json.loads(line) for line in (homes[0] / "demo" / "demo-intents-heldout.jsonl").open()]
+    train_users = {json.loads(line)["messages"][1]["content"]
+                   for line in (homes[0] / "demo" / "demo-intents-train.jsonl").open()}
+    assert len(heldout) >= 50 and all(row["messages"][1]["content"] not in train_users for row in heldout)
+
+
+def test_create_user_prints_a_generated_password(tmp_path):
+    manage(tmp_path, "migrate", "--noinput")
+    out = manage(tmp_path, "create_user", "rater1", "--role", "evaluator").stdout
+    assert "user: rater1" in out and "role: evaluator" in out
+    password = out.split("password: ")[1].strip()
+    assert len(password) >= 12
+    again = manage(tmp_path, "create_user", "rater1", check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr
