@@ -177,6 +177,142 @@ class FineTuningJob(models.Model):
             return 1.0
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
+    # --- lifecycle: the queue, cancel / pause / resume, re-run -----------------
+    # The worker records the engine's process group here, so a worker restarted on
+    # the same host can stop an orphaned engine before the job is resumed.
+    engine_pid = models.IntegerField(null=True, blank=True)
+
+    ACTIVE = (VALIDATING, QUEUED, RUNNING, PAUSED)
+
+    @property
+    def hyperparameters(self):
+        """The hyperparameters as resolved (numbers), or as requested while still `auto`."""
+        source = self.resolved_spec or self.spec
+        keys = ["n_epochs", "batch_size", "learning_rate_multiplier"]
+        if source.get("method") == "dpo":
+            keys.append("beta")
+        return {k: source.get(k, "auto") for k in keys}
+
+    @classmethod
+    def claim_next(cls, worker):
+        """Take the oldest queued job for `worker`, or None. No job is ever claimed twice.
+
+        PostgreSQL: one transaction with SELECT … FOR UPDATE SKIP LOCKED, so
+        concurrent workers each lock a different row. SQLite cannot skip locks:
+        a conditional UPDATE … WHERE status='queued' instead, and a row count of
+        0 means somebody else got there first, so try the next one.
+        """
+        from django.db import connection, transaction
+        from django.db.models import F, Value
+        from django.db.models.functions import Coalesce
+
+        now = timezone.now()
+        changes = {"status": cls.RUNNING, "worker": worker, "heartbeat_at": now, "control": "",
+                   "attempts": F("attempts") + 1, "started_at": Coalesce(F("started_at"), Value(now))}
+        queued = cls.objects.filter(status=cls.QUEUED).order_by("created_at", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            with transaction.atomic():
+                job = queued.select_for_update(skip_locked=True).only("id").first()
+                if job is None:
+                    return None
+                cls.objects.filter(pk=job.pk).update(**changes)
+        else:
+            while True:
+                job = queued.only("id").first()
+                if job is None:
+                    return None
+                if cls.objects.filter(pk=job.pk, status=cls.QUEUED).update(**changes):
+                    break
+        return cls.objects.get(pk=job.pk)
+
+    def record_event(self, message, level="info", type="message", data=None, dedupe_key=None):
+        """Store an event (once per dedupe_key) and relay it to the job's watchers."""
+        event = JobEvent(job=self, message=message, level=level, type=type, data=data, dedupe_key=dedupe_key)
+        if dedupe_key:
+            event, _created = JobEvent.objects.get_or_create(
+                job=self, dedupe_key=dedupe_key,
+                defaults={"message": message, "level": level, "type": type, "data": data})
+        else:
+            event.save()
+        from training.worker import publish_event
+
+        publish_event(self, event)
+        return event
+
+    def _refuse(self, action, allowed):
+        from training.jobs import JobError
+
+        raise JobError("fine_tuning_job_id",
+                       f"Job {self.public_id} is {self.status}; only a job that is {allowed} can be {action}.",
+                       "invalid_job_state")
+
+    def cancel(self, by=None):
+        """Stop the job now. A running engine gets SIGTERM from its worker; checkpoints are kept."""
+        self.refresh_from_db()
+        if self.status not in self.ACTIVE:
+            self._refuse("cancelled", "validating, queued, running or paused")
+        was_running = self.status == self.RUNNING
+        now = timezone.now()
+        updated = FineTuningJob.objects.filter(pk=self.pk, status=self.status).update(
+            status=self.CANCELLED, control="cancel" if was_running else "", finished_at=now,
+            estimated_finish=None)
+        self.refresh_from_db()
+        if not updated:  # the worker changed it meanwhile (finished, failed…): say what it is now
+            return self.cancel(by)
+        who = f" by {by.get_username()}" if by is not None else ""
+        self.record_event(f"The job was cancelled{who}.", level="warn")
+        self._announce_end("fine_tuning.job.cancelled")
+        return self
+
+    def pause(self, by=None):
+        """A running job saves its state and stops (status becomes `paused` once saved); a queued job
+        simply leaves the queue."""
+        self.refresh_from_db()
+        if self.status == self.QUEUED:
+            if FineTuningJob.objects.filter(pk=self.pk, status=self.QUEUED).update(status=self.PAUSED):
+                self.refresh_from_db()
+                self.record_event("The job was paused before it started; resume puts it back in the queue.")
+                self.publish_status()
+                return self
+            self.refresh_from_db()
+        if self.status != self.RUNNING or self.control:
+            self._refuse("paused", "queued, or running with no cancel or pause already requested")
+        if not FineTuningJob.objects.filter(pk=self.pk, status=self.RUNNING, control="").update(control="pause"):
+            self.refresh_from_db()
+            self._refuse("paused", "queued, or running with no cancel or pause already requested")
+        self.refresh_from_db()
+        self.record_event("Pause requested: the job saves a checkpoint at the end of the current step and stops.")
+        return self
+
+    def resume(self, by=None):
+        """Put a paused job back in the queue; its engine continues from the saved state."""
+        self.refresh_from_db()
+        if self.status != self.PAUSED or not FineTuningJob.objects.filter(
+                pk=self.pk, status=self.PAUSED).update(status=self.QUEUED, control="", worker="",
+                                                        engine_pid=None):
+            self._refuse("resumed", "paused")
+        self.refresh_from_db()
+        self.record_event(f"The job was resumed at step {self.step} and is queued again.")
+        self.publish_status()
+        return self
+
+    def rerun(self, by, spec=None):
+        """A new job from this job's spec (as requested, `auto` kept), or an edited copy of it."""
+        from training.jobs import create_job
+
+        return create_job(self.spec if spec is None else spec, by, parent=self, metadata=self.metadata)
+
+    def publish_status(self):
+        from training.worker import publish_status
+
+        publish_status(self)
+
+    def _announce_end(self, event_type):
+        from training.webhooks import enqueue
+
+        self.publish_status()
+        enqueue(self, event_type)
+
 
 class Checkpoint(models.Model):
     """One servable snapshot, written at the end of an epoch."""
@@ -253,3 +389,54 @@ class JobEvent(models.Model):
 
     def __str__(self):
         return f"{self.public_id}: {self.message}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where Attune posts `fine_tuning.job.*` events, signed per Standard Webhooks."""
+
+    EVENT_TYPES = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"]
+
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=200, blank=True, default="")
+    event_types = models.JSONField(default=list)
+    secret = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="webhook_endpoints")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, retried with backoff until a 2xx answer or the last attempt."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    STATUSES = [(s, s) for s in (PENDING, DELIVERED, FAILED)]
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=64)
+    job = models.ForeignKey(FineTuningJob, null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="webhook_deliveries")
+    body = models.TextField(help_text="The exact JSON body that is signed and sent.")
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING, db_index=True)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Each attempt: {"at": unix seconds, "status_code": int | None, "error": str}.
+    responses = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def last_status_code(self):
+        return self.responses[-1].get("status_code") if self.responses else None
