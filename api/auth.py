@@ -1,0 +1,112 @@
+"""Bearer-key access for /v1 (openai-contract.md §1).
+
+`api_view` is the one door: it answers a wrong method with 405, a missing,
+wrong or revoked key with 401, a role that may not use the endpoint with 403,
+all in the OpenAI error envelope. Sessions and CSRF play no part: the key is
+the credential, and `request.user` becomes its owner.
+"""
+
+import inspect
+import logging
+import secrets
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django.views.decorators.csrf import csrf_exempt
+
+from api.errors import ApiError, error_response
+from api.models import ApiKey
+from config.access import can_rate, is_admin
+
+log = logging.getLogger(__name__)
+
+ADMINS = "admins"
+RATERS = "raters"
+
+
+def _bearer(request):
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _unauthorized(message):
+    return error_response(message, status=401, code="invalid_api_key",
+                          headers={"WWW-Authenticate": 'Bearer realm="attune"'})
+
+
+def api_view(*methods, allow=ADMINS):
+    """Mark a view as a /v1 endpoint for `methods`, open to admins or to raters (admins and evaluators)."""
+
+    def decorator(view):
+        if inspect.iscoroutinefunction(view):
+            # Async views (chat completions) stream from the inference backend; the key
+            # check still runs the ORM, so it goes through a thread.
+            @csrf_exempt
+            @wraps(view)
+            async def wrapped_async(request, *args, **kwargs):
+                refused = await sync_to_async(_check)(methods, allow, request)
+                if refused is None:
+                    try:
+                        refused = await view(request, *args, **kwargs)
+                    except ApiError as exc:
+                        refused = exc.response()
+                    except Exception:
+                        log.exception("Unhandled error in %s %s", request.method, request.path)
+                        refused = _server_error()
+                refused["x-request-id"] = "req_" + secrets.token_hex(16)
+                return refused
+
+            return wrapped_async
+
+        @csrf_exempt
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            response = _check(methods, allow, request)
+            if response is None:
+                try:
+                    response = view(request, *args, **kwargs)
+                except ApiError as exc:
+                    response = exc.response()
+                except Exception:
+                    log.exception("Unhandled error in %s %s", request.method, request.path)
+                    response = _server_error()
+            response["x-request-id"] = "req_" + secrets.token_hex(16)
+            return response
+
+        return wrapped
+
+    return decorator
+
+
+def _server_error():
+    return error_response("The server had an error while processing your request.", status=500,
+                          code="server_error")
+
+
+def _check(methods, allow, request):
+    """None when the request may go on (request.user is then the key's owner), else the refusal."""
+    if request.method not in methods:
+        response = error_response(f"Method {request.method} is not allowed on {request.path}; "
+                                  f"use {' or '.join(methods)}.", status=405, code="method_not_allowed")
+        response["Allow"] = ", ".join(methods)
+        return response
+    token = _bearer(request)
+    if token is None:
+        return _unauthorized("You didn't provide an API key. Provide it in the Authorization header as "
+                             "'Authorization: Bearer YOUR_KEY'; create one on /settings/api-keys/ or with "
+                             "`manage.py create_api_key USERNAME`.")
+    key = ApiKey.authenticate(token)
+    if key is None:
+        return _unauthorized(f"Incorrect API key provided: {token[:12]}…. It is unknown or has been revoked.")
+    user = key.owner
+    allowed = is_admin(user) if allow == ADMINS else can_rate(user)
+    if not allowed:
+        what = "admins" if allow == ADMINS else "admins and evaluators"
+        return error_response(f"This endpoint is for {what}; the key's owner {user.username!r} may not use it.",
+                              status=403, code="permission_denied")
+    request.user = user
+    request.api_key = key
+    return None

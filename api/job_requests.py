@@ -1,0 +1,167 @@
+"""Turn a `POST /v1/fine_tuning/jobs` body (openai-contract.md §3.2) into the
+stored JobSpec dict, naming the request field of every problem as `param`.
+
+The stored spec is a JobSpec dict whose `model` is a BaseModel name and whose
+files are public file ids; the worker maps those to paths. Attune's own
+fields (adapter, LoRA, advanced settings) come under the `attune` key.
+"""
+
+from api.errors import ApiError
+from api.objects import extension_fields
+from training.engine.spec import AUTO, spec_errors
+
+REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
+                  "method", "hyperparameters", "attune"}
+METHODS = ("supervised", "dpo")
+HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
+                   "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
+INTEGRATION_TYPES = ("wandb", "mlflow", "tensorboard")
+MAX_METADATA_PAIRS = 16
+
+
+def _object(value, param):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(f"'{param}' must be an object.", param=param)
+    return value
+
+
+def _method(body):
+    """(method type, its hyperparameters, the param prefix they came from)."""
+    method = _object(body.get("method"), "method")
+    unknown = sorted(set(method) - {"type", *METHODS, "reinforcement"})
+    if unknown:
+        raise ApiError(f"Unrecognized request argument supplied: method.{unknown[0]}", param=f"method.{unknown[0]}")
+    kind = method.get("type", "supervised")
+    if kind == "reinforcement":
+        raise ApiError("Attune does not support the reinforcement method; use supervised or dpo.",
+                       param="method.type", code="unsupported_method")
+    if kind not in METHODS:
+        raise ApiError(f"Invalid method type {kind!r}: use supervised or dpo.", param="method.type")
+    for other in METHODS + ("reinforcement",):
+        if other != kind and method.get(other) is not None:
+            raise ApiError(f"method.{other} was given but method.type is {kind!r}.", param=f"method.{other}")
+    section = _object(method.get(kind), f"method.{kind}")
+    unknown = sorted(set(section) - {"hyperparameters"})
+    if unknown:
+        raise ApiError(f"Unrecognized request argument supplied: method.{kind}.{unknown[0]}",
+                       param=f"method.{kind}.{unknown[0]}")
+    nested = section.get("hyperparameters")
+    legacy = body.get("hyperparameters")
+    if nested is not None and legacy is not None:
+        raise ApiError("Give hyperparameters once: either under method.{kind}.hyperparameters or in the "
+                       "deprecated top-level hyperparameters.".replace("{kind}", kind), param="hyperparameters")
+    if nested is not None:
+        return kind, _object(nested, f"method.{kind}.hyperparameters"), f"method.{kind}.hyperparameters"
+    return kind, _object(legacy, "hyperparameters"), "hyperparameters"
+
+
+def _integrations(value):
+    """OpenAI's list of integrations → JobSpec's `integrations` object, with a param per spec field."""
+    if value is None:
+        return {}, {}
+    if not isinstance(value, list):
+        raise ApiError("'integrations' must be a list.", param="integrations")
+    if len(value) > 5:
+        raise ApiError("At most 5 integrations may be given.", param="integrations")
+    result, params = {}, {}
+    for i, item in enumerate(value):
+        where = f"integrations[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(f"'{where}' must be an object.", param=where)
+        kind = item.get("type")
+        if kind not in INTEGRATION_TYPES:
+            raise ApiError(f"Unsupported integration type {kind!r}: use one of {', '.join(INTEGRATION_TYPES)}.",
+                           param=f"{where}.type")
+        unknown = sorted(set(item) - {"type", kind})
+        if unknown:
+            raise ApiError(f"Unrecognized request argument supplied: {where}.{unknown[0]}",
+                           param=f"{where}.{unknown[0]}")
+        if kind in result:
+            raise ApiError(f"Only one {kind} integration may be given.", param=where)
+        result[kind] = _object(item.get(kind), f"{where}.{kind}")
+        params[f"integrations.{kind}"] = f"{where}.{kind}"
+    return result, params
+
+
+def _metadata(value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError("'metadata' must be an object of string keys and string values.", param="metadata")
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ApiError(f"'metadata' may hold at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ApiError(f"Metadata key {key[:20]!r}… is longer than 64 characters.", param="metadata")
+        if not isinstance(item, str) or len(item) > 512:
+            raise ApiError(f"Metadata value of {key!r} must be a string of at most 512 characters.",
+                           param=f"metadata.{key}")
+    return value
+
+
+def spec_from_request(body):
+    """Return (JobSpec dict, metadata, {spec field: request field}) or raise ApiError naming the field."""
+    if not isinstance(body, dict):
+        raise ApiError("The request body must be a JSON object.")
+    unknown = sorted(set(body) - REQUEST_FIELDS)
+    if unknown:
+        raise ApiError(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
+    for name in ("model", "training_file"):
+        if body.get(name) in (None, ""):
+            raise ApiError(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+        if not isinstance(body[name], str):
+            raise ApiError(f"'{name}' must be a string.", param=name)
+    for name in ("validation_file", "suffix"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ApiError(f"'{name}' must be a string.", param=name)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ApiError("'seed' must be an integer from 0 to 2147483647.", param="seed")
+
+    kind, hyperparameters, hp_param = _method(body)
+    allowed = HYPERPARAMETERS[kind]
+    unknown = sorted(set(hyperparameters) - set(allowed))
+    if unknown:
+        raise ApiError(f"Unrecognized hyperparameter {unknown[0]!r} for the {kind} method; "
+                       f"allowed: {', '.join(allowed)}.", param=f"{hp_param}.{unknown[0]}")
+    integrations, integration_params = _integrations(body.get("integrations"))
+    extension = _object(body.get("attune"), "attune")
+    known_extension = extension_fields()
+    unknown = sorted(set(extension) - set(known_extension))
+    if unknown:
+        raise ApiError(f"Unrecognized Attune setting {unknown[0]!r}; the attune object takes "
+                       f"{', '.join(known_extension)}.", param=f"attune.{unknown[0]}")
+    metadata = _metadata(body.get("metadata"))
+
+    spec = {"model": body["model"], "training_file": body["training_file"], "method": kind}
+    if body.get("validation_file"):
+        spec["validation_file"] = body["validation_file"]
+    if body.get("suffix") is not None:
+        spec["suffix"] = body["suffix"]
+    if seed is not None:
+        spec["seed"] = seed  # else create_job draws one, as OpenAI does
+    for name in allowed:
+        spec[name] = hyperparameters.get(name, AUTO)
+    if integrations:
+        spec["integrations"] = integrations
+    spec.update(extension)
+
+    params = {name: f"{hp_param}.{name}" for name in allowed}
+    params.update({name: f"attune.{name}" for name in extension})
+    params.update(integration_params)
+    errors = spec_errors(spec)
+    if errors:
+        field, message = errors[0]
+        param = request_param(field, params)
+        raise ApiError(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
+    return spec, metadata, params
+
+
+def request_param(field, params):
+    """The request field a JobSpec field came from (`n_epochs` → `hyperparameters.n_epochs`)."""
+    for spec_prefix, request_prefix in sorted(params.items(), key=lambda p: -len(p[0])):
+        if field == spec_prefix or field.startswith(spec_prefix + "."):
+            return request_prefix + field[len(spec_prefix):]
+    return field

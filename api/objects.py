@@ -1,0 +1,132 @@
+"""The JSON objects of the OpenAI API (openai-contract.md §2.2, §3.3, §3.6, §3.7, §7),
+built from Attune's rows. Every field the SDK types is always sent."""
+
+from training.engine.spec import AUTO
+from training.models import unix
+
+ORGANIZATION_ID = "org-attune"
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                      "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+
+# JobSpec fields that have their own place in the OpenAI request; every other
+# field a person may set lives under the `attune` extension key. `job_id` and
+# `output_dir` are the worker's to fill in.
+OPENAI_FIELDS = {"model", "training_file", "validation_file", "method", "n_epochs", "batch_size",
+                 "learning_rate_multiplier", "beta", "seed", "suffix", "integrations"}
+WORKER_FIELDS = {"job_id", "output_dir"}
+
+
+def extension_fields():
+    from training.engine.spec import JobSpec
+
+    return [name for name in JobSpec.model_fields if name not in OPENAI_FIELDS | WORKER_FIELDS]
+
+
+def file_object(data_file):
+    return {
+        "id": data_file.public_id,
+        "object": "file",
+        "bytes": data_file.bytes,
+        "created_at": unix(data_file.created_at),
+        "expires_at": None,
+        "filename": data_file.filename,
+        "purpose": data_file.purpose,
+        "status": data_file.status,
+        "status_details": data_file.status_details or None,
+    }
+
+
+def _spec_value(job, name, default=AUTO):
+    """The resolved value once the job has one, else the value as requested ("auto" kept)."""
+    for source in (job.resolved_spec or {}, job.spec or {}):
+        if name in source and source[name] is not None:
+            return source[name]
+    return default
+
+
+def job_hyperparameters(job, method=None):
+    values = {name: _spec_value(job, name) for name in HYPERPARAMETERS}
+    if (method or _spec_value(job, "method", "supervised")) == "dpo":
+        values["beta"] = _spec_value(job, "beta")
+    return values
+
+
+def job_integrations(job):
+    integrations = (job.spec or {}).get("integrations") or {}
+    items = []
+    if integrations.get("wandb"):
+        wandb = integrations["wandb"]
+        items.append({"type": "wandb", "wandb": {
+            "project": wandb.get("project"), "name": wandb.get("name"), "entity": wandb.get("entity"),
+            "tags": wandb.get("tags") or [], "run_id": job.public_id}})
+    for kind in ("mlflow", "tensorboard"):
+        if integrations.get(kind) is not None:
+            items.append({"type": kind, kind: integrations[kind]})
+    return items
+
+
+def job_error(job):
+    if not job.error:
+        return {}
+    return {"code": job.error.get("code"), "message": job.error.get("message"), "param": job.error.get("param")}
+
+
+def job_object(job):
+    method = _spec_value(job, "method", "supervised")
+    hyperparameters = job_hyperparameters(job, method)
+    return {
+        "id": job.public_id,
+        "object": "fine_tuning.job",
+        "created_at": unix(job.created_at),
+        "model": job.base_model.name,
+        "organization_id": ORGANIZATION_ID,
+        "status": job.status,
+        "training_file": job.training_file.public_id,
+        "validation_file": job.validation_file.public_id if job.validation_file_id else None,
+        "hyperparameters": {name: hyperparameters[name] for name in HYPERPARAMETERS},
+        "method": {"type": method, method: {"hyperparameters": hyperparameters}},
+        "fine_tuned_model": job.fine_tuned_model,
+        "finished_at": unix(job.finished_at),
+        "trained_tokens": job.trained_tokens,
+        "result_files": list(job.result_files or []),
+        "error": job_error(job),
+        "seed": job.seed,
+        "estimated_finish": unix(job.estimated_finish),
+        "integrations": job_integrations(job),
+        "metadata": job.metadata,
+        "user_provided_suffix": job.suffix or None,
+        "usage_metrics": None,
+        "shared_with_openai": False,
+        "attune": {name: _spec_value(job, name, None) for name in extension_fields()},
+    }
+
+
+def event_object(event):
+    return {
+        "id": event.public_id,
+        "object": "fine_tuning.job.event",
+        "created_at": unix(event.created_at),
+        "level": event.level,
+        "message": event.message,
+        "type": event.type,
+        "data": event.data,
+    }
+
+
+def checkpoint_object(checkpoint):
+    metrics = {name: checkpoint.metrics.get(name) for name in CHECKPOINT_METRICS}
+    metrics["step"] = float(checkpoint.step) if metrics["step"] is None else metrics["step"]
+    return {
+        "id": checkpoint.public_id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": unix(checkpoint.created_at),
+        "fine_tuned_model_checkpoint": checkpoint.model_name,
+        "fine_tuning_job_id": checkpoint.job.public_id,
+        "step_number": checkpoint.step,
+        "metrics": metrics,
+    }
+
+
+def model_object(model_id, created, owned_by):
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}

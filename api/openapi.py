@@ -1,0 +1,316 @@
+"""The OpenAPI 3.1 description of /v1, served at /v1/openapi.json.
+
+Written by hand after the routes in api/urls.py (tests check that every
+route is described and that schemathesis finds no server error); the
+`attune` extension object is generated from JobSpec, the one definition of a
+job, so a new engine setting appears here by itself.
+"""
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from api.errors import error_response
+from api.objects import CHECKPOINT_METRICS, extension_fields
+
+ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
+               "403": "The key's owner may not use this endpoint.", "404": "No such object.",
+               "405": "Method not allowed."}
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes):
+    return {code: {"description": ERROR_CODES[code], "content": {"application/json": {"schema": _ref("Error")}}}
+            for code in ("401",) + codes}
+
+
+def _path_param(name, description):
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _query(name, schema, description):
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+AFTER = _query("after", {"type": "string"}, "Id of the last object of the previous page.")
+FILE_ID = _path_param("file_id", "A file id, `file-…`.")
+JOB_ID = _path_param("fine_tuning_job_id", "A job id, `ftjob-…`.")
+
+
+def _limit(default, maximum):
+    return _query("limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+                  f"Page size (1–{maximum}).")
+
+
+def _list(item, with_ids=False):
+    properties = {"object": {"const": "list"}, "data": {"type": "array", "items": _ref(item)},
+                  "has_more": {"type": "boolean"}}
+    if with_ids:
+        properties["first_id"] = {"type": ["string", "null"]}
+        properties["last_id"] = {"type": ["string", "null"]}
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+AUTO_INT = {"oneOf": [{"const": "auto"}, {"type": "integer"}]}
+AUTO_NUMBER = {"oneOf": [{"const": "auto"}, {"type": "number"}]}
+
+
+def _hyperparameters(with_beta=False):
+    properties = {
+        "n_epochs": {**AUTO_INT, "description": "Passes over the training file: 1–50 or auto."},
+        "batch_size": {**AUTO_INT, "description": "Examples per optimizer step: 1–256 or auto."},
+        "learning_rate_multiplier": {**AUTO_NUMBER, "description": "Multiplies the base learning rate: > 0 or auto."},
+    }
+    if with_beta:
+        properties["beta"] = {**AUTO_NUMBER, "description": "DPO: (0, 2] or auto."}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+PYDANTIC_EXTRAS = ("group", "min", "max", "auto", "title")
+
+
+def _clean(schema):
+    if isinstance(schema, dict):
+        return {k: _clean(v) for k, v in schema.items() if k not in PYDANTIC_EXTRAS}
+    if isinstance(schema, list):
+        return [_clean(v) for v in schema]
+    return schema
+
+
+def attune_extension_schema():
+    """Attune's own job settings, from JobSpec: adapter, LoRA and advanced fields."""
+    from training.engine.spec import JobSpec
+
+    properties = JobSpec.model_json_schema()["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Attune's extension: settings of a job that the OpenAI request has no place for. "
+                       "Every key is optional and defaults as shown; the job object echoes them under the same "
+                       "key.",
+        "properties": {name: _clean(properties[name]) for name in extension_fields()},
+    }
+
+
+def _schemas():
+    nullable_string = {"type": ["string", "null"]}
+    nullable_int = {"type": ["integer", "null"]}
+    wandb = {"type": "object", "required": ["project"], "properties": {
+        "project": {"type": "string"}, "name": nullable_string, "entity": nullable_string,
+        "tags": {"type": "array", "items": {"type": "string"}}}}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["message", "type", "param", "code"], "properties": {
+                "message": {"type": "string"}, "type": {"type": "string"}, "param": nullable_string,
+                "code": nullable_string}}}},
+        "FileObject": {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose",
+                                                      "status"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer"},
+            "created_at": {"type": "integer"}, "expires_at": nullable_int, "filename": {"type": "string"},
+            "purpose": {"enum": ["fine-tune", "fine-tune-results"]},
+            "status": {"enum": ["uploaded", "processed", "error"]}, "status_details": nullable_string}},
+        "FileList": _list("FileObject", with_ids=True),
+        "FileDeleted": {"type": "object", "required": ["id", "object", "deleted"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"type": "boolean"}}},
+        "Hyperparameters": _hyperparameters(),
+        "DpoHyperparameters": _hyperparameters(with_beta=True),
+        "Method": {"type": "object", "properties": {
+            "type": {"enum": ["supervised", "dpo"], "default": "supervised"},
+            "supervised": {"type": "object", "properties": {"hyperparameters": _ref("Hyperparameters")}},
+            "dpo": {"type": "object", "properties": {"hyperparameters": _ref("DpoHyperparameters")}}}},
+        "Integration": {"type": "object", "required": ["type"], "properties": {
+            "type": {"enum": ["wandb", "mlflow", "tensorboard"],
+                     "description": "wandb as in OpenAI's API; mlflow and tensorboard are Attune's."},
+            "wandb": wandb,
+            "mlflow": {"type": "object", "properties": {"tracking_uri": {"type": "string"},
+                                                        "experiment": {"type": "string"}}},
+            "tensorboard": {"type": "object", "properties": {"log_dir": nullable_string}}}},
+        "AttuneJobSettings": attune_extension_schema(),
+        "CreateFineTuningJobRequest": {
+            "type": "object", "required": ["model", "training_file"], "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string", "description": "A base model name (GET /v1/models)."},
+                "training_file": {"type": "string", "description": "A processed fine-tune file id."},
+                "validation_file": nullable_string,
+                "suffix": {"type": ["string", "null"], "maxLength": 64},
+                "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647},
+                "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                "integrations": {"type": ["array", "null"], "maxItems": 5, "items": _ref("Integration")},
+                "method": _ref("Method"),
+                "hyperparameters": {**_ref("Hyperparameters"), "deprecated": True},
+                "attune": _ref("AttuneJobSettings"),
+            }},
+        "FineTuningJob": {"type": "object", "required": [
+            "id", "object", "created_at", "model", "organization_id", "status", "training_file", "validation_file",
+            "hyperparameters", "method", "fine_tuned_model", "finished_at", "trained_tokens", "result_files",
+            "error", "seed", "estimated_finish", "integrations", "metadata"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "fine_tuning.job"}, "created_at": {"type": "integer"},
+            "model": {"type": "string"}, "organization_id": {"type": "string"},
+            "status": {"enum": ["validating_files", "queued", "running", "paused", "succeeded", "failed",
+                                "cancelled"]},
+            "training_file": {"type": "string"}, "validation_file": nullable_string,
+            "hyperparameters": _ref("DpoHyperparameters"), "method": {"type": "object"},
+            "fine_tuned_model": nullable_string, "finished_at": nullable_int, "trained_tokens": nullable_int,
+            "result_files": {"type": "array", "items": {"type": "string"}},
+            "error": {"type": "object", "description": "{} on healthy jobs, else {code, message, param}."},
+            "seed": {"type": "integer"}, "estimated_finish": nullable_int,
+            "integrations": {"type": ["array", "null"]},
+            "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+            "user_provided_suffix": nullable_string, "usage_metrics": {"type": "null"},
+            "shared_with_openai": {"type": "boolean"},
+            "attune": {"type": "object", "description": "The Attune settings of the job (AttuneJobSettings)."}}},
+        "FineTuningJobList": _list("FineTuningJob"),
+        "FineTuningJobEvent": {"type": "object", "required": ["id", "object", "created_at", "level", "message"],
+                               "properties": {
+            "id": {"type": "string"}, "object": {"const": "fine_tuning.job.event"},
+            "created_at": {"type": "integer"}, "level": {"enum": ["info", "warn", "error"]},
+            "message": {"type": "string"}, "type": {"enum": ["message", "metrics"]},
+            "data": {"type": ["object", "null"]}}},
+        "FineTuningJobEventList": _list("FineTuningJobEvent"),
+        "FineTuningJobCheckpoint": {"type": "object", "required": [
+            "id", "object", "created_at", "fine_tuned_model_checkpoint", "fine_tuning_job_id", "step_number",
+            "metrics"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "fine_tuning.job.checkpoint"},
+            "created_at": {"type": "integer"}, "fine_tuned_model_checkpoint": {"type": "string"},
+            "fine_tuning_job_id": {"type": "string"}, "step_number": {"type": "integer"},
+            "metrics": {"type": "object", "properties": {k: {"type": ["number", "null"]}
+                                                         for k in CHECKPOINT_METRICS}}}},
+        "FineTuningJobCheckpointList": _list("FineTuningJobCheckpoint", with_ids=True),
+        "Model": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+            "owned_by": {"type": "string"}}},
+        "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
+            "object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}},
+        "ModelDeleted": {"type": "object", "required": ["id", "object", "deleted"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "model"}, "deleted": {"type": "boolean"}}},
+        "ChatMessage": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"enum": ["system", "developer", "user", "assistant"]},
+            "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {
+                "type": "object", "required": ["type", "text"],
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}}},
+        "CreateChatCompletionRequest": {
+            "type": "object", "required": ["model", "messages"], "properties": {
+                "model": {"type": "string", "description": "A base model, an ft: model or a checkpoint name."},
+                "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+                "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
+                "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
+                "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+                "top_p": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+                "seed": {"type": ["integer", "null"]},
+                "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                                   {"type": "null"}]},
+                "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 1},
+                "stream": {"type": ["boolean", "null"]},
+                "stream_options": {"type": ["object", "null"]},
+            }},
+        "ChatCompletion": {"type": "object", "required": ["id", "object", "created", "model", "choices"],
+                           "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
+            "model": {"type": "string"}, "choices": {"type": "array"}, "usage": {"type": "object"}}},
+    }
+
+
+def build():
+    paths = {
+        "/files": {
+            "get": {"operationId": "listFiles", "summary": "List files, newest first by default.",
+                    "parameters": [AFTER, _limit(10000, 10000),
+                                   _query("order", {"enum": ["asc", "desc"]}, "By created_at."),
+                                   _query("purpose", {"type": "string"}, "Only files of this purpose.")],
+                    "responses": {"200": _json(_ref("FileList")), **_errors("400")}},
+            "post": {"operationId": "createFile", "summary": "Upload a JSONL training file (purpose fine-tune).",
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                         "type": "object", "required": ["file", "purpose"], "properties": {
+                             "file": {"type": "string", "format": "binary"},
+                             "purpose": {"enum": ["fine-tune"]}}}}}},
+                     "responses": {"200": _json(_ref("FileObject")), **_errors("400")}}},
+        "/files/{file_id}": {
+            "parameters": [FILE_ID],
+            "get": {"operationId": "retrieveFile", "responses": {"200": _json(_ref("FileObject")), **_errors("404")}},
+            "delete": {"operationId": "deleteFile", "summary": "Delete a file no job uses.",
+                       "responses": {"200": _json(_ref("FileDeleted")), **_errors("400", "404")}}},
+        "/files/{file_id}/content": {
+            "parameters": [FILE_ID],
+            "get": {"operationId": "downloadFile",
+                    "summary": "The file's bytes; fine-tune-results CSVs come base64-encoded, as OpenAI's do.",
+                    "responses": {"200": {"description": "The content.", "content": {
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        **_errors("404")}}},
+        "/fine_tuning/jobs": {
+            "get": {"operationId": "listFineTuningJobs", "summary": "Jobs, newest first.",
+                    "parameters": [AFTER, _limit(20, 1000),
+                                   {"name": "metadata", "in": "query", "required": False, "style": "deepObject",
+                                    "explode": True, "description": "Only jobs whose metadata holds these pairs.",
+                                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}}],
+                    "responses": {"200": _json(_ref("FineTuningJobList")), **_errors("400", "403")}},
+            "post": {"operationId": "createFineTuningJob",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": _ref("CreateFineTuningJobRequest")}}},
+                     "responses": {"200": _json(_ref("FineTuningJob")), **_errors("400", "403")}}},
+        "/fine_tuning/jobs/{fine_tuning_job_id}": {
+            "parameters": [JOB_ID],
+            "get": {"operationId": "retrieveFineTuningJob",
+                    "responses": {"200": _json(_ref("FineTuningJob")), **_errors("403", "404")}}},
+    }
+    for action, summary in (("cancel", "Cancel a job that has not finished."),
+                            ("pause", "Pause a running job (it saves its state)."),
+                            ("resume", "Resume a paused job from where it stopped.")):
+        paths[f"/fine_tuning/jobs/{{fine_tuning_job_id}}/{action}"] = {
+            "parameters": [JOB_ID],
+            "post": {"operationId": f"{action}FineTuningJob", "summary": summary,
+                     "responses": {"200": _json(_ref("FineTuningJob")), **_errors("400", "403", "404")}}}
+    paths["/fine_tuning/jobs/{fine_tuning_job_id}/events"] = {
+        "parameters": [JOB_ID],
+        "get": {"operationId": "listFineTuningEvents", "summary": "Events, newest first.",
+                "parameters": [AFTER, _limit(20, 1000)],
+                "responses": {"200": _json(_ref("FineTuningJobEventList")), **_errors("400", "403", "404")}}}
+    paths["/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"] = {
+        "parameters": [JOB_ID],
+        "get": {"operationId": "listFineTuningJobCheckpoints", "summary": "Epoch checkpoints, highest step first.",
+                "parameters": [AFTER, _limit(10, 1000)],
+                "responses": {"200": _json(_ref("FineTuningJobCheckpointList")), **_errors("400", "403", "404")}}}
+    paths["/models"] = {"get": {"operationId": "listModels",
+                                "summary": "Base models, fine-tuned models and checkpoints.",
+                                "responses": {"200": _json(_ref("ModelList")), **_errors("403")}}}
+    paths["/models/{model}"] = {
+        "parameters": [_path_param("model", "A model name; `ft:` names contain ':'.")],
+        "get": {"operationId": "retrieveModel", "responses": {"200": _json(_ref("Model")), **_errors("404")}},
+        "delete": {"operationId": "deleteModel", "summary": "Delete a fine-tuned model or checkpoint.",
+                   "responses": {"200": _json(_ref("ModelDeleted")), **_errors("400", "403", "404")}}}
+    paths["/chat/completions"] = {"post": {
+        "operationId": "createChatCompletion",
+        "summary": "Chat with a base model, a fine-tuned model or a checkpoint; `stream: true` answers with "
+                   "server-sent events ending in `data: [DONE]`.",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": _ref("CreateChatCompletionRequest")}}},
+        "responses": {"200": {"description": "A completion, or an event stream when stream is true.", "content": {
+            "application/json": {"schema": _ref("ChatCompletion")},
+            "text/event-stream": {"schema": {"type": "string"}}}}, **_errors("400", "403", "404")}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Attune API", "version": "1",
+                 "description": "The OpenAI-compatible API of Attune: files, fine-tuning jobs, models and chat "
+                                "completions. Point the `openai` SDK's base_url at /v1 and use an API key from "
+                                "/settings/api-keys/. Attune's own job settings go under the `attune` key of a "
+                                "job request."},
+        "servers": [{"url": "/v1"}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {"schemas": _schemas(), "securitySchemes": {"bearerAuth": {"type": "http",
+                                                                                 "scheme": "bearer"}}},
+    }
+
+
+@csrf_exempt
+def schema_view(request):
+    """Public, like any OpenAPI description: it holds no data."""
+    if request.method not in ("GET", "HEAD"):
+        return error_response(f"Method {request.method} is not allowed on {request.path}; use GET.", status=405,
+                              code="method_not_allowed")
+    return JsonResponse(build())
