@@ -1,0 +1,172 @@
+"""The job page's websocket, `ws/jobs/<job id>/`: the stored history first, then every new row.
+
+Who: admins only. Anonymous users and evaluators are refused at the
+handshake (HTTP 403; a test communicator sees close code 4401 / 4403); an
+unknown job closes with 4404.
+
+Protocol (server → client, JSON text frames; the client sends nothing):
+
+1. One `history` message, right after connect:
+
+       {"kind": "history", "data": {
+          "status":      {...status payload...},
+          "traces":      {NAME: {"x": [step, ...], "y": [value, ...]}, ...},
+          "points":      {"train": N, "sampled": N, "full": N},   # stored, before downsampling
+          "last_step":   {"train": S | null, "sampled": S | null, "full": S | null},
+          "events":      [event payload, ...],                      # oldest first
+          "checkpoints": [checkpoint payload, ...]}}                # by step
+
+   Trace NAMEs: `train_loss`, `train_accuracy`, `learning_rate` (scope train),
+   `valid_loss`, `valid_accuracy` (scope sampled), `full_valid_loss`,
+   `full_valid_accuracy` (scope full). Each trace holds at most
+   MAX_TRACE_POINTS points (LTTB downsampling, first and last kept); null
+   values are left out. `events` holds every message event and the newest
+   METRICS_EVENTS metrics events.
+
+2. Then the live messages, as the worker stores rows (shapes from
+   training/payloads.py):
+
+       {"kind": "metric",     "data": {"scope", "step", "epoch", "loss", "accuracy", "learning_rate", "tokens_per_second"}}
+       {"kind": "event",      "data": {"id", "created_at", "level", "message", "type", "data"}}
+       {"kind": "checkpoint", "data": {"id", "epoch", "step", "model_name", "metrics", "bytes", "created_at"}}
+       {"kind": "status",     "data": {...status payload...}}
+
+How a client stays free of doubles: a live message may repeat a row the
+history already holds (it was stored while the history was read), and a
+resumed job sends again the steps after its last checkpoint, with the same
+keys. So every message is an upsert by its key:
+metric → (scope, step): a step beyond the trace's last x is appended, an x
+already in the trace has its y replaced, any other step (inside a
+downsampled stretch) is ignored; event → `id` (a metrics event is updated in
+place when its step's validation figures arrive); checkpoint → `id`;
+status → replaces the last one. A reconnect (or a second tab) simply starts
+again from step 1 with a fresh history.
+"""
+
+import math
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from config.access import is_admin
+from training import payloads
+
+MAX_TRACE_POINTS = 1000
+METRICS_EVENTS = 200
+
+TRACES = {
+    "train": {"loss": "train_loss", "accuracy": "train_accuracy", "learning_rate": "learning_rate"},
+    "sampled": {"loss": "valid_loss", "accuracy": "valid_accuracy"},
+    "full": {"loss": "full_valid_loss", "accuracy": "full_valid_accuracy"},
+}
+
+
+def lttb(xs, ys, threshold=MAX_TRACE_POINTS):
+    """Largest-Triangle-Three-Buckets: `threshold` points that keep the shape of the curve."""
+    n = len(xs)
+    if n <= threshold or threshold < 3:
+        return list(xs), list(ys)
+    import numpy as np
+
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    keep = [0]
+    edges = np.linspace(1, n - 1, threshold - 1).astype(int)  # threshold - 2 buckets between the ends
+    a = 0
+    for i in range(threshold - 2):
+        start, end = edges[i], edges[i + 1]
+        if end <= start:
+            end = start + 1
+        nxt_start, nxt_end = edges[i + 1], (edges[i + 2] if i + 2 < len(edges) else n)
+        if nxt_end <= nxt_start:
+            nxt_end = nxt_start + 1
+        avg_x, avg_y = x[nxt_start:nxt_end].mean(), y[nxt_start:nxt_end].mean()
+        bx, by = x[start:end], y[start:end]
+        area = np.abs((x[a] - avg_x) * (by - y[a]) - (x[a] - bx) * (avg_y - y[a]))
+        a = start + int(area.argmax())
+        keep.append(a)
+    keep.append(n - 1)
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def build_traces(rows):
+    """rows: (scope, step, loss, accuracy, learning_rate) ordered by step → the history's traces."""
+    columns = {name: ([], []) for fields in TRACES.values() for name in fields.values()}
+    counts = {scope: 0 for scope in TRACES}
+    last = {scope: None for scope in TRACES}
+    for scope, step, loss, accuracy, learning_rate in rows:
+        counts[scope] += 1
+        last[scope] = step
+        for field, value in (("loss", loss), ("accuracy", accuracy), ("learning_rate", learning_rate)):
+            name = TRACES[scope].get(field)
+            if name and value is not None and math.isfinite(value):
+                columns[name][0].append(step)
+                columns[name][1].append(value)
+    traces = {}
+    for name, (xs, ys) in columns.items():
+        xs, ys = lttb(xs, ys)
+        traces[name] = {"x": xs, "y": ys}
+    return traces, counts, last
+
+
+def job_history(job):
+    """Everything the page needs to draw a job as stored now (see the protocol above)."""
+    rows = job.metric_points.order_by("step").values_list("scope", "step", "loss", "accuracy", "learning_rate")
+    traces, counts, last = build_traces(rows.iterator(chunk_size=5000))
+    messages = list(job.events.filter(type="message").order_by("id"))
+    metrics = list(job.events.filter(type="metrics").order_by("-id")[:METRICS_EVENTS])
+    events = sorted(messages + metrics, key=lambda e: e.pk)
+    checkpoints = job.checkpoints.order_by("step")
+    for checkpoint in checkpoints:
+        checkpoint.job = job
+    return {
+        "status": payloads.status_payload(job),
+        "traces": traces,
+        "points": counts,
+        "last_step": last,
+        "events": [payloads.event_payload(e) for e in events],
+        "checkpoints": [payloads.checkpoint_payload(c) for c in checkpoints],
+    }
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        import asyncio
+
+        from training.worker import relay
+
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        if not await database_sync_to_async(is_admin)(user):
+            await self.close(code=4403)
+            return
+        self.job = await database_sync_to_async(self._load_job)(self.scope["url_route"]["kwargs"]["job_id"])
+        if self.job is None:
+            await self.close(code=4404)
+            return
+        # The worker thread of this process (embedded default) relays through this loop.
+        relay.attach(asyncio.get_running_loop())
+        # Join before reading the history, so nothing stored in between is missed.
+        self.group = payloads.group_name(self.job)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        history = await database_sync_to_async(self._history)()
+        await self.send_json({"kind": "history", "data": history})
+
+    def _load_job(self, job_id):
+        from training.models import FineTuningJob
+
+        return FineTuningJob.objects.select_related("base_model").filter(public_id=job_id).first()
+
+    def _history(self):
+        self.job.refresh_from_db()
+        return job_history(self.job)
+
+    async def disconnect(self, code):
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def job_update(self, message):
+        await self.send_json({"kind": message["kind"], "data": message["data"]})
