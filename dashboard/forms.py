@@ -1,6 +1,9 @@
+import json
+
 from django import forms
 
-from training.models import BaseModel
+from training.engine.spec import AUTO, form_fields, spec_errors
+from training.models import BaseModel, DataFile, FineTuningJob
 
 
 class UploadForm(forms.Form):
@@ -16,3 +19,278 @@ class EvaluatorForm(forms.Form):
     username = forms.RegexField(regex=r"^[\w.@+-]{2,150}$", max_length=150,
                                 help_text="Letters, digits and @/./+/-/_ only.")
     role = forms.ChoiceField(choices=[("evaluator", "Evaluator"), ("admin", "Admin")], initial="evaluator")
+
+
+# --- Jobs: the new-job / re-run form is generated from JobSpec ---------------
+
+# Set by the worker for every job (its id and folder), never typed by a person.
+WORKER_FIELDS = {"job_id", "output_dir"}
+# The stored spec names the base model and files as Attune knows them, not as paths.
+HELP_OVERRIDES = {
+    "model": "The base model to fine-tune (Base models are registered by an admin).",
+    "training_file": "A processed JSONL file. Files with errors are listed but cannot be picked.",
+    "validation_file": "Optional. Loss and accuracy on it are charted during training and measured in full at "
+                       "every epoch end.",
+}
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+INTEGRATIONS = {"wandb": "Weights & Biases", "mlflow": "MLflow", "tensorboard": "TensorBoard"}
+
+
+def field_key(name):
+    """Form field name for a dotted spec field: `integrations.wandb.project` → `integrations__wandb__project`."""
+    return name.replace(".", "__")
+
+
+def spec_name(key):
+    return key.replace("__", ".")
+
+
+def _split_list(text):
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+class FileSelect(forms.Select):
+    """Lists every file with its validation status; a file with errors is shown but disabled."""
+
+    def __init__(self, *args, unusable=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unusable = set(unusable)
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        if value in self.unusable:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+def _file_label(f):
+    if f.usable:
+        state = f"{f.n_examples} examples, valid"
+    elif f.status == "error" or f.n_errors:
+        state = f"{f.n_errors} error{'s' if f.n_errors != 1 else ''}: cannot be used"
+    else:
+        state = f"{f.status}: cannot be used yet"
+    return f"{f.filename} · {f.public_id} · {state}"
+
+
+class JobForm(forms.Form):
+    """Every JobSpec field a person sets, with its help text and range.
+
+    `auto` hyperparameters get a number input plus an "auto" switch; each
+    integration gets a switch; lists are typed comma-separated. `spec` (after
+    `is_valid()`) is the dict `training.jobs.create_job` receives, checked by
+    `spec_errors` so every message lands next to its field.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = None
+        self.spec_fields = [f for f in form_fields() if f["name"] not in WORKER_FIELDS]
+        files = list(DataFile.objects.filter(purpose="fine-tune").only(
+            "public_id", "filename", "status", "n_errors", "n_examples", "purpose"))
+        self.files = {f.public_id: f for f in files}
+        for meta in self.spec_fields:
+            key = field_key(meta["name"])
+            self.fields[key] = self._make_field(meta)
+            if meta["auto"]:
+                self.fields[key + "__auto"] = forms.BooleanField(
+                    required=False, initial=meta["default"] == AUTO, label="auto",
+                    help_text=f"Let Attune pick {meta['name']} when the job starts.")
+        for name, label in INTEGRATIONS.items():
+            self.fields[f"integrations__{name}__enabled"] = forms.BooleanField(
+                required=False, label=f"Log to {label}")
+
+    def _make_field(self, meta):
+        name, default = meta["name"], meta["default"]
+        help_text = HELP_OVERRIDES.get(name, meta["help"])
+        common = {"required": False, "help_text": help_text, "label": name.rsplit(".", 1)[-1]}
+        if name == "model":
+            return forms.ModelChoiceField(queryset=BaseModel.objects.all(), to_field_name="name",
+                                          empty_label=None, **{**common, "required": True})
+        if name in ("training_file", "validation_file"):
+            unusable = [fid for fid, f in self.files.items() if not f.usable]
+            choices = [(fid, _file_label(f)) for fid, f in self.files.items()]
+            if name == "validation_file":
+                choices = [("", "— none —")] + choices
+            return forms.ChoiceField(choices=choices, widget=FileSelect(unusable=unusable),
+                                     **{**common, "required": name == "training_file"})
+        if meta["choices"]:
+            return forms.ChoiceField(choices=[(c, c) for c in meta["choices"]], initial=default, **common)
+        low, high = meta["min"], meta["max"]
+        initial = None if default == AUTO else default
+        if name == "seed":
+            # Left empty, the job gets a random seed, stored with it so a re-run repeats the run.
+            initial = None
+            help_text += " Empty: a random seed, stored with the job."
+            common["help_text"] = help_text
+        attrs = {k: v for k, v in (("min", low), ("max", high)) if v is not None}
+        if meta["type"] == "bool":
+            return forms.BooleanField(initial=default, **common)
+        if meta["type"] == "int":
+            return forms.IntegerField(initial=initial, widget=forms.NumberInput(attrs=attrs), **common)
+        if meta["type"] == "float":
+            return forms.FloatField(initial=initial, widget=forms.NumberInput(attrs={**attrs, "step": "any"}),
+                                    **common)
+        if meta["type"] == "list":
+            text = default if isinstance(default, str) else ", ".join(default or [])
+            return forms.CharField(initial=text, **{**common, "help_text": help_text + " Comma-separated."})
+        return forms.CharField(initial=default, **common)
+
+    # --- how the template lays the fields out ------------------------------
+
+    def _entry(self, meta):
+        key = field_key(meta["name"])
+        low, high = meta["min"], meta["max"]
+        if low is not None and high is not None:
+            range_text = f"{low:g} – {high:g}"
+        elif meta["choices"]:
+            range_text = " | ".join(meta["choices"])
+        else:
+            range_text = ""
+        return {"field": self[key], "auto": self[key + "__auto"] if meta["auto"] else None,
+                "name": meta["name"], "range": range_text}
+
+    def sections(self):
+        """[(title, [entries])] for the basic, hyperparameter, advanced and integration parts."""
+        by_group = {"basic": [], "hyperparameters": [], "advanced": []}
+        integrations = {name: [] for name in INTEGRATIONS}
+        for meta in self.spec_fields:
+            if meta["name"] in HYPERPARAMETERS:
+                by_group["hyperparameters"].append(self._entry(meta))
+            elif meta["group"] == "integrations":
+                integrations[meta["name"].split(".")[1]].append(self._entry(meta))
+            else:
+                by_group[meta["group"]].append(self._entry(meta))
+        return {
+            "basic": by_group["basic"],
+            "hyperparameters": by_group["hyperparameters"],
+            "advanced": by_group["advanced"],
+            "integrations": [(name, label, self[f"integrations__{name}__enabled"], integrations[name])
+                             for name, label in INTEGRATIONS.items()],
+        }
+
+    # --- from the stored spec (re-run) and to it (submit) -------------------
+
+    @classmethod
+    def initial_from_spec(cls, spec):
+        """Form values for a stored spec, as it was requested: `auto` stays switched on."""
+        initial = {}
+        for meta in form_fields():
+            name = meta["name"]
+            if name in WORKER_FIELDS:
+                continue
+            value = spec
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            key = field_key(name)
+            if meta["auto"]:
+                initial[key + "__auto"] = value in (None, AUTO)
+                initial[key] = None if value in (None, AUTO) else value
+            elif isinstance(value, list):
+                initial[key] = ", ".join(value)
+            elif value is not None:
+                initial[key] = value
+        for name in INTEGRATIONS:
+            initial[f"integrations__{name}__enabled"] = bool((spec.get("integrations") or {}).get(name))
+        return initial
+
+    def clean(self):
+        cleaned = super().clean()
+        spec, integrations = {}, {}
+        for meta in self.spec_fields:
+            name, key = meta["name"], field_key(meta["name"])
+            if key in self._errors:
+                continue
+            value = cleaned.get(key)
+            if name in ("training_file", "validation_file") and value:
+                data_file = self.files[value]
+                if not data_file.usable:
+                    self.add_error(key, f"{data_file.filename} ({value}) has {data_file.n_errors} error(s) and "
+                                        "cannot start a job; fix them and upload it again.")
+                    continue
+            if meta["auto"]:
+                if cleaned.get(key + "__auto"):
+                    if value is not None:
+                        self.add_error(key, f"Switch off auto to use {value:g}, or clear the number.")
+                        continue
+                    value = AUTO
+                elif value is None:
+                    self.add_error(key, "Give a number, or switch on auto.")
+                    continue
+            elif name == "model" and value is not None:
+                value = value.name
+            elif meta["type"] == "list":
+                value = value.strip()
+                if name == "lora_target_modules" and value == "all-linear":
+                    pass
+                else:
+                    value = _split_list(value)
+            elif isinstance(value, str):
+                value = value.strip()
+            if value in (None, "") or (name.startswith("integrations.") and value == []):
+                continue
+            if name.startswith("integrations."):
+                _, integration, leaf = name.split(".")
+                integrations.setdefault(integration, {})[leaf] = value
+            else:
+                spec[name] = value
+        wanted = {}
+        for integration, label in INTEGRATIONS.items():
+            enabled = cleaned.get(f"integrations__{integration}__enabled")
+            typed = integrations.get(integration, {})
+            # Untouched defaults (MLflow's experiment name) do not count as "typed".
+            typed_by_hand = {k: v for k, v in typed.items() if v != self.fields[
+                f"integrations__{integration}__{k}"].initial}
+            if enabled:
+                wanted[integration] = typed
+            elif typed_by_hand:
+                self.add_error(f"integrations__{integration}__enabled",
+                               f"Switch on {label} to use the values typed below, or clear them.")
+        if wanted:
+            spec["integrations"] = wanted
+        for field, message in spec_errors(spec):
+            key = field_key(field)
+            if key in self._errors:
+                continue
+            if key in self.fields:
+                self.add_error(key, message)
+            elif field.startswith("integrations.") and len(field.split(".")) >= 2:
+                self.add_error(f"integrations__{field.split('.')[1]}__enabled", f"{field}: {message}")
+            else:
+                self.add_error(None, f"{field}: {message}" if field != "__all__" else message)
+        self.spec = spec if not self._errors else None
+        return cleaned
+
+    def add_spec_error(self, param, message):
+        """Put an error from `training.jobs` (its `param` is a dotted spec field) next to its field."""
+        key = field_key(param or "")
+        self.add_error(key if key in self.fields else None, message)
+
+    @property
+    def spec_json(self):
+        return json.dumps(self.spec, indent=2) if self.spec is not None else ""
+
+
+class JobFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "any status")] + FineTuningJob.STATUSES, required=False)
+    model = forms.ChoiceField(choices=[], required=False, label="base model")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "any model")] + [
+            (name, name) for name in BaseModel.objects.values_list("name", flat=True)]
+
+
+class CompareForm(forms.Form):
+    jobs = forms.Field(widget=forms.MultipleHiddenInput, help_text="Pick 2 to 4 jobs.",
+                       error_messages={"required": "Pick 2 to 4 jobs to compare."})
+
+    def clean_jobs(self):
+        picked = list(dict.fromkeys(self.cleaned_data["jobs"]))
+        if not 2 <= len(picked) <= 4:
+            raise forms.ValidationError(f"Pick 2 to 4 jobs to compare ({len(picked)} picked).")
+        found = FineTuningJob.objects.select_related("base_model").in_bulk(picked, field_name="public_id")
+        missing = [job_id for job_id in picked if job_id not in found]
+        if missing:
+            raise forms.ValidationError(f"No such job: {', '.join(missing)}.")
+        return [found[job_id] for job_id in picked]

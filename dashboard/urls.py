@@ -8,4 +8,12 @@ urlpatterns = [
     path("datasets/<str:file_id>/", views.dataset_detail, name="dataset_detail"),
     path("datasets/<str:file_id>/download/", views.dataset_download, name="dataset_download"),
     path("users/", views.users, name="users"),
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/new/", views.job_new, name="job_new"),
+    path("jobs/compare/", views.compare_jobs, name="compare_jobs"),
+    path("jobs/<str:job_id>/", views.job_detail, name="job_detail"),
+    path("jobs/<str:job_id>/rerun/", views.job_rerun, name="job_rerun"),
+    path("jobs/<str:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path("jobs/<str:job_id>/pause/", views.job_pause, name="job_pause"),
+    path("jobs/<str:job_id>/resume/", views.job_resume, name="job_resume"),
 ]

@@ -1,21 +1,25 @@
 """Admin pages: datasets and users. Jobs, charts, re-run and compare live here too."""
 
 import itertools
+import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.views.decorators.http import require_http_methods
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
 
 from config.access import admin_required, is_admin
-from dashboard.forms import EvaluatorForm, StatsModelForm, UploadForm
+from dashboard.forms import CompareForm, EvaluatorForm, JobFilterForm, JobForm, StatsModelForm, UploadForm
 from training.datasets import iter_examples, stats_for, store_upload
 from training.management.commands.create_user import make_user
-from training.models import BaseModel, DataFile
+from training.models import BaseModel, DataFile, FineTuningJob
 
 
 def _get_file(file_id):
@@ -137,3 +141,303 @@ def forbidden(request, exception=None):
 def not_found(request, exception=None):
     return render(request, "error.html", {"code": 404, "title": "Not found",
                                           "detail": "Nothing lives at this address."}, status=404)
+
+
+# --- Jobs: list, new job, re-run, detail with live charts, controls, compare ---
+
+JOBS_PER_PAGE = 25
+EVENTS_ON_PAGE = 100
+# A compared trace never sends more than this many points to the browser.
+COMPARE_POINTS = 1000
+# One colour per compared job (colour-blind safe, Okabe–Ito).
+COMPARE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
+CHECKPOINT_METRICS = ["train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                      "full_valid_loss", "full_valid_mean_token_accuracy"]
+
+
+def _get_job_for_user(request, job_id):
+    """The job, if this user may see it: admins see every job, nobody else sees any."""
+    job = get_object_or_404(FineTuningJob.objects.select_related(
+        "base_model", "training_file", "validation_file", "created_by", "parent"), public_id=job_id)
+    if not is_admin(request.user):
+        raise PermissionDenied("Jobs are for admins.")
+    return job
+
+
+def _url_or_none(name, *args):
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+@admin_required
+def jobs(request):
+    form = JobFilterForm(request.GET or None)
+    queryset = FineTuningJob.objects.select_related("base_model", "created_by")
+    if form.is_valid():
+        if form.cleaned_data["status"]:
+            queryset = queryset.filter(status=form.cleaned_data["status"])
+        if form.cleaned_data["model"]:
+            queryset = queryset.filter(base_model__name=form.cleaned_data["model"])
+    page = Paginator(queryset, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    # The filters, kept in the page links (and in the table's own refresh).
+    query = urlencode([(k, v) for k, v in request.GET.items() if k != "page" and v])
+    context = {"form": form, "page": page, "query": query,
+               # The table refreshes itself while something on it can still change.
+               "live": any(not job.is_finished for job in page)}
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "dashboard/jobs_table.html", context)
+    return render(request, "dashboard/jobs.html", context)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def job_new(request):
+    return _job_form_page(request, parent=None)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def job_rerun(request, job_id):
+    parent = _get_job_for_user(request, job_id)
+    return _job_form_page(request, parent=parent)
+
+
+def _job_form_page(request, parent):
+    """The new-job form; a re-run is the same form filled with the parent's spec as it was requested."""
+    preview = "preview" in request.POST
+    if request.method == "POST":
+        form = JobForm(request.POST)
+        if form.is_valid() and not preview:
+            from training.jobs import JobError, create_job
+
+            try:
+                if parent:
+                    job = parent.rerun(by=request.user, spec=form.spec)
+                else:
+                    job = create_job(form.spec, request.user)
+            except JobError as exc:
+                for param, message in exc.errors:
+                    form.add_spec_error(param, message)
+            else:
+                messages.success(request, f"Created {job.public_id}" + (
+                    f", a re-run of {parent.public_id}." if parent else "."))
+                return redirect("job_detail", job_id=job.public_id)
+    else:
+        form = JobForm(initial=JobForm.initial_from_spec(parent.spec) if parent else None)
+    context = {"form": form, "parent": parent, "preview": preview,
+               "form_action": reverse("job_rerun", args=[parent.public_id]) if parent else reverse("job_new")}
+    if request.htmx and preview:
+        return render(request, "dashboard/job_form_spec.html", context)
+    return render(request, "dashboard/job_form.html", context)
+
+
+def _eta(job):
+    """Time left, as text: the worker's estimate when it gave one, else elapsed time scaled by progress."""
+    if job.status != FineTuningJob.RUNNING:
+        return None
+    now = timezone.now()
+    if job.estimated_finish:
+        seconds = (job.estimated_finish - now).total_seconds()
+    elif job.started_at and 0 < job.progress < 1:
+        elapsed = (now - job.started_at).total_seconds()
+        seconds = elapsed * (1 - job.progress) / job.progress
+    else:
+        return None
+    minutes, seconds = divmod(max(0, int(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _hyperparameters(job):
+    """(name, as requested, as resolved) for the hyperparameters a person usually looks at."""
+    from training.engine.spec import BASE_LEARNING_RATE
+
+    resolved = job.resolved_spec or {}
+    rows = []
+    for name in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"):
+        if name == "beta" and job.spec.get("method") != "dpo":
+            continue
+        rows.append((name, job.spec.get(name, "auto"), resolved.get(name)))
+    multiplier = resolved.get("learning_rate_multiplier")
+    adapter = job.spec.get("adapter", "lora")
+    rows.append(("learning_rate", f"{BASE_LEARNING_RATE[adapter]:g} × multiplier",
+                 f"{BASE_LEARNING_RATE[adapter] * multiplier:g}" if isinstance(multiplier, int | float) else None))
+    return rows
+
+
+def _checkpoint_rows(job):
+    playground = _url_or_none("playground")
+    rows = []
+    for checkpoint in job.checkpoints.all():
+        checkpoint.job = job  # model_name reads the job's base model: no query per row
+        model_name = checkpoint.model_name
+        rows.append({
+            "checkpoint": checkpoint, "model_name": model_name,
+            "metrics": [checkpoint.metrics.get(key) for key in CHECKPOINT_METRICS],
+            "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}" if playground else None,
+            "download_url": _url_or_none("checkpoint_download", checkpoint.public_id),
+        })
+    return rows
+
+
+def _job_context(job):
+    return {"job": job, "eta": _eta(job), "method": job.spec.get("method", "supervised"),
+            "adapter": job.spec.get("adapter", "lora")}
+
+
+JOB_PARTS = {"header": "dashboard/job_header.html", "checkpoints": "dashboard/job_checkpoints.html"}
+
+
+@admin_required
+def job_detail(request, job_id):
+    job = _get_job_for_user(request, job_id)
+    context = _job_context(job)
+    part = request.GET.get("part")
+    if request.htmx and part in JOB_PARTS:
+        if part == "checkpoints":
+            context["checkpoints"] = _checkpoint_rows(job)
+        return render(request, JOB_PARTS[part], context)
+    reruns = list(job.reruns.select_related("created_by").order_by("created_at"))
+    context.update({
+        "checkpoints": _checkpoint_rows(job),
+        "checkpoint_metrics": CHECKPOINT_METRICS,
+        "events": job.events.all()[:EVENTS_ON_PAGE],
+        "hyperparameters": _hyperparameters(job),
+        "spec_json": json.dumps(job.spec, indent=2),
+        "resolved_json": json.dumps(job.resolved_spec, indent=2) if job.resolved_spec else "",
+        "reruns": reruns,
+        "compare_url": _lineage_compare_url(job, reruns),
+        "ws_path": f"/ws/jobs/{job.public_id}/",
+    })
+    return render(request, "dashboard/job_detail.html", context)
+
+
+def _lineage_compare_url(job, reruns):
+    """The compare page for this job with its parent and first re-runs (at most 4 jobs), if it has any."""
+    family = ([job.parent] if job.parent else []) + [job] + reruns
+    if len(family) < 2:
+        return None
+    return reverse("compare_jobs") + "?" + urlencode([("jobs", j.public_id) for j in family[:4]])
+
+
+def _job_control(request, job_id, action):
+    """Cancel, pause or resume through the job's own method; it refuses, naming why, when the job is past that."""
+    from training.jobs import JobError
+
+    job = _get_job_for_user(request, job_id)
+    try:
+        getattr(job, action)(by=request.user)
+    except JobError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, {"cancel": "Cancelled", "pause": "Pause requested for",
+                                   "resume": "Resumed"}[action] + f" {job.public_id}.")
+    if request.htmx:
+        job.refresh_from_db()
+        return render(request, "dashboard/job_header.html", _job_context(job))
+    return redirect("job_detail", job_id=job.public_id)
+
+
+@require_POST
+@admin_required
+def job_cancel(request, job_id):
+    return _job_control(request, job_id, "cancel")
+
+
+@require_POST
+@admin_required
+def job_pause(request, job_id):
+    return _job_control(request, job_id, "pause")
+
+
+@require_POST
+@admin_required
+def job_resume(request, job_id):
+    return _job_control(request, job_id, "resume")
+
+
+def downsample(points, limit):
+    """At most `limit` points of one curve, keeping each bucket's lowest and highest value
+    (min/max buckets: spikes survive, a flat stretch costs two points)."""
+    if len(points) <= limit:
+        return points
+    n_buckets = max(1, (limit - 2) // 2)
+    inner = points[1:-1]
+    size = len(inner) / n_buckets
+    kept = [points[0]]
+    for b in range(n_buckets):
+        bucket = inner[int(b * size):int((b + 1) * size)]
+        if not bucket:
+            continue
+        low = min(bucket, key=lambda p: p[1])
+        high = max(bucket, key=lambda p: p[1])
+        kept.extend(sorted({id(low): low, id(high): high}.values(), key=lambda p: p[0]))
+    kept.append(points[-1])
+    return kept
+
+
+def _curves(job):
+    """{scope: {"loss": [[step, value], ...], "accuracy": [...]}} for one job, each curve downsampled."""
+    curves = {}
+    rows = job.metric_points.order_by("step").values_list("scope", "step", "epoch", "loss", "accuracy")
+    raw = {}
+    for scope, step, epoch, loss, accuracy in rows:
+        for name, value in (("loss", loss), ("accuracy", accuracy)):
+            if value is not None:
+                raw.setdefault(scope, {}).setdefault(name, []).append([step, value, epoch])
+    for scope, by_metric in raw.items():
+        curves[scope] = {name: downsample(points, COMPARE_POINTS) for name, points in by_metric.items()}
+    return curves
+
+
+def _flatten(spec, prefix=""):
+    flat = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _spec_differences(jobs):
+    """[(field, [value per job])] for every spec field that is not the same in all jobs."""
+    flats = [_flatten(job.spec) for job in jobs]
+    fields = sorted(set().union(*flats))
+    rows = []
+    for field in fields:
+        values = [flat.get(field, "—") for flat in flats]
+        if any(v != values[0] for v in values):
+            rows.append((field, values))
+    return rows
+
+
+def _full_validation_by_epoch(jobs):
+    """[(epoch, [(loss, accuracy) per job])]: the whole validation file, measured at each epoch end."""
+    table = {}
+    for i, job in enumerate(jobs):
+        for checkpoint in job.checkpoints.all():
+            row = table.setdefault(checkpoint.epoch, [(None, None)] * len(jobs))
+            row[i] = (checkpoint.metrics.get("full_valid_loss"),
+                      checkpoint.metrics.get("full_valid_mean_token_accuracy"))
+    return sorted(table.items())
+
+
+@admin_required
+def compare_jobs(request):
+    form = CompareForm(request.GET if "jobs" in request.GET else None)
+    context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50]}
+    if form.is_valid():
+        picked = form.cleaned_data["jobs"]
+        context.update({
+            "picked": list(zip(picked, COMPARE_COLOURS, strict=False)),
+            "picked_ids": [job.public_id for job in picked],
+            "differences": _spec_differences(picked),
+            "full_validation": _full_validation_by_epoch(picked),
+            "series": [{"id": job.public_id, "label": f"{job.public_id} ({job.suffix or job.base_model.name})",
+                        "colour": colour, "curves": _curves(job)}
+                       for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
+        })
+    return render(request, "dashboard/compare.html", context)

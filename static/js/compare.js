@@ -1,0 +1,42 @@
+// Compare runs: one colour per job; training curves as lines, sampled validation
+// dotted, full validation as large markers at epoch ends. Data comes from the page
+// (json_script "compare-series"), already thinned on the server.
+(function () {
+  const series = JSON.parse(document.getElementById("compare-series").textContent);
+  const style = {
+    train: { mode: "lines", line: { width: 1.5 } },
+    sampled: { mode: "lines", line: { width: 1.5, dash: "dot" } },
+    full: { mode: "markers", marker: { size: 11, symbol: "diamond", line: { width: 1, color: "#fff" } } },
+  };
+  const names = { train: "train", sampled: "valid (sampled)", full: "full valid" };
+
+  function traces(metric) {
+    const out = [];
+    series.forEach(function (job) {
+      ["train", "sampled", "full"].forEach(function (scope) {
+        const points = (job.curves[scope] || {})[metric];
+        if (!points || !points.length) return;
+        const s = style[scope];
+        out.push({
+          x: points.map(p => p[0]), y: points.map(p => p[1]), customdata: points.map(p => p[2]),
+          name: job.label + " · " + names[scope], legendgroup: job.id, type: "scatter", mode: s.mode,
+          line: Object.assign({ color: job.colour }, s.line || {}),
+          marker: Object.assign({ color: job.colour }, s.marker || {}),
+          hovertemplate: "step %{x}, epoch %{customdata:.2f}<br>" + metric + " %{y:.4f}<extra>" + job.id + "</extra>",
+        });
+      });
+    });
+    return out;
+  }
+
+  function layout(title) {
+    return {
+      title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 10, t: 36, b: 40 }, height: 340,
+      xaxis: { title: { text: "step" } }, legend: { orientation: "h", y: -0.25, font: { size: 10 } },
+    };
+  }
+
+  const config = { responsive: true, displaylogo: false };
+  Plotly.newPlot("compare-loss", traces("loss"), layout("Loss"), config);
+  Plotly.newPlot("compare-accuracy", traces("accuracy"), layout("Token accuracy"), config);
+})();

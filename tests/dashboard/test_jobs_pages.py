@@ -1,0 +1,289 @@
+"""Jobs list, job detail, controls and compare, through the real URLs with rows made directly."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from dashboard.views import downsample
+from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
+
+SPEC = {"model": "attune-tiny", "training_file": None, "method": "supervised", "adapter": "lora",
+        "n_epochs": "auto", "batch_size": 8, "learning_rate_multiplier": "auto", "beta": "auto", "seed": 7}
+
+
+@pytest.fixture
+def base(db):
+    return BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+
+
+@pytest.fixture
+def train_file(db):
+    return DataFile.objects.create(filename="train.jsonl", path="x/train.jsonl", status="processed",
+                                   n_examples=480, format="chat")
+
+
+def make_job(base, train_file, user=None, status="succeeded", minutes_ago=0, **fields):
+    spec = dict(SPEC, training_file=train_file.public_id, **fields.pop("spec", {}))
+    return FineTuningJob.objects.create(
+        base_model=base, training_file=train_file, created_by=user, status=status, spec=spec,
+        suffix=spec.get("suffix") or "", seed=spec["seed"],
+        created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields)
+
+
+@pytest.fixture
+def trained_job(base, train_file, admin_user):
+    """A finished two-epoch job with curves, events and two checkpoints."""
+    job = make_job(base, train_file, admin_user, spec={"suffix": "intents", "n_epochs": 2},
+                   fine_tuned_model="ft:attune-tiny:intents:abcdefgh", step=120, total_steps=120, epoch=2.0,
+                   resolved_spec=dict(SPEC, training_file=train_file.public_id, n_epochs=2,
+                                      learning_rate_multiplier=1.0, beta=0.1),
+                   started_at=timezone.now() - timedelta(minutes=5), finished_at=timezone.now())
+    for step in range(1, 121):
+        MetricPoint.objects.create(job=job, scope="train", step=step, epoch=step / 60, loss=3 - step / 60,
+                                   accuracy=step / 200, learning_rate=2e-4 * (1 - step / 120))
+    for step in (60, 120):
+        MetricPoint.objects.create(job=job, scope="full", step=step, epoch=step / 60, loss=2.5 - step / 100,
+                                   accuracy=0.3 + step / 1000)
+        Checkpoint.objects.create(job=job, epoch=step // 60, step=step, path=f"jobs/{job.public_id}/ckpt-{step}",
+                                  bytes=2_500_000, is_final=step == 120,
+                                  metrics={"train_loss": 1.5, "train_mean_token_accuracy": 0.6,
+                                           "valid_loss": 1.7, "valid_mean_token_accuracy": 0.55,
+                                           "full_valid_loss": 2.5 - step / 100,
+                                           "full_valid_mean_token_accuracy": 0.3 + step / 1000})
+    JobEvent.objects.create(job=job, message="Fine-tuning job started")
+    JobEvent.objects.create(job=job, message="The job has successfully completed")
+    return job
+
+
+@pytest.mark.django_db
+def test_the_jobs_list_shows_newest_first_with_status_model_method_and_owner(admin_client, base, train_file,
+                                                                             admin_user):
+    old = make_job(base, train_file, admin_user, status="failed", minutes_ago=30)
+    new = make_job(base, train_file, admin_user, status="running", spec={"adapter": "full", "suffix": "v2"},
+                   step=30, total_steps=120)
+    html = admin_client.get("/jobs/").content.decode()
+    assert html.index(new.public_id) < html.index(old.public_id)
+    row = html[html.index(f'data-job="{new.public_id}"'):html.index(f'data-job="{old.public_id}"')]
+    assert "running" in row and "attune-tiny" in row and "v2" in row and "supervised · full" in row
+    assert "30/120" in row and "alice" in row
+    # A running job on the page keeps the table refreshing itself.
+    assert 'hx-trigger="every 5s"' in html
+
+
+@pytest.mark.django_db
+def test_the_jobs_list_filters_by_status_and_model(admin_client, base, train_file):
+    other = BaseModel.objects.create(name="other-model", source="other")
+    done = make_job(base, train_file, status="succeeded")
+    failed = make_job(base, train_file, status="failed")
+    elsewhere = FineTuningJob.objects.create(base_model=other, training_file=train_file, status="succeeded",
+                                             spec=dict(SPEC, model="other-model"))
+    html = admin_client.get("/jobs/", {"status": "failed"}).content.decode()
+    assert failed.public_id in html and done.public_id not in html and elsewhere.public_id not in html
+    html = admin_client.get("/jobs/", {"model": "other-model"}).content.decode()
+    assert elsewhere.public_id in html and done.public_id not in html and failed.public_id not in html
+    html = admin_client.get("/jobs/", {"status": "succeeded", "model": "attune-tiny"}).content.decode()
+    assert done.public_id in html and failed.public_id not in html and elsewhere.public_id not in html
+    # Nothing on the page can change any more: no polling.
+    assert "every 5s" not in html
+
+
+@pytest.mark.django_db
+def test_the_jobs_list_is_paginated_and_keeps_the_filters_in_the_page_links(admin_client, base, train_file):
+    jobs = [make_job(base, train_file, status="succeeded", minutes_ago=i) for i in range(30)]
+    first = admin_client.get("/jobs/", {"status": "succeeded"}).content.decode()
+    assert jobs[0].public_id in first and jobs[29].public_id not in first
+    assert "?status=succeeded&page=2" in first and "30 jobs" in first
+    second = admin_client.get("/jobs/", {"status": "succeeded", "page": 2}).content.decode()
+    assert jobs[29].public_id in second and jobs[0].public_id not in second
+
+
+@pytest.mark.django_db
+def test_htmx_asks_the_jobs_list_for_its_table_only(admin_client, base, train_file):
+    job = make_job(base, train_file)
+    resp = admin_client.get("/jobs/", {"status": "succeeded"}, headers={"HX-Request": "true"})
+    html = resp.content.decode()
+    assert job.public_id in html and '<form method="get" action="/jobs/compare/" id="job-table"' in html
+    assert "<html" not in html
+
+
+@pytest.mark.django_db
+def test_the_job_page_shows_status_model_name_hyperparameters_files_checkpoints_and_events(admin_client,
+                                                                                           trained_job):
+    html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    assert 'id="fine-tuned-model">ft:attune-tiny:intents:abcdefgh</code>' in html
+    assert "data-copy=" in html and ">succeeded<" in html
+    # Hyperparameters as requested and as resolved; learning rate = base rate × multiplier.
+    table = html[html.index('id="hyperparameters"'):]
+    assert "<td>auto</td><td>1.0</td>" in table and "0.0002" in table
+    assert "train.jsonl" in html and trained_job.training_file.public_id in html
+    # One row per checkpoint with its six metrics, newest (final) first.
+    rows = html[html.index('id="job-checkpoints"'):]
+    assert rows.index('data-epoch="2"') < rows.index('data-epoch="1"')
+    assert "1.3000" in rows and "0.4200" in rows and "1.9000" in rows  # full-validation metrics
+    assert "2.4 MB" in rows
+    # Events newest first, and the websocket that streams the rest.
+    assert html.index("successfully completed") < html.index("Fine-tuning job started")
+    assert f'data-ws-path="/ws/jobs/{trained_job.public_id}/"' in html
+    assert "plotly/plotly.min.js" in html and "js/job.js" in html
+
+
+@pytest.mark.django_db
+def test_checkpoints_link_to_the_playground_and_download_once_those_pages_exist(admin_client, trained_job):
+    html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    final = trained_job.checkpoints.get(is_final=True)
+    try:
+        playground = reverse("playground")
+    except NoReverseMatch:
+        assert "Open in playground" not in html
+    else:
+        assert f'href="{playground}?snapshot=ft%3Aattune-tiny%3Aintents%3Aabcdefgh"' in html
+    try:
+        download = reverse("checkpoint_download", args=[final.public_id])
+    except NoReverseMatch:
+        assert ">Download<" not in html
+    else:
+        assert f'href="{download}"' in html
+
+
+@pytest.mark.django_db
+def test_the_job_page_shows_its_lineage_both_ways(admin_client, base, train_file, trained_job):
+    child = make_job(base, train_file, status="queued", parent=trained_job, spec={"n_epochs": 3})
+    parent_html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    lineage = parent_html[parent_html.index('id="lineage"'):]
+    assert f'href="/jobs/{child.public_id}/"' in lineage
+    child_html = admin_client.get(f"/jobs/{child.public_id}/").content.decode()
+    assert f'id="parent-link">{trained_job.public_id}</a>' in child_html
+    assert f"/jobs/compare/?jobs={trained_job.public_id}&amp;jobs={child.public_id}" in child_html
+
+
+@pytest.mark.django_db
+def test_htmx_refreshes_the_header_and_checkpoints_as_fragments(admin_client, trained_job):
+    url = f"/jobs/{trained_job.public_id}/"
+    header = admin_client.get(url, {"part": "header"}, headers={"HX-Request": "true"}).content.decode()
+    assert header.startswith('<section class="card job-header" id="job-header"') and "<html" not in header
+    table = admin_client.get(url, {"part": "checkpoints"}, headers={"HX-Request": "true"}).content.decode()
+    assert 'id="job-checkpoints"' in table and "<html" not in table and table.count("data-checkpoint=") == 2
+
+
+@pytest.mark.django_db
+def test_a_running_job_shows_progress_and_time_left(admin_client, base, train_file):
+    job = make_job(base, train_file, status="running", step=30, total_steps=120, epoch=0.5,
+                   tokens_per_second=1234.4, started_at=timezone.now() - timedelta(minutes=1))
+    html = admin_client.get(f"/jobs/{job.public_id}/").content.decode()
+    assert 'value="0.25"' in html and "step 30 of 120" in html and "1234 tokens/s" in html
+    # A quarter done in a minute: about three minutes left.
+    assert "about 2 min 5" in html or "about 3 min 0" in html
+    assert 'id="cancel-job"' in html and 'id="pause-job"' in html and "hx-confirm=" in html
+
+
+@pytest.mark.django_db
+def test_a_finished_job_has_no_cancel_or_pause_buttons(admin_client, trained_job):
+    html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    assert 'id="cancel-job"' not in html and 'id="pause-job"' not in html and 'id="rerun"' in html
+
+
+@pytest.mark.django_db
+def test_an_admin_cancels_a_queued_job_with_the_button(admin_client, base, train_file):
+    job = make_job(base, train_file, status="queued")
+    resp = admin_client.post(f"/jobs/{job.public_id}/cancel/")
+    assert resp.status_code == 302 and resp["Location"] == f"/jobs/{job.public_id}/"
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert job.events.filter(message__contains="cancelled by alice").exists()
+
+
+@pytest.mark.django_db
+def test_cancelling_a_finished_job_says_why_and_changes_nothing(admin_client, trained_job):
+    resp = admin_client.post(f"/jobs/{trained_job.public_id}/cancel/", follow=True)
+    trained_job.refresh_from_db()
+    assert trained_job.status == "succeeded"
+    assert "is succeeded; only a job that is" in resp.content.decode()
+
+
+@pytest.mark.django_db
+def test_pause_then_resume_through_htmx_returns_the_new_header(admin_client, base, train_file):
+    job = make_job(base, train_file, status="queued")
+    header = admin_client.post(f"/jobs/{job.public_id}/pause/", headers={"HX-Request": "true"}).content.decode()
+    job.refresh_from_db()
+    assert job.status == "paused" and 'id="resume-job"' in header and 'data-status="paused"' in header
+    admin_client.post(f"/jobs/{job.public_id}/resume/", headers={"HX-Request": "true"})
+    job.refresh_from_db()
+    assert job.status == "queued"
+
+
+@pytest.mark.django_db
+def test_the_controls_answer_only_post(admin_client, base, train_file):
+    job = make_job(base, train_file, status="queued")
+    assert admin_client.get(f"/jobs/{job.public_id}/cancel/").status_code == 405
+    job.refresh_from_db()
+    assert job.status == "queued"
+
+
+JOB_PAGES = ["/jobs/", "/jobs/new/", "/jobs/compare/", "/jobs/{id}/", "/jobs/{id}/rerun/",
+             "/jobs/{id}/cancel/", "/jobs/{id}/pause/", "/jobs/{id}/resume/"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", JOB_PAGES)
+def test_evaluators_get_403_and_anonymous_users_go_to_login_on_every_job_page(client, evaluator_user, base,
+                                                                              train_file, page):
+    job = make_job(base, train_file, status="queued")
+    url = page.format(id=job.public_id)
+    method = client.post if url.endswith(("/cancel/", "/pause/", "/resume/")) else client.get
+    resp = method(url)
+    assert resp.status_code == 302 and resp["Location"].startswith("/login/")
+    client.force_login(evaluator_user)
+    assert method(url).status_code == 403
+    job.refresh_from_db()
+    assert job.status == "queued"
+
+
+@pytest.mark.django_db
+def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin_client, base, train_file,
+                                                                           trained_job):
+    other = make_job(base, train_file, spec={"n_epochs": 3, "batch_size": 4}, parent=trained_job)
+    Checkpoint.objects.create(job=other, epoch=1, step=120, path="x", metrics={"full_valid_loss": 1.25,
+                                                                               "full_valid_mean_token_accuracy": 0.5})
+    MetricPoint.objects.create(job=other, scope="train", step=1, loss=2.0, accuracy=0.1)
+    resp = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, other.public_id]})
+    html = resp.content.decode()
+    differences = html[html.index('id="spec-differences"'):html.index("</table>", html.index('id="spec-differences"'))]
+    assert ">n_epochs<" in differences and ">batch_size<" in differences and ">suffix<" in differences
+    assert ">adapter<" not in differences and ">model<" not in differences
+    full = html[html.index('id="full-validation"'):]
+    assert "1.9000 / 0.3600" in full and "1.3000 / 0.4200" in full and "1.2500 / 0.5000" in full and "2.5000" not in full
+    series = json.loads(html[html.index('id="compare-series"'):].split(">", 1)[1].split("</script>")[0])
+    assert [s["id"] for s in series] == [trained_job.public_id, other.public_id]
+    assert len({s["colour"] for s in series}) == 2
+    assert len(series[0]["curves"]["train"]["loss"]) == 120 and len(series[0]["curves"]["full"]["loss"]) == 2
+    assert series[1]["curves"]["train"]["loss"] == [[1, 2.0, 0.0]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [1, 5])
+def test_compare_refuses_fewer_than_two_or_more_than_four_jobs(admin_client, base, train_file, count):
+    ids = [make_job(base, train_file).public_id for _ in range(count)]
+    html = admin_client.get("/jobs/compare/", {"jobs": ids}).content.decode()
+    assert f"Pick 2 to 4 jobs to compare ({count} picked)." in html and "compare-series" not in html
+
+
+@pytest.mark.django_db
+def test_compare_names_a_job_that_does_not_exist(admin_client, base, train_file):
+    job = make_job(base, train_file)
+    html = admin_client.get("/jobs/compare/", {"jobs": [job.public_id, "ftjob-nope"]}).content.decode()
+    assert "No such job: ftjob-nope." in html
+
+
+def test_downsampling_keeps_the_limit_the_ends_and_every_spike():
+    points = [[step, 1.0] for step in range(10_000)]
+    points[4321] = [4321, 9.0]
+    points[777] = [777, -5.0]
+    kept = downsample(points, 1000)
+    assert len(kept) <= 1000
+    assert kept[0] == [0, 1.0] and kept[-1] == [9999, 1.0]
+    assert [4321, 9.0] in kept and [777, -5.0] in kept
+    assert [p[0] for p in kept] == sorted(p[0] for p in kept)
+    assert downsample(points[:50], 1000) == points[:50]
