@@ -1,0 +1,46 @@
+"""Inference backends behind one interface.
+
+    backend = get_backend()
+    async for event in backend.generate(snapshots, messages, params):
+        ...   # StreamEvent(index, type=delta|done|error, text, ...)
+
+`builtin` (the embedded default) decodes with transformers + PEFT in this
+process; `vllm` talks to a vLLM OpenAI-compatible server at VLLM_URL. The
+choice comes from the INFERENCE_BACKEND setting.
+"""
+
+import threading
+
+from playground.inference.base import (AdapterRankError, InferenceError, SamplingParams, StreamEvent, collect,
+                                       validate_messages)
+
+__all__ = ["AdapterRankError", "InferenceError", "SamplingParams", "StreamEvent", "collect", "get_backend",
+           "validate_messages"]
+
+_backend = None
+_lock = threading.Lock()
+
+
+def make_backend(kind, url=""):
+    if kind == "builtin":
+        from playground.inference.builtin import BuiltinBackend
+
+        return BuiltinBackend()
+    if kind == "vllm":
+        from playground.inference.vllm import VLLMBackend
+
+        if not url:
+            raise InferenceError("INFERENCE_BACKEND is vllm but VLLM_URL is not set.")
+        return VLLMBackend(url)
+    raise InferenceError(f"Unknown INFERENCE_BACKEND {kind!r}: use builtin or vllm.")
+
+
+def get_backend():
+    """The process's backend, made once from settings."""
+    global _backend
+    with _lock:
+        if _backend is None:
+            from django.conf import settings
+
+            _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL)
+        return _backend

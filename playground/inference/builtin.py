@@ -1,0 +1,322 @@
+"""The built-in backend: transformers + PEFT in this process, CPU or GPU.
+
+- A base model is loaded once. Its LoRA snapshots are named adapters on it,
+  and all the snapshots of one request that share a base (the base itself
+  included) are decoded in ONE batch with PEFT's mixed-adapter inference
+  (`generate(..., adapter_names=[...])`): one forward pass per token for
+  all of them, not one generation after another.
+- A full-weight checkpoint is its own model; at most `max_full_models` of
+  them stay loaded (least recently used is dropped first).
+- Loading and decoding run in worker threads; the event loop only relays
+  text. Generation holds one process-wide lock, so a seed gives the same
+  sample every time (torch's RNG is global) and two requests do not fight
+  over the same cores.
+
+Not supported: tool calls, `n` > 1, logprobs, stop strings.
+"""
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+from playground.inference.base import InferenceError, StreamEvent, Timer, validate_messages
+from playground.snapshots import BASE, FULL, LORA
+
+log = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class _Loaded:
+    """One model in memory with its tokenizer and the adapters put on it."""
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapters = OrderedDict()  # snapshot key -> adapter name
+        self.load_lock = threading.Lock()
+
+
+def _pick_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_model(path, trust_remote_code=False):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = _pick_device()
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return _Loaded(model, tokenizer)
+
+
+def render_prompt(tokenizer, messages):
+    """Token ids of the chat with the assistant's turn opened."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+        return list(ids)
+    # A base model without a chat template: a plain transcript it can continue.
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    return tokenizer(text)["input_ids"]
+
+
+def _stop_ids(loaded):
+    ids = set()
+    for source in (loaded.model.generation_config.eos_token_id, loaded.tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return ids
+
+
+class _RowStreamer:
+    """Turns generate()'s per-step token tensors into text deltas, one row per output.
+
+    Implements transformers' streamer protocol (put/end). The first `put` is
+    the prompt. A row stops at its first end-of-sequence token; whatever
+    generate() pads it with afterwards is ignored.
+    """
+
+    def __init__(self, tokenizer, indexes, stop_ids, emit, timer, cancel, n_prompt_tokens=0):
+        self.tokenizer = tokenizer
+        self.n_prompt_tokens = n_prompt_tokens
+        self.indexes = indexes
+        self.stop_ids = stop_ids
+        self.emit = emit
+        self.timer = timer
+        self.cancel = cancel
+        self.ids = [[] for _ in indexes]
+        self.sent = ["" for _ in indexes]
+        self.done = [False for _ in indexes]
+        self.prompt_seen = False
+
+    def put(self, value):
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.indexes), -1)[:, -1].tolist()):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self._finish(row, "stop")
+                continue
+            self.ids[row].append(token)
+            self.timer.mark(self.indexes[row])
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            # Hold back a partial multi-byte character until its last byte arrives.
+            if text.endswith("\ufffd") or not text.startswith(self.sent[row]):
+                continue
+            delta = text[len(self.sent[row]):]
+            if delta:
+                self.sent[row] = text
+                self.emit(StreamEvent(index=self.indexes[row], type="delta", text=delta))
+
+    def end(self):
+        for row in range(len(self.indexes)):
+            if not self.done[row]:
+                self._finish(row, "cancelled" if self.cancel.is_set() else "length")
+
+    def _finish(self, row, reason):
+        self.done[row] = True
+        index = self.indexes[row]
+        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+        if text.startswith(self.sent[row]) and text != self.sent[row]:
+            self.emit(StreamEvent(index=index, type="delta", text=text[len(self.sent[row]):]))
+        self.sent[row] = text
+        self.emit(StreamEvent(index=index, type="done", text=text, finish_reason=reason,
+                              n_tokens=len(self.ids[row]), n_prompt_tokens=self.n_prompt_tokens,
+                              ttft_s=self.timer.ttft(index),
+                              elapsed_s=self.timer.elapsed()))
+
+    @property
+    def all_done(self):
+        return all(self.done)
+
+
+class BuiltinBackend:
+    name = "builtin"
+
+    def __init__(self, max_full_models=2, max_adapters=64):
+        self.max_full_models = max_full_models
+        self.max_adapters = max_adapters
+        self._bases = {}                 # base_path -> _Loaded
+        self._full = OrderedDict()       # weights_path -> _Loaded, least recently used first
+        self._registry_lock = threading.Lock()
+        self._key_locks = {}
+        self._generate_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attune-inference")
+
+    # Loading ----------------------------------------------------------------
+
+    def _key_lock(self, key):
+        with self._registry_lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _base(self, snapshot):
+        with self._key_lock(("base", snapshot.base_path)):
+            loaded = self._bases.get(snapshot.base_path)
+            if loaded is None:
+                log.info("Loading base model %s from %s", snapshot.base_model, snapshot.base_path)
+                loaded = _load_model(snapshot.base_path, snapshot.trust_remote_code)
+                self._bases[snapshot.base_path] = loaded
+            return loaded
+
+    def _full_model(self, snapshot):
+        path = snapshot.weights_path
+        with self._key_lock(("full", path)):
+            with self._registry_lock:
+                loaded = self._full.get(path)
+                if loaded is not None:
+                    self._full.move_to_end(path)
+                    return loaded
+            log.info("Loading full-weight snapshot %s from %s", snapshot.name, path)
+            loaded = _load_model(path, snapshot.trust_remote_code)
+            with self._registry_lock:
+                self._full[path] = loaded
+                while len(self._full) > self.max_full_models:
+                    dropped, _ = self._full.popitem(last=False)
+                    log.info("Unloading %s (more than %d full models loaded)", dropped, self.max_full_models)
+            return loaded
+
+    def _adapter_names(self, loaded, snapshots):
+        """Put each LoRA snapshot on the base model once; its adapter name is its snapshot key."""
+        from peft import PeftModel
+
+        names = []
+        with loaded.load_lock:
+            if not isinstance(loaded.model, PeftModel) and all(s.kind == BASE for s in snapshots):
+                return None  # a plain model: nothing to switch
+            for snapshot in snapshots:
+                if snapshot.kind == BASE:
+                    names.append(BASE_ADAPTER)
+                    continue
+                name = loaded.adapters.get(snapshot.key)
+                if name is None:
+                    name = "a_" + snapshot.key.replace("-", "_").replace(".", "_")
+                    if isinstance(loaded.model, PeftModel):
+                        loaded.model.load_adapter(snapshot.weights_path, adapter_name=name)
+                    else:
+                        loaded.model = PeftModel.from_pretrained(loaded.model, snapshot.weights_path,
+                                                                 adapter_name=name)
+                    loaded.model.eval()
+                    loaded.adapters[snapshot.key] = name
+                else:
+                    loaded.adapters.move_to_end(snapshot.key)
+                names.append(name)
+            wanted = set(names)
+            while len(loaded.adapters) > self.max_adapters:
+                key, name = next((k, n) for k, n in loaded.adapters.items() if n not in wanted)
+                loaded.model.delete_adapter(name)
+                del loaded.adapters[key]
+        return names
+
+    # Decoding ---------------------------------------------------------------
+
+    def _run_group(self, group, messages, params, emit, timer, cancel):
+        """Decode one batch: snapshots that share weights in memory. Runs in a worker thread."""
+        indexes = [index for index, _ in group]
+        snapshots = [snapshot for _, snapshot in group]
+        streamer = None
+        try:
+            for snapshot in snapshots:
+                if snapshot.kind in (LORA, FULL) and not snapshot.weights_path:
+                    raise InferenceError(f"The snapshot '{snapshot.name}' has no weights folder.")
+            if snapshots[0].kind == FULL:
+                loaded, adapter_names = self._full_model(snapshots[0]), None
+            else:
+                loaded = self._base(snapshots[0])
+                adapter_names = self._adapter_names(loaded, snapshots)
+            streamer = self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
+        except Exception as exc:  # each output of the group gets the reason, the others go on
+            if not isinstance(exc, InferenceError):
+                log.exception("Generation failed for %s", [s.name for s in snapshots])
+            message = exc.message if isinstance(exc, InferenceError) else f"{type(exc).__name__}: {exc}"
+            for row, index in enumerate(indexes):
+                if streamer is None or not streamer.done[row]:
+                    emit(StreamEvent(index=index, type="error", error=message, elapsed_s=timer.elapsed()))
+
+    def _generate(self, loaded, adapter_names, indexes, messages, params, emit, timer, cancel):
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        prompt = render_prompt(loaded.tokenizer, messages)
+        limit = getattr(loaded.model.config, "max_position_embeddings", None)
+        if limit and len(prompt) + params.max_tokens > limit:
+            raise InferenceError(f"The prompt is {len(prompt)} tokens; with max_tokens {params.max_tokens} it "
+                                 f"exceeds the model's context of {limit} tokens.", param="max_tokens")
+        streamer = _RowStreamer(loaded.tokenizer, indexes, _stop_ids(loaded), emit, timer, cancel, len(prompt))
+
+        class StopWhenDone(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                stop = cancel.is_set() or streamer.all_done
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        device = next(loaded.model.parameters()).device
+        # Every row holds the same conversation, so the batch needs no padding.
+        input_ids = torch.tensor([prompt] * len(indexes), device=device)
+        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                      max_new_tokens=params.max_tokens, streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([StopWhenDone()]),
+                      pad_token_id=loaded.tokenizer.pad_token_id)
+        if params.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
+        if adapter_names is not None:
+            kwargs["adapter_names"] = adapter_names
+        with self._generate_lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            loaded.model.generate(**kwargs)
+        return streamer
+
+    # The interface ----------------------------------------------------------
+
+    @staticmethod
+    def _groups(snapshots):
+        groups = OrderedDict()
+        for index, snapshot in enumerate(snapshots):
+            key = ("full", snapshot.weights_path) if snapshot.kind == FULL else ("base", snapshot.base_path)
+            groups.setdefault(key, []).append((index, snapshot))
+        return list(groups.values())
+
+    async def generate(self, snapshots, messages, params):
+        messages = validate_messages(messages)
+        loop = asyncio.get_running_loop()
+        queue = asyncio.Queue()
+        cancel = threading.Event()
+        timer = Timer()
+
+        def emit(event):
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        futures = [loop.run_in_executor(self._executor, self._run_group, group, messages, params, emit, timer,
+                                        cancel) for group in self._groups(snapshots)]
+        remaining = set(range(len(snapshots)))
+        try:
+            while remaining:
+                event = await queue.get()
+                if event.final:
+                    remaining.discard(event.index)
+                yield event
+        finally:
+            # A client that went away stops the decoding at the next token.
+            cancel.set()
+            for future in futures:
+                future.cancel()
+
+    def loaded_summary(self):
+        return {"bases": list(self._bases), "full": list(self._full),
+                "adapters": {p: list(m.adapters) for p, m in self._bases.items()}}

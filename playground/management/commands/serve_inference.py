@@ -1,0 +1,66 @@
+"""Serve the built-in inference backend on vLLM's OpenAI-compatible routes.
+
+    manage.py serve_inference --port 8100 --model attune-tiny --max-lora-rank 16
+
+`--model` is a base model registered in the studio (its name) or a model
+folder. Adapters are loaded at run time with POST /v1/load_lora_adapter,
+from folders under ATTUNE_HOME (or --lora-root). This is what the vllm
+backend's tests talk to, and a CPU stand-in for a vLLM server.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from playground.inference.builtin import BuiltinBackend
+from playground.inference.server import InferenceServer
+from playground.snapshots import Snapshot, UnknownModel, resolve_snapshot
+
+
+class Command(BaseCommand):
+    help = "Serve the built-in backend on /v1/models, /v1/chat/completions and /v1/(un)load_lora_adapter."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8100)
+        parser.add_argument("--model", default="attune-tiny",
+                            help="A base model's name in this studio, or a model folder.")
+        parser.add_argument("--served-model-name", default="", help="The id /v1/models lists (default: --model).")
+        parser.add_argument("--max-lora-rank", type=int, default=16)
+        parser.add_argument("--lora-root", default="", help="Adapter folders must lie here (default: ATTUNE_HOME).")
+        parser.add_argument("--api-key", default="", help="Require this bearer token.")
+
+    def handle(self, host, port, model, served_model_name, max_lora_rank, lora_root, api_key, **options):
+        base = self._base(model, served_model_name)
+        max_model_len = None
+        config = Path(base.base_path) / "config.json"
+        if config.is_file():
+            import json
+
+            max_model_len = json.loads(config.read_text()).get("max_position_embeddings")
+        app = InferenceServer(BuiltinBackend(), base, max_lora_rank=max_lora_rank,
+                              lora_root=lora_root or settings.ATTUNE_HOME, api_key=api_key,
+                              max_model_len=max_model_len)
+        self.stdout.write(f"Serving {base.name} ({base.base_path}) on http://{host}:{port}/v1 "
+                          f"(max_lora_rank {max_lora_rank})")
+        self.stdout.flush()
+        from daphne.server import Server
+
+        Server(application=app, endpoints=[f"tcp:port={port}:interface={host}"], verbosity=0).run()
+
+    def _base(self, model, served_name):
+        try:
+            snapshot = resolve_snapshot(model)
+        except UnknownModel:
+            folder = Path(model).resolve()
+            if not (folder / "config.json").is_file():
+                raise CommandError(f"--model {model!r} is neither a base model of this studio nor a model folder "
+                                   "(no config.json there).") from None
+            return Snapshot.from_paths(served_name or folder.name, folder)
+        if snapshot.kind != "base":
+            raise CommandError(f"--model {model!r} is a fine-tuned snapshot; serve its base and load the adapter.")
+        if served_name:
+            return dataclasses.replace(snapshot, name=served_name)
+        return snapshot
