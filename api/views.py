@@ -14,9 +14,10 @@ from operator import or_
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, TextField
 from django.db.models.deletion import ProtectedError
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -238,7 +239,9 @@ def jobs(request):
     if request.GET.get("metadata") in ("null", ""):
         queryset = queryset.filter(Q(metadata__isnull=True) | Q(metadata={}))
     for i, (key, value) in enumerate(_metadata_filters(request).items()):
-        queryset = queryset.alias(**{f"_meta{i}": KeyTextTransform(key, "metadata")}).filter(**{f"_meta{i}": value})
+        # Cast: a bare key transform compares as JSON, and the value is text.
+        text = Cast(KeyTextTransform(key, "metadata"), output_field=TextField())
+        queryset = queryset.alias(**{f"_meta{i}": text}).filter(**{f"_meta{i}": value})
     return cursor_page(request, queryset, [("created_at", True), ("id", True)], objects.job_object,
                        default_limit=20, max_limit=1000)
 
