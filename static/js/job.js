@@ -1,9 +1,10 @@
 // Job page: live charts, progress, events and checkpoints over the job's websocket.
 //
-// The socket sends the stored history first (each curve thinned on the server),
-// then every new point, event, checkpoint and status as the worker relays them.
-// Points are keyed by scope + step and events by id, so a history sent again
-// after a reconnect, or a point that arrives twice, is never drawn twice.
+// The socket (dashboard/consumers.py documents the protocol) sends the stored
+// history first, each curve thinned on the server, then every new point, event,
+// checkpoint and status as the worker relays them. Every message is an upsert by
+// its key (trace + step, event id, checkpoint id), and each (re)connect starts the
+// curves again from the fresh history, so nothing is ever drawn twice.
 // The socket reconnects by itself (1 s, 2 s, … up to 10 s) until the job ends;
 // the final status then redraws the header and checkpoints without a reload.
 (function () {
@@ -12,83 +13,89 @@
   const stateLabel = document.getElementById("stream-state");
   let finished = live.dataset.finished === "1";
 
-  const SCOPES = ["train", "sampled", "full"];
+  // Trace names as the socket's history names them, per chart.
   const CHARTS = {
-    "chart-loss": { title: "Loss", field: "loss", traces: ["train", "sampled", "full"] },
-    "chart-accuracy": { title: "Token accuracy", field: "accuracy", traces: ["train", "sampled", "full"] },
-    "chart-lr": { title: "Learning rate", field: "learning_rate", traces: ["train"] },
+    "chart-loss": { title: "Loss", traces: ["train_loss", "valid_loss", "full_valid_loss"] },
+    "chart-accuracy": { title: "Token accuracy", traces: ["train_accuracy", "valid_accuracy", "full_valid_accuracy"] },
+    "chart-lr": { title: "Learning rate", traces: ["learning_rate"], exponent: true },
   };
-  const TRACE_STYLE = {
-    train: { name: "train", mode: "lines", line: { color: "#2a6fd6", width: 1.5 } },
-    sampled: { name: "valid (sampled)", mode: "lines+markers", line: { color: "#d9822b", width: 1.5 },
-               marker: { size: 4 } },
-    full: { name: "full valid (epoch end)", mode: "markers",
-            marker: { color: "#1f8a4c", size: 12, symbol: "diamond", line: { color: "#fff", width: 1 } } },
+  // A live metric (scope + step) feeds these traces.
+  const FROM_SCOPE = {
+    train: { loss: "train_loss", accuracy: "train_accuracy", learning_rate: "learning_rate" },
+    sampled: { loss: "valid_loss", accuracy: "valid_accuracy" },
+    full: { loss: "full_valid_loss", accuracy: "full_valid_accuracy" },
+  };
+  const TRAIN = { mode: "lines", line: { color: "#2a6fd6", width: 1.5 } };
+  const SAMPLED = { mode: "lines+markers", line: { color: "#d9822b", width: 1.5 }, marker: { size: 4 } };
+  const FULL = { mode: "markers", marker: { color: "#1f8a4c", size: 12, symbol: "diamond", line: { color: "#fff", width: 1 } } };
+  const STYLE = {
+    train_loss: Object.assign({ name: "train" }, TRAIN), train_accuracy: Object.assign({ name: "train" }, TRAIN),
+    learning_rate: Object.assign({ name: "learning rate" }, TRAIN),
+    valid_loss: Object.assign({ name: "valid (sampled)" }, SAMPLED),
+    valid_accuracy: Object.assign({ name: "valid (sampled)" }, SAMPLED),
+    full_valid_loss: Object.assign({ name: "full valid (epoch end)" }, FULL),
+    full_valid_accuracy: Object.assign({ name: "full valid (epoch end)" }, FULL),
   };
 
-  const points = { train: new Map(), sampled: new Map(), full: new Map() };
-  const lastStep = { train: -Infinity, sampled: -Infinity, full: -Infinity };
-  let pending = [];
+  // name -> {x: [steps, ascending], y: [values], at: Map(step -> index)}
+  let traces = {};
+  let pending = {};      // name -> {x: [], y: []} appended since the last draw
   let needsRedraw = false;
   let drawQueued = false;
 
-  function traceData(scope, field) {
-    const rows = Array.from(points[scope].values()).filter(p => p[field] !== null && p[field] !== undefined)
-      .sort((a, b) => a.step - b.step);
-    return { x: rows.map(p => p.step), y: rows.map(p => p[field]), customdata: rows.map(p => p.epoch) };
+  function resetTraces(fromHistory) {
+    traces = {};
+    Object.keys(STYLE).forEach(function (name) {
+      const t = (fromHistory && fromHistory[name]) || { x: [], y: [] };
+      traces[name] = { x: t.x.slice(), y: t.y.slice(), at: new Map(t.x.map((step, i) => [step, i])) };
+    });
+    pending = {};
+    needsRedraw = true;
+    schedule();
   }
 
   function figure(id) {
     const chart = CHARTS[id];
-    const data = chart.traces.map(function (scope) {
-      const style = TRACE_STYLE[scope];
-      return Object.assign({ type: "scatter", name: style.name, mode: style.mode, line: style.line,
-        marker: style.marker, hovertemplate: "step %{x} · epoch %{customdata:.2f}<br>%{y:.5g}<extra>" +
-        style.name + "</extra>" }, traceData(scope, chart.field));
+    const data = chart.traces.map(function (name) {
+      const style = STYLE[name];
+      return { type: "scatter", name: style.name, mode: style.mode, line: style.line, marker: style.marker,
+               x: traces[name].x.slice(), y: traces[name].y.slice(),
+               hovertemplate: "step %{x}<br>%{y:.5g}<extra>" + style.name + "</extra>" };
     });
     const layout = {
       title: { text: chart.title, font: { size: 14 } }, height: 300, margin: { l: 55, r: 10, t: 34, b: 36 },
       xaxis: { title: { text: "step" }, rangemode: "tozero" }, showlegend: chart.traces.length > 1,
       legend: { orientation: "h", y: -0.22, font: { size: 11 } },
-      yaxis: chart.field === "learning_rate" ? { exponentformat: "e" } : {},
+      yaxis: chart.exponent ? { exponentformat: "e" } : {},
     };
     return { data: data, layout: layout };
   }
 
   const config = { responsive: true, displaylogo: false };
+  resetTraces(null);
   Object.keys(CHARTS).forEach(function (id) {
     const f = figure(id);
     Plotly.newPlot(id, f.data, f.layout, config);
   });
 
-  function redrawAll() {
+  function draw() {
+    drawQueued = false;
     Object.keys(CHARTS).forEach(function (id) {
-      const f = figure(id);
-      Plotly.react(id, f.data, f.layout, config);
-    });
-  }
-
-  function extend() {
-    Object.keys(CHARTS).forEach(function (id) {
-      const chart = CHARTS[id];
-      const update = { x: [], y: [], customdata: [] };
-      const indices = [];
-      chart.traces.forEach(function (scope, index) {
-        const rows = pending.filter(p => p.scope === scope && p[chart.field] !== null && p[chart.field] !== undefined);
-        if (!rows.length) return;
-        update.x.push(rows.map(p => p.step));
-        update.y.push(rows.map(p => p[chart.field]));
-        update.customdata.push(rows.map(p => p.epoch));
+      if (needsRedraw) {
+        const f = figure(id);
+        Plotly.react(id, f.data, f.layout, config);
+        return;
+      }
+      const update = { x: [], y: [] }, indices = [];
+      CHARTS[id].traces.forEach(function (name, index) {
+        if (!pending[name]) return;
+        update.x.push(pending[name].x);
+        update.y.push(pending[name].y);
         indices.push(index);
       });
       if (indices.length) Plotly.extendTraces(id, update, indices);
     });
-  }
-
-  function draw() {
-    drawQueued = false;
-    if (needsRedraw) redrawAll(); else if (pending.length) extend();
-    pending = [];
+    pending = {};
     needsRedraw = false;
   }
 
@@ -98,17 +105,34 @@
     window.requestAnimationFrame(draw);
   }
 
+  // An upsert by (trace, step): a step beyond the last is appended, a step already drawn has its
+  // value replaced (a resumed job repeats the steps after its checkpoint), any other step falls
+  // inside a stretch the server thinned out and is left out.
   function addPoint(point) {
-    const seen = points[point.scope];
-    if (!seen || seen.has(point.step)) return;
-    seen.set(point.step, point);
-    if (point.step > lastStep[point.scope]) {
-      lastStep[point.scope] = point.step;
-      pending.push(point);
-    } else {
-      needsRedraw = true;  // an older point (history after a reconnect): draw in step order
-    }
-    schedule();
+    const names = FROM_SCOPE[point.scope];
+    if (!names) return;
+    Object.keys(names).forEach(function (field) {
+      const value = point[field];
+      if (value === null || value === undefined || !isFinite(value)) return;
+      const t = traces[names[field]];
+      const last = t.x.length ? t.x[t.x.length - 1] : -Infinity;
+      if (point.step > last) {
+        t.at.set(point.step, t.x.length);
+        t.x.push(point.step);
+        t.y.push(value);
+        const p = pending[names[field]] || (pending[names[field]] = { x: [], y: [] });
+        p.x.push(point.step);
+        p.y.push(value);
+      } else if (t.at.has(point.step)) {
+        if (t.y[t.at.get(point.step)] !== value) {
+          t.y[t.at.get(point.step)] = value;
+          needsRedraw = true;
+        }
+      } else {
+        return;
+      }
+      schedule();
+    });
   }
 
   // --- header: progress, speed, status ------------------------------------
@@ -148,7 +172,13 @@
   // --- events, newest first ----------------------------------------------------
   function addEvent(e) {
     const list = document.getElementById("job-events");
-    if (!list || list.querySelector('[data-id="' + e.id + '"]')) return;
+    if (!list) return;
+    const known = list.querySelector('[data-id="' + e.id + '"]');
+    if (known) {
+      // A metrics event is sent again when its step's validation figures arrive.
+      known.lastChild.textContent = " " + e.message;
+      return;
+    }
     const empty = list.querySelector(".empty");
     if (empty) empty.remove();
     const item = document.createElement("li");
@@ -173,15 +203,17 @@
     else if (kind === "checkpoint") addCheckpoint(data);
     else if (kind === "status") setStatus(data);
     else if (kind === "history") {
-      (data.metrics || []).forEach(addPoint);
-      (data.events || []).slice().reverse().forEach(addEvent);
+      // Sent on every (re)connect: the curves start again from it, nothing is merged twice.
+      resetTraces(data.traces || {});
+      (data.events || []).forEach(addEvent);
       (data.checkpoints || []).forEach(addCheckpoint);
       if (data.status) setStatus(data.status);
     }
   }
 
   // --- the socket, reconnecting by itself --------------------------------------
-  const stream = window.attuneJobStream = { socket: null, connects: 0, points: points };
+  // For a look from the browser's console (and the browser tests): the socket and how often it opened.
+  const stream = window.attuneJobStream = { socket: null, connects: 0 };
   let delay = 1000;
 
   function setState(cls, text) {
@@ -206,7 +238,7 @@
     socket.onclose = function (ev) {
       if (stream.socket !== socket) return;
       if (finished) { setState("finished", "finished"); return; }
-      if (ev.code === 4403 || ev.code === 4404) { setState("down", "not allowed (" + ev.code + ")"); return; }
+      if (ev.code === 4401 || ev.code === 4403 || ev.code === 4404) { setState("down", "not allowed (" + ev.code + ")"); return; }
       setState("down", "reconnecting in " + Math.round(delay / 1000) + " s…");
       window.setTimeout(connect, delay);
       delay = Math.min(10000, delay * 2);

@@ -1,0 +1,214 @@
+"""The new-job and re-run form: generated from JobSpec, errors next to their field, typed values kept."""
+
+import json
+
+import pytest
+
+from dashboard.forms import WORKER_FIELDS, JobForm, field_key
+from training.engine.spec import form_fields
+from training.models import BaseModel, DataFile, FineTuningJob
+
+
+@pytest.fixture
+def setup(db):
+    base = BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+    train = DataFile.objects.create(filename="train.jsonl", path="x/train.jsonl", status="processed",
+                                    n_examples=480, format="chat")
+    valid = DataFile.objects.create(filename="valid.jsonl", path="x/valid.jsonl", status="processed",
+                                    n_examples=60, format="chat")
+    broken = DataFile.objects.create(filename="broken.jsonl", path="x/broken.jsonl", status="error", n_errors=3,
+                                     errors=[{"line": 2, "code": "invalid_json", "message": "line 2: not JSON"}])
+    return {"base": base, "train": train, "valid": valid, "broken": broken}
+
+
+def form_data(setup, **changes):
+    """What the browser sends for the form as first shown, plus `changes`."""
+    data = {"model": "attune-tiny", "training_file": setup["train"].public_id,
+            "validation_file": setup["valid"].public_id, "method": "supervised", "adapter": "lora",
+            "n_epochs__auto": "on", "batch_size__auto": "on", "learning_rate_multiplier__auto": "on",
+            "beta__auto": "on", "seed": "", "suffix": "", "lora_r": "16", "lora_alpha": "32",
+            "lora_dropout": "0.0", "lora_target_modules": "all-linear", "max_seq_length": "1024",
+            "gradient_accumulation_steps": "1", "warmup_ratio": "0.0", "lr_scheduler": "linear",
+            "weight_decay": "0.0", "eval_interval": "10", "eval_samples": "16", "keep_last_n": "",
+            "logging_steps": "1", "n_gpus": "1", "integrations__mlflow__experiment": "attune"}
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+def field_html(html, name):
+    """The markup of one field, from its container to the next one."""
+    start = html.index(f'data-field="{name}"')
+    end = html.find('<div class="field', start + 1)
+    return html[start:end if end > 0 else None]
+
+
+@pytest.mark.django_db
+def test_the_form_has_every_spec_field_a_person_sets_with_help_and_range(admin_client, setup):
+    html = admin_client.get("/jobs/new/").content.decode()
+    for meta in form_fields():
+        if meta["name"] in WORKER_FIELDS:
+            assert f'data-field="{meta["name"]}"' not in html
+            continue
+        block = field_html(html, meta["name"])
+        assert 'class="help"' in block, meta["name"]
+        if meta["min"] is not None and meta["max"] is not None:
+            assert f"Range: {meta['min']:g} – {meta['max']:g}." in block, meta["name"]
+        if meta["auto"]:
+            assert f'name="{field_key(meta["name"])}__auto"' in block and "checked" in block
+    assert 'id="advanced"' in html and 'id="integrations"' in html
+    for switch in ("wandb", "mlflow", "tensorboard"):
+        assert f'name="integrations__{switch}__enabled"' in html
+
+
+@pytest.mark.django_db
+def test_an_errored_file_is_listed_with_its_status_but_cannot_be_picked(admin_client, setup):
+    html = admin_client.get("/jobs/new/").content.decode()
+    block = field_html(html, "training_file")
+    broken = setup["broken"].public_id
+    assert f'<option value="{broken}" disabled>broken.jsonl · {broken} · 3 errors: cannot be used</option>' in block
+    assert "480 examples, valid" in block
+    resp = admin_client.post("/jobs/new/", form_data(setup, training_file=broken))
+    block = field_html(resp.content.decode(), "training_file")
+    assert "has 3 error(s) and cannot start a job" in block
+    assert not FineTuningJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_auto_switches_give_auto_and_numbers_give_numbers(setup):
+    form = JobForm(form_data(setup, n_epochs__auto=None, n_epochs="2", batch_size__auto=None,
+                             batch_size="4", suffix="intents", seed="7"))
+    assert form.is_valid(), form.errors
+    spec = form.spec
+    assert spec["n_epochs"] == 2 and spec["batch_size"] == 4
+    assert spec["learning_rate_multiplier"] == "auto" and spec["beta"] == "auto"
+    assert spec["model"] == "attune-tiny" and spec["training_file"] == setup["train"].public_id
+    assert spec["suffix"] == "intents" and spec["seed"] == 7 and "integrations" not in spec
+    assert spec["lora_target_modules"] == "all-linear" and "job_id" not in spec and "output_dir" not in spec
+
+
+@pytest.mark.django_db
+def test_a_number_typed_while_auto_is_on_is_refused_not_dropped(setup):
+    form = JobForm(form_data(setup, n_epochs="4"))
+    assert not form.is_valid()
+    assert form.errors["n_epochs"] == ["Switch off auto to use 4, or clear the number."]
+    form = JobForm(form_data(setup, n_epochs__auto=None))
+    assert not form.is_valid() and form.errors["n_epochs"] == ["Give a number, or switch on auto."]
+
+
+@pytest.mark.django_db
+def test_an_out_of_range_value_is_shown_next_to_its_field_and_the_typed_values_stay(admin_client, setup):
+    resp = admin_client.post("/jobs/new/", form_data(setup, n_epochs__auto=None, n_epochs="99",
+                                                      suffix="my-run", lora_r="8", warmup_ratio="0.9"))
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not FineTuningJob.objects.exists()
+    # The range comes from JobSpec itself, the one definition the API and the engine check too.
+    assert "must be an integer from 1 to 50, or &#x27;auto&#x27;" in field_html(html, "n_epochs")
+    assert 'value="99"' in field_html(html, "n_epochs")
+    assert "less than or equal to 0.5" in field_html(html, "warmup_ratio")
+    assert 'value="my-run"' in field_html(html, "suffix") and 'value="8"' in field_html(html, "lora_r")
+    # An error in the Advanced section opens it.
+    assert 'id="advanced" open' in html
+
+
+@pytest.mark.django_db
+def test_errors_found_by_the_spec_itself_land_on_their_field(setup):
+    form = JobForm(form_data(setup, batch_size__auto=None, batch_size="6", gradient_accumulation_steps="4"))
+    assert not form.is_valid()
+    assert form.errors["batch_size"] == [
+        "batch_size (6) must be divisible by gradient_accumulation_steps × n_gpus (4)"]
+    form = JobForm(form_data(setup, suffix="bad suffix!"))
+    assert not form.is_valid() and "pattern" in form.errors["suffix"][0]
+
+
+@pytest.mark.django_db
+def test_integrations_become_nested_spec_objects_and_typed_values_need_their_switch(setup):
+    form = JobForm(form_data(setup, integrations__wandb__enabled="on", integrations__wandb__project="attune",
+                             integrations__wandb__tags="demo, lora", integrations__tensorboard__enabled="on"))
+    assert form.is_valid(), form.errors
+    assert form.spec["integrations"] == {"wandb": {"project": "attune", "tags": ["demo", "lora"]},
+                                         "tensorboard": {}}
+    form = JobForm(form_data(setup, integrations__wandb__project="attune"))
+    assert not form.is_valid()
+    assert "Switch on Weights & Biases" in form.errors["integrations__wandb__enabled"][0]
+    form = JobForm(form_data(setup, integrations__wandb__enabled="on"))
+    assert not form.is_valid() and "required" in form.errors["integrations__wandb__project"][0].lower()
+
+
+@pytest.mark.django_db
+def test_the_raw_spec_view_shows_the_json_that_will_run(admin_client, setup):
+    data = form_data(setup, n_epochs__auto=None, n_epochs="2", preview="1")
+    fragment = admin_client.post("/jobs/new/", data, headers={"HX-Request": "true"}).content.decode()
+    assert fragment.lstrip().startswith('<div id="raw-spec">') and "<html" not in fragment
+    spec = json.loads(fragment.split('<pre class="mono spec-json">')[1].split("</pre>")[0].replace("&quot;", '"'))
+    assert spec["n_epochs"] == 2 and spec["batch_size"] == "auto"
+    # Without JavaScript the button shows the same spec in the page, and creates nothing.
+    page = admin_client.post("/jobs/new/", data).content.decode()
+    assert "&quot;n_epochs&quot;: 2" in page and not FineTuningJob.objects.exists()
+    broken = admin_client.post("/jobs/new/", form_data(setup, seed="-1", preview="1"),
+                               headers={"HX-Request": "true"}).content.decode()
+    assert "Fix the fields marked" in broken and "seed" in broken
+
+
+@pytest.mark.django_db
+def test_submitting_the_form_creates_the_job_with_the_spec_as_typed(admin_client, setup):
+    resp = admin_client.post("/jobs/new/", form_data(setup, n_epochs__auto=None, n_epochs="2",
+                                                      suffix="intents", seed="42"))
+    job = FineTuningJob.objects.get()
+    assert resp.status_code == 302 and resp["Location"] == f"/jobs/{job.public_id}/"
+    assert job.spec["n_epochs"] == 2 and job.spec["batch_size"] == "auto" and job.spec["seed"] == 42
+    assert job.spec["model"] == "attune-tiny" and job.validation_file == setup["valid"]
+    assert job.created_by.username == "alice" and job.parent is None and job.status == "queued"
+    # auto resolved for 480 examples: 3 epochs were not asked for, 2 were; batch 8.
+    assert job.resolved_spec["n_epochs"] == 2 and job.resolved_spec["batch_size"] == 8
+
+
+@pytest.mark.django_db
+def test_an_empty_seed_gets_a_random_one_stored_with_the_job(admin_client, setup):
+    admin_client.post("/jobs/new/", form_data(setup))
+    job = FineTuningJob.objects.get()
+    assert isinstance(job.spec["seed"], int) and job.seed == job.spec["seed"]
+
+
+@pytest.mark.django_db
+def test_the_rerun_form_holds_the_parent_spec_as_requested_with_auto_kept(admin_client, setup):
+    admin_client.post("/jobs/new/", form_data(setup, n_epochs__auto=None, n_epochs="2", suffix="intents",
+                                              seed="5", integrations__wandb__enabled="on",
+                                              integrations__wandb__project="p", integrations__wandb__tags="a, b"))
+    parent = FineTuningJob.objects.get()
+    html = admin_client.get(f"/jobs/{parent.public_id}/rerun/").content.decode()
+    assert f"Re-run {parent.public_id}" in html
+    assert 'value="2"' in field_html(html, "n_epochs") and "checked" not in field_html(html, "n_epochs")
+    assert "checked" in field_html(html, "batch_size") and 'value="intents"' in field_html(html, "suffix")
+    assert 'value="a, b"' in field_html(html, "integrations.wandb.tags")
+    # Unchanged, the form gives back exactly the spec that was stored.
+    initial = JobForm.initial_from_spec(parent.spec)
+    data = {k: ("on" if v is True else "" if v is None else str(v)) for k, v in initial.items() if v is not False}
+    form = JobForm(data)
+    assert form.is_valid(), form.errors
+    stored = {k: v for k, v in parent.spec.items() if v is not None and k != "integrations"}
+    assert {k: v for k, v in form.spec.items() if k != "integrations"} == stored
+    assert form.spec["integrations"]["wandb"] == {"project": "p", "tags": ["a", "b"]}
+
+
+@pytest.mark.django_db
+def test_a_rerun_with_three_epochs_records_its_parent(admin_client, setup):
+    admin_client.post("/jobs/new/", form_data(setup, n_epochs__auto=None, n_epochs="2", seed="5"))
+    parent = FineTuningJob.objects.get()
+    resp = admin_client.post(f"/jobs/{parent.public_id}/rerun/",
+                             form_data(setup, n_epochs__auto=None, n_epochs="3", seed="5"))
+    child = FineTuningJob.objects.exclude(pk=parent.pk).get()
+    assert resp["Location"] == f"/jobs/{child.public_id}/"
+    assert child.parent == parent and child.spec["n_epochs"] == 3 and child.spec["seed"] == 5
+
+
+@pytest.mark.django_db
+def test_an_error_from_job_creation_lands_next_to_its_field(admin_client, setup):
+    resp = admin_client.post("/jobs/new/", form_data(
+        setup, integrations__tensorboard__enabled="on", integrations__tensorboard__log_dir="../../etc"))
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not FineTuningJob.objects.exists()
+    assert "relative to the job folder" in field_html(html, "integrations.tensorboard.log_dir")
