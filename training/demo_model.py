@@ -6,16 +6,27 @@
   assistant / tool messages. Assistant turns are wrapped in
   `{% generation %}` markers, so `return_assistant_tokens_mask=True` works.
 - A small LlamaForCausalLM (4 layers, hidden 256, 4 heads of 64, 2 KV
-  heads, vocab a multiple of 64) that vLLM can serve, randomly initialised
-  from `seed` and saved as safetensors.
-- Deterministic: the same corpus and seed give byte-identical files.
+  heads, vocab a multiple of 64) that vLLM can serve, initialised from
+  `seed`, then pre-trained briefly (full weights, transformers Trainer) on
+  generic synthetic chat, and saved as safetensors.
+- The pre-training chats use the corpus's words but never its task: either
+  "echo these words", or "answer with one label from this list" where the
+  labels are made-up word pairs (`lamp_oslo`) and the user's message
+  contains the words of the right one. So the base model can follow the
+  chat format, copy from its context and stop at `<|end|>`, but cannot
+  answer the demo intents; fine-tuning has something to teach.
+- Deterministic: the same corpus and seed give byte-identical files (on one
+  machine; CPU float results may differ across CPU types).
 
-Not supported: a pre-trained base. attune-tiny knows nothing before it is
-fine-tuned; its only job is to make a fine-tuning run quick to watch.
+Not supported: a model that knows language. attune-tiny is a demo base that
+makes a fine-tuning run quick to watch, nothing more.
 """
 
 import json
 import pathlib
+import random
+import re
+import tempfile
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -72,7 +83,63 @@ def build_tokenizer(corpus):
     )
 
 
-def build_tiny_model(out_dir: pathlib.Path, corpus: list[str], seed: int = 0) -> None:
+PRETRAIN_STEPS = 300
+PRETRAIN_BATCH = 16
+
+
+def pretraining_chats(corpus, seed, n):
+    """`n` generic chats built from the corpus's words (see the module docstring)."""
+    rng = random.Random(seed)
+    words = sorted({w for text in corpus for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2})
+    taken = set(corpus)  # never build a label that the corpus itself uses (the real intents)
+    chats = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            said = " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
+            chats.append([{"role": "user", "content": f"repeat: {said}"}, {"role": "assistant", "content": said}])
+            continue
+        labels = []
+        while len(labels) < rng.randint(3, 10):
+            label = f"{rng.choice(words)}_{rng.choice(words)}"
+            if label not in taken and label not in labels:
+                labels.append(label)
+        answer = rng.choice(labels)
+        message = [rng.choice(words) for _ in range(rng.randint(2, 8))]
+        for word in answer.split("_"):
+            message.insert(rng.randint(0, len(message)), word)
+        chats.append([
+            {"role": "system", "content": "Answer with exactly one label from: " + ", ".join(labels) + "."},
+            {"role": "user", "content": " ".join(message)},
+            {"role": "assistant", "content": answer},
+        ])
+    return chats
+
+
+def pretrain(model, tokenizer, corpus, seed, steps):
+    from transformers import Trainer, TrainingArguments
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from training.engine.data import tokenize_chat
+
+    rows = []
+    for chat in pretraining_chats(corpus, seed, steps * PRETRAIN_BATCH):
+        input_ids, labels, _ = tokenize_chat(tokenizer, chat, MODEL_SHAPE["max_position_embeddings"])
+        rows.append({"input_ids": input_ids, "labels": labels})
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, max_steps=steps, per_device_train_batch_size=PRETRAIN_BATCH,
+            learning_rate=3e-3, warmup_steps=0.1, lr_scheduler_type="cosine", weight_decay=0.0,
+            save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=50, seed=seed,
+            use_cpu=True, dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=rows,
+                          data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+        trainer.train()
+    model.config.use_cache = True
+
+
+def build_tiny_model(out_dir: pathlib.Path, corpus: list[str], seed: int = 0, *,
+                     pretrain_steps: int = PRETRAIN_STEPS) -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -93,6 +160,8 @@ def build_tiny_model(out_dir: pathlib.Path, corpus: list[str], seed: int = 0) ->
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if pretrain_steps:
+        pretrain(model, tokenizer, corpus, seed, pretrain_steps)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -104,7 +173,7 @@ def build_tiny_model(out_dir: pathlib.Path, corpus: list[str], seed: int = 0) ->
     # A README for people browsing var/models/.
     (out_dir / "README.md").write_text(
         "# attune-tiny\n\nBuilt by `training.demo_model.build_tiny_model` from the demo corpus "
-        f"(seed {seed}). Randomly initialised: it is useful only once fine-tuned.\n"
+        f"(seed {seed}, {pretrain_steps} pre-training steps on generic synthetic chat).\n"
     )
     json.loads((out_dir / "config.json").read_text())  # fail here, not later, if it is not valid JSON
 

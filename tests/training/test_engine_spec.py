@@ -1,0 +1,100 @@
+"""JobSpec: validation that names the field, auto rules, form fields. No torch needed."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from training.engine.spec import (
+    BASE_LEARNING_RATE,
+    JobSpec,
+    auto_batch_size,
+    auto_n_epochs,
+    form_fields,
+    parse_spec,
+    resolve_auto,
+    spec_errors,
+)
+
+BASE = {"model": "var/models/attune-tiny", "training_file": "train.jsonl"}
+
+
+def test_it_refuses_an_unknown_key_naming_it():
+    assert spec_errors({**BASE, "n_epoch": 3}) == [("n_epoch", "unknown field 'n_epoch'")]
+
+
+def test_it_refuses_an_unknown_nested_key_naming_its_path():
+    errors = dict(spec_errors({**BASE, "integrations": {"wandb": {"project": "p", "team": "x"}}}))
+    assert errors == {"integrations.wandb.team": "unknown field 'team'"}
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("n_epochs", 51, "must be an integer from 1 to 50, or 'auto'"),
+    ("n_epochs", 0, "must be an integer from 1 to 50, or 'auto'"),
+    ("batch_size", 257, "must be an integer from 1 to 256, or 'auto'"),
+    ("learning_rate_multiplier", 0, "must be a number greater than 0 and at most 100, or 'auto'"),
+    ("beta", 2.5, "must be a number greater than 0 and at most 2, or 'auto'"),
+])
+def test_it_refuses_an_out_of_range_value_naming_the_field(field, value, message):
+    assert spec_errors({**BASE, field: value}) == [(field, message)]
+
+
+def test_it_refuses_a_plain_out_of_range_field():
+    errors = dict(spec_errors({**BASE, "lora_dropout": 0.95, "method": "rl"}))
+    assert set(errors) == {"lora_dropout", "method"}
+    assert "0.9" in errors["lora_dropout"]
+
+
+def test_batch_size_must_divide_by_accumulation_and_gpus():
+    errors = spec_errors({**BASE, "batch_size": 6, "gradient_accumulation_steps": 4})
+    assert errors[0][0] == "batch_size" and "divisible" in errors[0][1]
+
+
+def test_it_requires_model_and_training_file():
+    assert {f for f, _ in spec_errors({})} == {"model", "training_file"}
+
+
+@pytest.mark.parametrize(("n", "epochs"), [(5, 20), (10, 10), (33, 3), (101, 3), (20000, 1), (2, 25), (9000, 2)])
+def test_auto_epochs_follow_the_published_rule(n, epochs):
+    assert auto_n_epochs(n) == epochs
+
+
+@pytest.mark.parametrize(("n", "size"), [(10, 1), (99, 1), (100, 2), (480, 8), (5000, 32), (10**6, 32)])
+def test_auto_batch_size_is_a_power_of_two_near_n_over_50(n, size):
+    assert auto_batch_size(n) == size
+
+
+def test_resolve_auto_fills_every_auto_and_keeps_explicit_values():
+    spec = parse_spec({**BASE, "batch_size": 4, "method": "dpo"})
+    resolved, summary = resolve_auto(spec, 480)
+    assert summary == {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0,
+                       "learning_rate": BASE_LEARNING_RATE["lora"], "beta": 0.1}
+    assert "auto" not in resolved.model_dump().values()
+
+
+def test_learning_rate_is_the_multiplier_times_the_base_rate_of_the_adapter():
+    spec = parse_spec({**BASE, "adapter": "full", "learning_rate_multiplier": 3})
+    assert spec.learning_rate == pytest.approx(3 * 2e-5)
+
+
+def test_auto_batch_size_stays_divisible_by_gpus():
+    spec = parse_spec({**BASE, "n_gpus": 4})
+    resolved, _ = resolve_auto(spec, 480)
+    assert resolved.batch_size == 8
+
+
+def test_form_fields_carry_help_range_choices_and_group():
+    fields = {f["name"]: f for f in form_fields()}
+    assert fields["n_epochs"]["min"] == 1 and fields["n_epochs"]["max"] == 50 and fields["n_epochs"]["auto"]
+    assert fields["lr_scheduler"]["choices"] == ["linear", "cosine", "constant", "constant_with_warmup"]
+    assert fields["packing"]["group"] == "advanced" and fields["packing"]["type"] == "bool"
+    assert fields["integrations.wandb.project"]["group"] == "integrations"
+    assert all(f["help"] for f in fields.values())
+    assert set(JobSpec.model_fields) - {"integrations"} <= set(fields)
+
+
+def test_importing_the_spec_loads_no_torch():
+    code = "import sys, training.engine.spec; sys.exit('torch' in sys.modules)"
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo).returncode == 0
