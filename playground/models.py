@@ -76,6 +76,11 @@ class Comparison(models.Model):
         return comparison
 
     @property
+    def prompt(self):
+        """The last user message: what a list shows."""
+        return next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "")
+
+    @property
     def ordered_outputs(self):
         return list(self.outputs.order_by("position"))
 

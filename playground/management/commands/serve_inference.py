@@ -51,14 +51,14 @@ class Command(BaseCommand):
         Server(application=app, endpoints=[f"tcp:port={port}:interface={host}"], verbosity=0).run()
 
     def _base(self, model, served_name):
+        folder = Path(model).resolve()
+        if (folder / "config.json").is_file():
+            return Snapshot.from_paths(served_name or folder.name, folder)
         try:
             snapshot = resolve_snapshot(model)
         except UnknownModel:
-            folder = Path(model).resolve()
-            if not (folder / "config.json").is_file():
-                raise CommandError(f"--model {model!r} is neither a base model of this studio nor a model folder "
-                                   "(no config.json there).") from None
-            return Snapshot.from_paths(served_name or folder.name, folder)
+            raise CommandError(f"--model {model!r} is neither a base model of this studio nor a model folder "
+                               "(no config.json there).") from None
         if snapshot.kind != "base":
             raise CommandError(f"--model {model!r} is a fine-tuned snapshot; serve its base and load the adapter.")
         if served_name:

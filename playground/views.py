@@ -1,0 +1,497 @@
+"""Playground pages: compare snapshots, rate them, rating tasks, the leaderboard, checkpoint export.
+
+Blind mode: until the viewer has rated, a blind comparison's page, its
+stream and every JSON answer name outputs only by position ("Model A");
+the snapshot names go out in the answer to the rating itself.
+"""
+
+import csv
+import io
+import json
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from config.access import is_admin, rater_required
+from playground import leaderboard as vote_math
+from playground.forms import CompareForm, RatingTaskForm
+from playground.inference import InferenceError, SamplingParams, get_backend
+from playground.models import Comparison, Output, Rating, RatingError, RatingTask, Score, TaskItem, column_label
+from playground.snapshots import UnknownModel, list_snapshots, resolve_snapshot
+from training.models import Checkpoint
+
+# Helpers ---------------------------------------------------------------------
+
+
+def _get_comparison_for_user(request, comparison_id):
+    """A comparison is its creator's own: nobody else may stream, rate or read it."""
+    comparison = get_object_or_404(Comparison, public_id=comparison_id)
+    if comparison.created_by_id != request.user.pk:
+        raise PermissionDenied("This comparison belongs to someone else.")
+    return comparison
+
+
+def _get_task_for_user(request, task_id, admin=False):
+    """Admins see every task; an evaluator only the tasks assigned to them."""
+    task = get_object_or_404(RatingTask, public_id=task_id)
+    if admin and not is_admin(request.user):
+        raise PermissionDenied("Only admins manage rating tasks.")
+    if not is_admin(request.user) and not task.is_assigned(request.user):
+        raise PermissionDenied("This rating task is not assigned to you.")
+    return task
+
+
+def _columns(comparison, reveal):
+    return [{"position": o.position, "label": column_label(o.position),
+             **({"snapshot": o.snapshot_name} if reveal else {})} for o in comparison.ordered_outputs]
+
+
+def _output_payload(output):
+    return {"position": output.position, "status": output.status, "text": output.text, "error": output.error,
+            "finish_reason": output.finish_reason, "n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms,
+            "tokens_per_second": output.tokens_per_second}
+
+
+def _sse(data):
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _read_scores(post, n):
+    scores, comments = {}, {}
+    for i in range(n):
+        raw = post.get(f"score_{i}", "")
+        if raw != "":
+            try:
+                scores[i] = int(raw)
+            except ValueError:
+                scores[i] = raw
+        comment = post.get(f"comment_{i}", "").strip()
+        if comment:
+            comments[i] = comment[:5000]
+    verdict = post.get("verdict", "")
+    best = None
+    if verdict.startswith("best:"):
+        verdict, _, position = verdict.partition(":")
+        best = int(position) if position.isdigit() else None
+    return scores, comments, verdict, best
+
+
+# The compare page ------------------------------------------------------------
+
+
+@rater_required
+@require_GET
+def playground(request):
+    preselected = []
+    name = request.GET.get("snapshot", "").strip()
+    if name:
+        try:
+            preselected.append(resolve_snapshot(name).as_dict())
+        except UnknownModel as exc:
+            messages.error(request, str(exc))
+    return render(request, "playground/compare.html", {
+        "preselected": preselected, "form": CompareForm(), "max_snapshots": Comparison.MAX_SNAPSHOTS,
+        "blind_forced": not is_admin(request.user),
+        "recent": Comparison.objects.filter(created_by=request.user)[:10],
+    })
+
+
+@rater_required
+@require_GET
+def snapshot_search(request):
+    epoch = request.GET.get("epoch", "").strip()
+    if epoch and not epoch.isdigit():
+        return JsonResponse({"error": {"message": "epoch must be a whole number.", "param": "epoch"}}, status=400)
+    found = list_snapshots(query=request.GET.get("q", ""), job=request.GET.get("job", "").strip() or None,
+                           suffix=request.GET.get("suffix", "").strip() or None,
+                           epoch=int(epoch) if epoch else None, limit=100)
+    return JsonResponse({"data": [s.as_dict() for s in found]})
+
+
+@require_POST
+@rater_required
+def compare_start(request):
+    form = CompareForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in form.errors.items()}}, status=400)
+    data = form.cleaned_data
+    blind = data["blind"] or not is_admin(request.user)  # evaluators always rate blind
+    comparison = Comparison.start(request.user, data["snapshots"], data["messages"], data["params"], blind)
+    return JsonResponse({
+        "id": comparison.public_id, "blind": blind, "columns": _columns(comparison, reveal=not blind),
+        "stream_url": reverse("compare_stream", args=[comparison.public_id]),
+        "rate_url": reverse("compare_rate", args=[comparison.public_id]),
+        "page_url": reverse("comparison_detail", args=[comparison.public_id]),
+    })
+
+
+@rater_required
+@require_GET
+def compare_stream(request, comparison_id):
+    """Server-sent events: {"position", "delta"} as text arrives, {"position", "done", …} per output,
+    then {"finished": true}. Positions only: the snapshot names never travel in the stream."""
+    comparison = _get_comparison_for_user(request, comparison_id)
+    claimed = Comparison.objects.filter(pk=comparison.pk, status=Comparison.PENDING).update(
+        status=Comparison.STREAMING)
+    if claimed:
+        events = _generate_events(comparison)
+    elif comparison.status == Comparison.FINISHED:
+        events = _replay_events(comparison)
+    else:
+        return JsonResponse({"error": {"message": "This comparison is already streaming elsewhere."}}, status=409)
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _replay_events(comparison):
+    outputs = await sync_to_async(lambda: comparison.ordered_outputs)()
+    for output in outputs:
+        if output.text:
+            yield _sse({"position": output.position, "delta": output.text})
+        yield _sse({**_output_payload(output), "done": True})
+    yield _sse({"finished": True})
+
+
+async def _generate_events(comparison):
+    outputs = await sync_to_async(lambda: comparison.ordered_outputs)()
+    snapshots, runnable = [], []
+    for output in outputs:
+        try:
+            snapshots.append(await sync_to_async(resolve_snapshot)(output.snapshot_name))
+            runnable.append(output)
+        except UnknownModel as exc:
+            event = _error_event(str(exc))
+            await sync_to_async(output.record)(event)
+            yield _sse({**_output_payload(output), "done": True})
+    try:
+        params = SamplingParams.from_dict(comparison.params)
+        if runnable:
+            async for event in get_backend().generate(snapshots, comparison.messages, params):
+                output = runnable[event.index]
+                if event.type == "delta":
+                    yield _sse({"position": output.position, "delta": event.text})
+                    continue
+                await sync_to_async(output.record)(event)
+                yield _sse({**_output_payload(output), "done": True})
+    except InferenceError as exc:
+        for output in runnable:
+            if output.status == Output.PENDING:
+                await sync_to_async(output.record)(_error_event(exc.message))
+                yield _sse({**_output_payload(output), "done": True})
+    finally:
+        # Outputs left pending (the browser went away mid-stream) end as cancelled, so rating can go on.
+        for output in runnable:
+            if output.status == Output.PENDING:
+                await sync_to_async(output.record)(_error_event("Generation was interrupted."))
+        await sync_to_async(Comparison.objects.filter(pk=comparison.pk).update)(status=Comparison.FINISHED)
+    yield _sse({"finished": True})
+
+
+def _error_event(message):
+    from playground.inference import StreamEvent
+
+    return StreamEvent(index=0, type="error", error=message)
+
+
+@require_POST
+@rater_required
+def compare_rate(request, comparison_id):
+    comparison = _get_comparison_for_user(request, comparison_id)
+    if not comparison.all_finished:
+        return JsonResponse({"errors": {"__all__": ["Rate once every output has finished."]}}, status=409)
+    shown = comparison.ordered_outputs
+    scores, comments, verdict, best = _read_scores(request.POST, len(shown))
+    try:
+        Rating.save_for(request.user, shown, scores, comments, verdict, best, comparison=comparison)
+    except RatingError as exc:
+        return JsonResponse({"errors": exc.errors}, status=400)
+    return JsonResponse({"saved": True, "columns": _columns(comparison, reveal=True),
+                         "leaderboard_url": reverse("leaderboard")})
+
+
+@rater_required
+@require_GET
+def comparison_detail(request, comparison_id):
+    comparison = _get_comparison_for_user(request, comparison_id)
+    rating = comparison.rating_by(request.user)
+    scores = {s.output_id: s for s in rating.scores.all()} if rating else {}
+    outputs = [{"output": o, "label": column_label(o.position), "score": scores.get(o.pk)}
+               for o in comparison.ordered_outputs]
+    return render(request, "playground/comparison.html", {
+        "comparison": comparison, "outputs": outputs, "rating": rating,
+        "reveal": comparison.names_visible_to(request.user),
+    })
+
+
+# Rating tasks ----------------------------------------------------------------
+
+
+@rater_required
+@require_GET
+def rating_tasks(request):
+    if is_admin(request.user):
+        tasks = RatingTask.objects.all()
+    else:
+        tasks = request.user.rating_tasks.all()
+    rows = [{"task": t, "rated": t.rated_count(request.user), "assigned": t.is_assigned(request.user)}
+            for t in tasks.prefetch_related("evaluators")]
+    return render(request, "playground/tasks.html", {"rows": rows})
+
+
+@rater_required
+@require_http_methods(["GET", "POST"])
+def rating_task_new(request):
+    if not is_admin(request.user):
+        raise PermissionDenied("Only admins create rating tasks.")
+    form = RatingTaskForm()
+    if request.method == "POST":
+        form = RatingTaskForm(request.POST, request.FILES)
+        if form.is_valid():
+            task = _create_task(request, form.cleaned_data)
+            if task is not None:
+                from playground.generation import start_generation
+
+                start_generation(task)
+                messages.success(request, f"Generating {task.n_items} × {len(task.snapshot_names)} outputs.")
+                return redirect("rating_task_detail", task_id=task.public_id)
+            form.add_error("prompt_source", "The demo held-out prompts are missing: run `manage.py bootstrap_demo`.")
+    return render(request, "playground/task_new.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def _create_task(request, data):
+    if data["prompt_source"] == "demo":
+        from training.management.commands.bootstrap_demo import heldout_path
+        from playground.forms import read_prompts
+
+        path = heldout_path()
+        if not path.exists():
+            return None
+        prompts, _ = read_prompts(path.read_bytes())
+        source = path.name
+    else:
+        prompts, source = data["prompts"], data["prompts_file"].name
+    with transaction.atomic():
+        task = RatingTask.objects.create(name=data["name"], created_by=request.user, snapshot_names=data["snapshots"],
+                                         params=data["params"], prompt_source=source, n_items=len(prompts))
+        task.evaluators.set(data["evaluators"])
+        TaskItem.objects.bulk_create([TaskItem(task=task, index=i, messages=p["messages"], expected=p["expected"])
+                                      for i, p in enumerate(prompts)])
+    return task
+
+
+@rater_required
+@require_GET
+def rating_task_detail(request, task_id):
+    task = _get_task_for_user(request, task_id)
+    if request.htmx and request.GET.get("fragment") == "progress":
+        response = render(request, "playground/_task_progress.html", {"task": task})
+        return response if task.status == RatingTask.GENERATING else HttpResponseStopPolling(response.content)
+    items = task.items.all()
+    own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}
+    context = {"task": task, "items": [{"item": i, "rating": own.get(i.pk)} for i in items],
+               "rated": len(own), "next_item": task.next_item_for(request.user)}
+    if is_admin(request.user):
+        ratings = Rating.objects.filter(item__task=task)
+        context["n_ratings"] = ratings.count()
+        context["raters"] = [{"user": u, "rated": task.rated_count(u)} for u in task.evaluators.all()]
+    return render(request, "playground/task_detail.html", context)
+
+
+@rater_required
+@require_http_methods(["GET", "POST"])
+def rating_task_rate(request, task_id):
+    """The rater's queue: one prompt, its outputs blind and shuffled; rate, then the next one."""
+    task = _get_task_for_user(request, task_id)
+    if not task.is_assigned(request.user):
+        raise PermissionDenied("Only the evaluators assigned to this task rate it.")
+    asked = (request.POST if request.method == "POST" else request.GET).get("item", "")
+    if asked.isdigit():
+        item = get_object_or_404(TaskItem, task=task, index=int(asked))
+    elif request.method == "POST":
+        return HttpResponseBadRequest("item: which prompt this rating is for is missing.")
+    else:
+        item = task.next_item_for(request.user)
+        if item is None:
+            messages.success(request, f"You have rated all {task.n_items} prompts of {task.name}.")
+            return redirect("rating_task_detail", task_id=task.public_id)
+    if task.status == RatingTask.GENERATING or not item.generated:
+        messages.info(request, "The outputs of this task are still being generated.")
+        return redirect("rating_task_detail", task_id=task.public_id)
+    shown = task.order_for(request.user, item)
+    rating = Rating.objects.filter(item=item, rater=request.user).first()
+    errors = {}
+    if request.method == "POST":
+        if not task.is_open:
+            raise PermissionDenied("This rating task is closed: its ratings can no longer change.")
+        scores, comments, verdict, best = _read_scores(request.POST, len(shown))
+        try:
+            Rating.save_for(request.user, shown, scores, comments, verdict, best, item=item)
+            return redirect(reverse("rating_task_rate", args=[task.public_id]))
+        except RatingError as exc:
+            errors = exc.errors
+    previous = {s.output_id: s for s in rating.scores.all()} if rating else {}
+    columns = [{"output": o, "label": column_label(i), "position": i, "score": previous.get(o.pk),
+                "error": errors.get(f"score_{i}")} for i, o in enumerate(shown)]
+    best_position = next((i for i, o in enumerate(shown) if rating and rating.best_id == o.pk), None)
+    return render(request, "playground/task_rate.html", {
+        "task": task, "item": item, "columns": columns, "rating": rating, "errors": errors,
+        "rated": task.rated_count(request.user), "best_position": best_position,
+    }, status=400 if errors else 200)
+
+
+@require_POST
+@login_required
+def rating_task_close(request, task_id):
+    task = _get_task_for_user(request, task_id, admin=True)
+    task.close()
+    messages.success(request, f"{task.name} is closed; its ratings are final.")
+    return redirect("rating_task_detail", task_id=task.public_id)
+
+
+@require_POST
+@login_required
+def rating_task_restart(request, task_id):
+    task = _get_task_for_user(request, task_id, admin=True)
+    if task.status in (RatingTask.FAILED,) or task.generation_stalled:
+        from playground.generation import start_generation
+
+        start_generation(task)
+        messages.success(request, "Generation restarted; outputs already stored are kept.")
+    else:
+        messages.info(request, "Generation is not stalled.")
+    return redirect("rating_task_detail", task_id=task.public_id)
+
+
+# Leaderboard and export ------------------------------------------------------
+
+
+def _ratings_for(request, task):
+    """The ratings a leaderboard may use. Evaluators see a task's board once their own queue is done."""
+    ratings = Rating.objects.prefetch_related(
+        Prefetch("scores", queryset=Score.objects.select_related("output"))).select_related("best", "rater")
+    if task is not None:
+        ratings = ratings.filter(item__task=task)
+    return ratings
+
+
+def _leaderboard_task(request):
+    task_id = request.GET.get("task", "").strip()
+    if not task_id:
+        return None
+    task = _get_task_for_user(request, task_id)
+    if not is_admin(request.user) and task.next_item_for(request.user) is not None and task.is_open:
+        raise PermissionDenied("The task's leaderboard opens once you have rated all its prompts.")
+    return task
+
+
+@rater_required
+@require_GET
+def leaderboard(request):
+    task = _leaderboard_task(request)
+    ratings = list(_ratings_for(request, task))
+    rows, battles = vote_math.leaderboard_rows(ratings)
+    matrix = vote_math.head_to_head(battles)
+    names = [r["snapshot"] for r in rows]
+    grid = [{"name": a, "cells": [matrix.get(a, {}).get(b) if a != b else "self" for b in names]} for a in names]
+    tasks = RatingTask.objects.all() if is_admin(request.user) else request.user.rating_tasks.all()
+    agreement = None
+    if task is not None:
+        agreement = {"interval": vote_math.task_agreement(ratings, "interval"),
+                     "ordinal": vote_math.task_agreement(ratings, "ordinal")}
+    return render(request, "playground/leaderboard.html", {
+        "rows": rows, "grid": grid, "names": names, "task": task, "tasks": tasks, "agreement": agreement,
+        "n_ratings": len(ratings), "n_battles": len(battles),
+    })
+
+
+def _rating_records(ratings):
+    for rating in ratings:
+        for score in rating.scores.all():
+            yield {
+                "task": rating.item.task.public_id if rating.item_id else "",
+                "item": rating.item.index if rating.item_id else "",
+                "comparison": rating.comparison.public_id if rating.comparison_id else "",
+                "rater": rating.rater.username, "snapshot": score.output.snapshot_name,
+                "position": score.position, "label": column_label(score.position), "score": score.score,
+                "comment": score.comment, "verdict": rating.verdict,
+                "best": rating.best.snapshot_name if rating.best_id else "",
+                "is_best": rating.best_id == score.output_id, "output": score.output.public_id,
+                "rated_at": rating.updated_at.isoformat(),
+            }
+
+
+@rater_required
+@require_GET
+def leaderboard_export(request):
+    kind, fmt = request.GET.get("kind", "leaderboard"), request.GET.get("format", "csv")
+    if kind not in ("leaderboard", "ratings"):
+        return HttpResponseBadRequest("kind must be leaderboard or ratings.")
+    if fmt not in ("csv", "jsonl"):
+        return HttpResponseBadRequest("format must be csv or jsonl.")
+    task = _leaderboard_task(request)
+    ratings = _ratings_for(request, task).select_related("item__task", "comparison")
+    if kind == "ratings":
+        if not is_admin(request.user):
+            ratings = ratings.filter(rater=request.user)  # an evaluator exports only their own ratings
+        records = list(_rating_records(ratings))
+    else:
+        records, _ = vote_math.leaderboard_rows(list(ratings))
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{kind}-{task.public_id if task else 'all'}-{stamp}.{fmt}"
+    if fmt == "jsonl":
+        body = "".join(json.dumps(r) + "\n" for r in records)
+        response = HttpResponse(body, content_type="application/x-ndjson")
+    else:
+        buffer = io.StringIO()
+        fields = list(records[0]) if records else ["snapshot"]
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+        response = HttpResponse(buffer.getvalue(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+# Checkpoint export -----------------------------------------------------------
+
+
+@login_required
+@require_GET
+def checkpoint_download(request, checkpoint_id):
+    from playground import export
+
+    checkpoint = get_object_or_404(Checkpoint.objects.select_related("job__base_model"), public_id=checkpoint_id)
+    if not is_admin(request.user):
+        raise PermissionDenied("Only admins download checkpoints.")
+    fmt = request.GET.get("format", "adapter")
+    folder = checkpoint.full_path
+    if not folder.is_dir():
+        return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
+                            status=410, content_type="text/plain")
+    is_lora = (folder / "adapter_config.json").exists()
+    if fmt == "adapter":
+        files = export.export_files(folder)
+    elif fmt == "merged":
+        try:
+            files = export.export_files(export.merged_folder(checkpoint) if is_lora else folder)
+        except OSError as exc:
+            return HttpResponse(f"Could not build the merged model: {exc}", status=503, content_type="text/plain")
+        files = [(p, n) for p, n in files if n != "COMPLETE"]
+    else:
+        return HttpResponseBadRequest("format must be adapter or merged.")
+    safe_name = f"{checkpoint.job.public_id}-epoch{checkpoint.epoch}-step{checkpoint.step}-{fmt}.zip"
+    response = StreamingHttpResponse(export.stream_zip(files), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{safe_name}"'
+    return response
