@@ -1,0 +1,222 @@
+"""How the worker stores the engine's protocol lines, ends a run and recovers from dead workers.
+
+These drive `JobRun.handle_line` with lines in the engine's documented format (training/engine);
+the tests in test_worker_engine.py run the real engine.
+"""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.training.test_jobs import chat_lines, upload
+from training.jobs import create_job
+from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
+from training.worker import HOST, JobRun, Worker, engine_command, results_csv
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create(username="alice", is_staff=True)
+
+
+@pytest.fixture
+def running(staff):
+    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+    train, valid = upload(chat_lines(20)), upload(chat_lines(10))
+    create_job({"model": "attune-tiny", "training_file": train.public_id, "validation_file": valid.public_id,
+                "n_epochs": 2, "batch_size": 2, "suffix": "intents"}, staff)
+    return FineTuningJob.claim_next(f"{HOST}:1:test")
+
+
+def protocol(job):
+    """The lines a 2-epoch, 10-steps-per-epoch engine run prints (engine/callbacks.py)."""
+    ckpt = job.job_dir / "checkpoints"
+    lines = [{"type": "started", "total_steps": 20, "n_epochs": 2, "steps_per_epoch": 10}]
+    for step in range(1, 21):
+        lines.append({"type": "metrics", "step": step, "total_steps": 20, "epoch": step / 10,
+                      "train_loss": round(3.0 - step * 0.1, 4), "train_mean_token_accuracy": round(0.1 + step * 0.01, 4),
+                      "learning_rate": 1e-4, "tokens_per_second": 900.0})
+        if step % 5 == 0:
+            lines.append({"type": "eval", "scope": "sampled", "step": step, "epoch": step / 10,
+                          "valid_loss": round(2.5 - step * 0.05, 4), "valid_mean_token_accuracy": 0.3})
+        if step % 10 == 0:
+            epoch = step // 10
+            lines.append({"type": "eval", "scope": "full", "step": step, "epoch": epoch,
+                          "full_valid_loss": round(2.4 - epoch * 0.1, 4), "full_valid_mean_token_accuracy": 0.4})
+            lines.append({"type": "checkpoint", "epoch": epoch, "step": step,
+                          "path": str(ckpt / f"epoch-{epoch}-step-{step}"), "bytes": 1234,
+                          "metrics": {"step": step, "train_loss": 3.0 - step * 0.1}})
+    lines.append({"type": "message", "level": "info", "text": "Saved the final adapter."})
+    lines.append({"type": "done", "trained_tokens": 4321})
+    return lines
+
+
+def feed(run, lines):
+    for line in lines:
+        run.feed(json.dumps(line).encode() + b"\n")
+
+
+def test_each_line_is_stored_as_points_events_and_checkpoints(running):
+    run = JobRun(running, running.worker)
+    feed(run, protocol(running))
+    assert MetricPoint.objects.filter(job=running, scope="train").count() == 20
+    assert MetricPoint.objects.filter(job=running, scope="sampled").count() == 4
+    assert MetricPoint.objects.filter(job=running, scope="full").count() == 2
+    assert Checkpoint.objects.filter(job=running).count() == 2
+    running.refresh_from_db()
+    assert (running.step, running.total_steps, running.tokens_per_second) == (20, 20, 900.0)
+
+
+def test_a_metrics_event_reads_like_openais_and_gains_validation_figures(running):
+    run = JobRun(running, running.worker)
+    feed(run, protocol(running)[:16])  # up to the full evaluation of step 10
+    step5 = JobEvent.objects.get(job=running, dedupe_key="metrics-5")
+    assert step5.type == "metrics"
+    assert step5.message == "Step 5/20: training loss=2.50, validation loss=2.25"
+    assert step5.data == {"step": 5, "total_steps": 20, "train_loss": 2.5, "train_mean_token_accuracy": 0.15,
+                          "valid_loss": 2.25, "valid_mean_token_accuracy": 0.3}
+    step10 = JobEvent.objects.get(job=running, dedupe_key="metrics-10")
+    assert step10.message == ("Step 10/20: training loss=2.00, validation loss=2.00, "
+                              "full validation loss=2.30")
+    assert step10.data["full_valid_mean_token_accuracy"] == 0.4
+
+
+def test_replayed_lines_make_no_duplicates(running):
+    run = JobRun(running, running.worker)
+    lines = protocol(running)
+    feed(run, lines[:30])
+    counts = (MetricPoint.objects.count(), JobEvent.objects.count(), Checkpoint.objects.count())
+    feed(run, lines[:30])  # a resumed engine prints the steps after its checkpoint again
+    assert (MetricPoint.objects.count(), JobEvent.objects.count(), Checkpoint.objects.count()) == counts
+
+
+def test_a_replayed_step_with_new_figures_replaces_the_old_ones(running):
+    run = JobRun(running, running.worker)
+    feed(run, [{"type": "metrics", "step": 12, "total_steps": 20, "epoch": 1.2, "train_loss": 1.5}])
+    feed(run, [{"type": "metrics", "step": 12, "total_steps": 20, "epoch": 1.2, "train_loss": 1.25}])
+    assert list(MetricPoint.objects.filter(job=running).values_list("loss", flat=True)) == [1.25]
+    assert JobEvent.objects.get(dedupe_key="metrics-12").message == "Step 12/20: training loss=1.25"
+
+
+def test_a_successful_run_sets_the_model_names_tokens_and_results_file(running):
+    run = JobRun(running, running.worker)
+    feed(run, protocol(running))
+    run.finish(0)
+    running.refresh_from_db()
+    assert running.status == "succeeded"
+    assert running.fine_tuned_model == f"ft:attune-tiny:intents:{running.model_tag}"
+    assert running.trained_tokens == 4321 and running.finished_at is not None
+    first, final = Checkpoint.objects.filter(job=running).order_by("epoch")
+    assert final.is_final and final.model_name == running.fine_tuned_model
+    assert not first.is_final
+    assert first.model_name == f"ft:attune-tiny:intents:{first.model_tag}:ckpt-step-10"
+    assert first.path == f"jobs/{running.public_id}/checkpoints/epoch-1-step-10"
+    messages = list(running.events.filter(type="message").order_by("id").values_list("message", flat=True))
+    assert messages[3:] == [
+        "Fine-tuning job started",
+        f"Checkpoint created at step 10 with Snapshot ID: {first.model_name}",
+        "Saved the final adapter.",
+        f"New fine-tuned model created: {running.fine_tuned_model}",
+        "The job has successfully completed",
+    ]
+    [results] = DataFile.objects.filter(public_id__in=running.result_files)
+    assert results.purpose == "fine-tune-results" and results.filename == "step_metrics.csv"
+    rows = results.full_path.read_text().splitlines()
+    assert rows[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert rows[1] == "1,2.9,0.11,,"  # no validation on step 1: blank cells
+    assert rows[5] == "5,2.5,0.15,2.25,0.3"
+    assert len(rows) == 21 and results.bytes == results.full_path.stat().st_size
+
+
+def test_the_results_csv_falls_back_to_the_full_validation_figures(running):
+    run = JobRun(running, running.worker)
+    feed(run, [{"type": "metrics", "step": 10, "total_steps": 20, "epoch": 1, "train_loss": 1.0},
+               {"type": "eval", "scope": "full", "step": 10, "epoch": 1, "full_valid_loss": 0.5,
+                "full_valid_mean_token_accuracy": 0.75}])
+    assert results_csv(running).splitlines()[1] == "10,1,,0.5,0.75"
+
+
+def test_an_error_line_fails_the_job_with_its_code(running):
+    run = JobRun(running, running.worker)
+    feed(run, [{"type": "error", "code": "out_of_memory", "message": "Out of memory. Lower batch_size."}])
+    run.finish(1)
+    running.refresh_from_db()
+    assert running.status == "failed"
+    assert running.error == {"code": "out_of_memory", "message": "Out of memory. Lower batch_size.",
+                             "param": None}
+
+
+def test_an_engine_that_dies_without_a_word_fails_the_job_with_its_log(running):
+    running.job_dir.mkdir(parents=True, exist_ok=True)
+    (running.job_dir / "engine.log").write_text("Traceback …\nSegmentation fault\n")
+    JobRun(running, running.worker).finish(-11)
+    running.refresh_from_db()
+    assert running.error["code"] == "engine_crashed"
+    assert "status -11" in running.error["message"] and "Segmentation fault" in running.error["message"]
+
+
+def test_a_paused_line_makes_the_job_paused(running):
+    running.pause()
+    run = JobRun(running, running.worker)
+    feed(run, [{"type": "paused", "step": 7}])
+    run.finish(0)
+    running.refresh_from_db()
+    assert (running.status, running.control, running.worker) == ("paused", "", "")
+    assert running.events.order_by("-id").first().message == \
+        "The job was paused at step 7; resume continues from there."
+
+
+def test_a_cancelled_job_is_not_turned_into_a_success_by_its_last_lines(running):
+    run = JobRun(running, running.worker)
+    feed(run, protocol(running))
+    running.cancel()
+    run.finish(0)
+    running.refresh_from_db()
+    assert running.status == "cancelled" and running.fine_tuned_model is None
+    assert Checkpoint.objects.filter(job=running).count() == 2  # kept
+
+
+def test_a_job_whose_worker_stopped_heart_beating_is_queued_again(running):
+    FineTuningJob.objects.filter(pk=running.pk).update(worker="elsewhere:99:w",
+                                                       heartbeat_at=timezone.now() - timedelta(minutes=5))
+    Worker(name="me").recover_stale()
+    running.refresh_from_db()
+    assert (running.status, running.worker) == ("queued", "")
+    event = running.events.order_by("-id").first()
+    assert event.level == "warn"
+    assert "elsewhere:99:w stopped responding" in event.message
+    assert "starts again from the beginning" in event.message
+    assert FineTuningJob.claim_next("me").attempts == 2
+
+
+def test_a_job_of_a_dead_worker_on_this_host_is_recovered_at_once(running):
+    FineTuningJob.objects.filter(pk=running.pk).update(worker=f"{HOST}:999999:w", heartbeat_at=timezone.now())
+    Worker(name="me").recover_stale()
+    running.refresh_from_db()
+    assert running.status == "queued"
+
+
+def test_a_job_with_a_fresh_heartbeat_is_left_alone(running):
+    FineTuningJob.objects.filter(pk=running.pk).update(worker="elsewhere:99:w", heartbeat_at=timezone.now())
+    Worker(name="me").recover_stale()
+    running.refresh_from_db()
+    assert running.status == "running"
+
+
+def test_several_gpus_launch_the_engine_under_torchrun(tmp_path):
+    command = engine_command(tmp_path / "spec.json", n_gpus=4, resume=True)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert command[-3:] == ["training.engine", str(tmp_path / "spec.json"), "--resume"]
+    assert engine_command("s.json")[1:] == ["-m", "training.engine", "s.json"]
+
+
+def test_the_engine_gets_paths_inside_the_job_folder(running):
+    spec = JobRun(running, running.worker).engine_spec()
+    assert spec["output_dir"] == str(running.job_dir)
+    assert spec["training_file"] == str(running.training_file.full_path)
+    assert spec["job_id"] == running.public_id
+    assert spec["n_epochs"] == 2 and spec["learning_rate_multiplier"] == 1.0  # the resolved spec
