@@ -1,0 +1,146 @@
+"""The job websocket: who may connect, the history first, then live rows, nothing doubled."""
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser, Group
+
+from dashboard.consumers import MAX_TRACE_POINTS, lttb
+from dashboard.routing import websocket_urlpatterns
+from tests.training.test_jobs import chat_lines, upload
+from training.jobs import create_job
+from training.models import BaseModel, FineTuningJob, MetricPoint
+from training.worker import JobRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create(username="alice", is_staff=True)
+
+
+@pytest.fixture
+def job(staff):
+    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+    train = upload(chat_lines(20))
+    create_job({"model": "attune-tiny", "training_file": train.public_id, "n_epochs": 2}, staff)
+    return FineTuningJob.claim_next("host:1:test")
+
+
+def communicator(job_id, user):
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/jobs/{job_id}/")
+    comm.scope["user"] = user
+    return comm
+
+
+def connect_and_read(job_id, user, then=None, n_live=0):
+    """Connect, read the history, run `then` (sync, e.g. the worker storing lines), read n_live messages."""
+    async def scenario():
+        comm = communicator(job_id, user)
+        connected, code = await comm.connect(timeout=10)
+        if not connected:
+            return connected, code, None, []
+        history = await comm.receive_json_from(timeout=10)
+        if then is not None:
+            await sync_to_async(then)()
+        live = [await comm.receive_json_from(timeout=10) for _ in range(n_live)]
+        await comm.disconnect()
+        return connected, code, history, live
+
+    return async_to_sync(scenario)()
+
+
+def metric_line(step, loss):
+    return {"type": "metrics", "step": step, "total_steps": 20, "epoch": step / 10, "train_loss": loss,
+            "train_mean_token_accuracy": 0.5, "learning_rate": 1e-4, "tokens_per_second": 100.0}
+
+
+def test_an_anonymous_visitor_is_refused(job):
+    connected, code, _, _ = connect_and_read(job.public_id, AnonymousUser())
+    assert (connected, code) == (False, 4401)
+
+
+def test_an_evaluator_is_refused(job, django_user_model):
+    evaluator = django_user_model.objects.create(username="eve")
+    evaluator.groups.add(Group.objects.get_or_create(name="evaluators")[0])
+    connected, code, _, _ = connect_and_read(job.public_id, evaluator)
+    assert (connected, code) == (False, 4403)
+
+
+def test_an_unknown_job_is_refused(staff):
+    connected, code, _, _ = connect_and_read("ftjob-nope", staff)
+    assert (connected, code) == (False, 4404)
+
+
+def test_an_admin_gets_the_stored_history_first(job, staff):
+    run = JobRun(job, job.worker)
+    for step in range(1, 6):
+        run.handle_line(metric_line(step, 3.0 - step / 10))
+    connected, _, history, _ = connect_and_read(job.public_id, staff)
+    assert connected and history["kind"] == "history"
+    data = history["data"]
+    assert data["traces"]["train_loss"] == {"x": [1, 2, 3, 4, 5], "y": [2.9, 2.8, 2.7, 2.6, 2.5]}
+    assert data["traces"]["learning_rate"]["x"] == [1, 2, 3, 4, 5]
+    assert data["traces"]["valid_loss"] == {"x": [], "y": []}
+    assert data["points"] == {"train": 5, "sampled": 0, "full": 0}
+    assert data["last_step"]["train"] == 5
+    assert data["status"]["status"] == "running" and data["status"]["step"] == 5
+    messages = [e["message"] for e in data["events"]]
+    assert messages[0] == f"Created fine-tuning job: {job.public_id}"
+    assert "Step 5/20: training loss=2.50" in messages
+
+
+def test_new_rows_arrive_live_after_the_history(job, staff):
+    run = JobRun(job, job.worker)
+    run.handle_line(metric_line(1, 2.0))
+
+    def worker_stores():
+        run.handle_line(metric_line(2, 1.5))
+
+    _, _, history, live = connect_and_read(job.public_id, staff, then=worker_stores, n_live=2)
+    assert history["data"]["traces"]["train_loss"]["x"] == [1]
+    assert live[0] == {"kind": "metric", "data": {"scope": "train", "step": 2, "epoch": 0.2, "loss": 1.5,
+                                                  "accuracy": 0.5, "learning_rate": 1e-4,
+                                                  "tokens_per_second": 100.0}}
+    assert live[1]["kind"] == "event" and live[1]["data"]["message"] == "Step 2/20: training loss=1.50"
+
+
+def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, staff):
+    run = JobRun(job, job.worker)
+
+    def first_tab_watches():
+        for step in range(1, 4):
+            run.handle_line(metric_line(step, 1.0))
+        run.handle_line(metric_line(3, 1.0))  # a replayed line
+
+    connect_and_read(job.public_id, staff, then=first_tab_watches, n_live=6)
+    _, _, history, _ = connect_and_read(job.public_id, staff)
+    trace = history["data"]["traces"]["train_loss"]
+    assert trace["x"] == [1, 2, 3]
+    ids = [e["id"] for e in history["data"]["events"]]
+    assert len(ids) == len(set(ids))
+    assert sum(e["type"] == "metrics" for e in history["data"]["events"]) == 3
+
+
+def test_a_long_run_is_downsampled_to_a_thousand_points_per_trace(job, staff):
+    MetricPoint.objects.bulk_create([MetricPoint(job=job, scope="train", step=s, loss=1 / s, accuracy=0.5,
+                                                 learning_rate=1e-4) for s in range(1, 5001)])
+    _, _, history, _ = connect_and_read(job.public_id, staff)
+    trace = history["data"]["traces"]["train_loss"]
+    assert len(trace["x"]) == MAX_TRACE_POINTS
+    assert trace["x"][0] == 1 and trace["x"][-1] == 5000  # both ends kept
+    assert trace["x"] == sorted(set(trace["x"]))
+    assert history["data"]["points"]["train"] == 5000
+    assert len(json.dumps(history)) < 200_000
+
+
+def test_lttb_keeps_a_spike_that_even_sampling_would_lose():
+    xs = list(range(10_000))
+    ys = [0.0] * 10_000
+    ys[4321] = 50.0
+    kept_x, kept_y = lttb(xs, ys, 100)
+    assert len(kept_x) == 100 and 4321 in kept_x and max(kept_y) == 50.0
