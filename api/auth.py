@@ -93,6 +93,9 @@ def _check(methods, allow, request):
                                   f"use {' or '.join(methods)}.", status=405, code="method_not_allowed")
         response["Allow"] = ", ".join(methods)
         return response
+    if "\x00" in request.path or any("\x00" in key + value for key, value in request.GET.items()):
+        # PostgreSQL refuses NUL in text; say so instead of failing in the database.
+        return error_response("NUL characters are not allowed in the URL.", status=400, code="invalid_url")
     token = _bearer(request)
     if token is None:
         return _unauthorized("You didn't provide an API key. Provide it in the Authorization header as "

@@ -36,6 +36,8 @@ UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "e
 
 def json_body(request):
     """The request's JSON object, or a 400 the SDK shows as BadRequestError."""
+    if b"\\u0000" in request.body:
+        raise ApiError("NUL characters (\\u0000) are not allowed in the request body.", code="invalid_value")
     try:
         body = json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError):
@@ -172,7 +174,8 @@ def upload_file(request):
     if upload is None:
         raise ApiError("Missing required parameter: 'file' (send it as multipart/form-data).", param="file",
                        code="missing_required_parameter")
-    data_file, report = store_upload(upload.chunks(), upload.name or "upload.jsonl", owner=request.user,
+    filename = (upload.name or "").replace("\x00", "") or "upload.jsonl"
+    data_file, report = store_upload(upload.chunks(), filename, owner=request.user,
                                      purpose="fine-tune")
     json_error = report.first_json_error()
     too_large = next((e for e in report.errors if e["code"] == "file_too_large"), None)

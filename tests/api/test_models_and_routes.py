@@ -119,3 +119,9 @@ def test_every_route_is_in_the_openapi_schema(client, db):
 
 def test_responses_carry_a_request_id(api, base_model):
     assert api.get("/v1/models")["x-request-id"].startswith("req_")
+
+
+def test_nul_characters_are_refused_before_the_database(api, base_model):
+    assert_error(api.get("/v1/files/file-%00"), 400, code="invalid_url")
+    assert_error(api.get("/v1/fine_tuning/jobs", {"after": "a\x00"}), 400, code="invalid_url")
+    assert_error(api.post("/v1/fine_tuning/jobs", raw='{"model": "a\\u0000", "training_file": "x"}'), 400)

@@ -1,0 +1,43 @@
+"""/v1/chat/completions: requests refused before any model runs (the real generation is in test_sdk)."""
+
+import pytest
+
+from tests.api.conftest import assert_error
+
+
+@pytest.fixture
+def chat(api, base_model):
+    def send(**body):
+        return api.post("/v1/chat/completions", {"model": "attune-tiny",
+                                                 "messages": [{"role": "user", "content": "hi"}], **body})
+    return send
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "gpt-4o"}, 404, "model"),
+    ({"model": "ft:attune-tiny:x:AAAAAAAA"}, 404, "model"),
+    ({"model": ""}, 400, "model"),
+    ({"messages": []}, 400, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 3}]}, 400, "messages[0].content"),
+    ({"temperature": 3}, 400, "temperature"),
+    ({"top_p": 0}, 400, "top_p"),
+    ({"max_tokens": 0}, 400, "max_tokens"),
+    ({"max_completion_tokens": 100000}, 400, "max_completion_tokens"),
+    ({"n": 2}, 400, "n"),
+    ({"stop": ["\n"]}, 400, "stop"),
+    ({"tools": []}, 400, "tools"),
+    ({"stream": "yes"}, 400, "stream"),
+])
+def test_a_bad_chat_request_names_its_field(chat, body, status, param):
+    assert_error(chat(**body), status, param=param)
+
+
+def test_an_evaluators_key_reaches_chat_completions(evaluator_api, base_model):
+    resp = evaluator_api.post("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user",
+                                                                                       "content": "hi"}]})
+    assert_error(resp, 404, param="model", code="model_not_found")
+
+
+def test_chat_needs_a_key(anonymous_api, base_model):
+    assert_error(anonymous_api.post("/v1/chat/completions", {"model": "attune-tiny"}), 401)
