@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
+# from_pretrained builds models under process-wide init contexts (meta device): two threads loading at
+# once corrupt each other's weights, so loads take turns.
+_LOAD_LOCK = threading.Lock()
+
 
 class _Loaded:
     """One model in memory with its tokenizer and the adapters put on it."""
@@ -51,10 +55,11 @@ def _load_model(path, trust_remote_code=False):
 
     device = _pick_device()
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code)
-    model.to(device).eval()
+    with _LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code)
+        model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return _Loaded(model, tokenizer)
@@ -195,7 +200,7 @@ class BuiltinBackend:
         from peft import PeftModel
 
         names = []
-        with loaded.load_lock:
+        with loaded.load_lock, _LOAD_LOCK:
             if not isinstance(loaded.model, PeftModel) and all(s.kind == BASE for s in snapshots):
                 return None  # a plain model: nothing to switch
             for snapshot in snapshots:
