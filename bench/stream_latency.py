@@ -125,7 +125,6 @@ async def measure_pipeline(job, user, n_points):
 
 async def measure_bare_layer(job, user, n_points):
     """Baseline: group_send of the same messages, nothing stored, from a thread, in ms."""
-    from training import payloads
     from training.worker import publish
 
     comm = communicator(job, user)

@@ -272,7 +272,7 @@ def test_three_processes_claiming_from_sqlite_never_share_a_job(tmp_path, settin
     setup = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--skip-checks"], env=env,
                            capture_output=True, text=True, cwd=settings.BASE_DIR)
     assert setup.returncode == 0, setup.stderr
-    code = f"""
+    code = """
 import django, json, sys
 django.setup()
 from training.models import BaseModel, DataFile, FineTuningJob
