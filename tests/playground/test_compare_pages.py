@@ -17,7 +17,7 @@ def _start(client, names, blind=True, **params):
 def _stream(client, url):
     resp = client.get(url)
     assert resp.status_code == 200, resp.content
-    body = b"".join(resp.streaming_content).decode()
+    body = b"".join(resp).decode()  # the stream is async; iterating the response drains it
     return body, [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
 
 
@@ -106,8 +106,12 @@ def test_bad_sampling_values_are_refused_on_their_field(admin_client, snapshots)
     assert resp.status_code == 400 and "top_p" in resp.json()["errors"]
 
 
-def test_nobody_else_can_stream_rate_or_read_a_comparison(admin_client, evaluator_client, snapshots):
+def test_nobody_else_can_stream_rate_or_read_a_comparison(admin_client, evaluator_user, snapshots):
+    from django.test import Client
+
     started = _start(admin_client, ["tiny"]).json()
+    evaluator_client = Client()
+    evaluator_client.force_login(evaluator_user)
     assert evaluator_client.get(started["stream_url"]).status_code == 403
     assert evaluator_client.get(started["page_url"]).status_code == 403
     assert evaluator_client.post(started["rate_url"], _rating_form(1)).status_code == 403
