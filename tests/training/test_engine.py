@@ -439,6 +439,7 @@ def test_wandb_offline_and_mlflow_file_store_read_back(tmp_path, tiny_model, fil
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a plain file store otherwise
     store = tmp_path / "mlruns"
     spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]),
                       validation_file=str(files[1]), n_epochs=1, job_id="ftjob-test123",
@@ -461,8 +462,11 @@ def test_wandb_offline_and_mlflow_file_store_read_back(tmp_path, tiny_model, fil
 
     runs = list((tmp_path / "job" / "wandb").glob("offline-run-*-ftjob-test123"))
     assert len(runs) == 1
-    config = (runs[0] / "files" / "config.yaml").read_text()
-    assert "attune-tests" not in config and "lora_r" in config
+    # This wandb ships no reader for offline runs; the records are protobuf in a log file, so look for the
+    # run's project, tags, config keys and metric names in its bytes.
+    record = (runs[0] / "run-ftjob-test123.wandb").read_bytes()
+    for needle in (b"attune-tests", b"attune/ftjob-test123", b"ci", b"lora_r", b"train_loss", b"full_valid_loss"):
+        assert needle in record, needle
     assert list((tmp_path / "job" / "tensorboard").glob("events.out.tfevents.*"))
 
 
