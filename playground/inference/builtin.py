@@ -238,12 +238,13 @@ class BuiltinBackend:
             for snapshot in snapshots:
                 if snapshot.kind in (LORA, FULL) and not snapshot.weights_path:
                     raise InferenceError(f"The snapshot '{snapshot.name}' has no weights folder.")
-            if snapshots[0].kind == FULL:
-                loaded, adapter_names = self._full_model(snapshots[0]), None
-            else:
-                loaded = self._base(snapshots[0])
-                adapter_names = self._adapter_names(loaded, snapshots)
-            streamer = self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
+            full = snapshots[0].kind == FULL
+            loaded = self._full_model(snapshots[0]) if full else self._base(snapshots[0])
+            # Putting an adapter on a model while another request decodes with it changes that
+            # request's answer, so adapters change only between generations.
+            with self._generate_lock:
+                adapter_names = None if full else self._adapter_names(loaded, snapshots)
+                streamer = self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
         except Exception as exc:  # each output of the group gets the reason, the others go on
             if not isinstance(exc, InferenceError):
                 log.exception("Generation failed for %s", [s.name for s in snapshots])
@@ -281,7 +282,7 @@ class BuiltinBackend:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
         if adapter_names is not None:
             kwargs["adapter_names"] = adapter_names
-        with self._generate_lock, torch.inference_mode():
+        with torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             loaded.model.generate(**kwargs)

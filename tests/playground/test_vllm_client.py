@@ -1,0 +1,119 @@
+"""The vllm backend against a real `manage.py serve_inference` server speaking vLLM's protocol."""
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from playground.inference import SamplingParams, collect
+from playground.inference.vllm import VLLMBackend
+from playground.snapshots import Snapshot
+from tests.conftest import ROOT, free_port, stop_studio, studio_env
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [{"role": "user", "content": "where is my order 1234"}]
+GREEDY = SamplingParams(temperature=0, max_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def inference_server(tiny_models, tmp_path_factory):
+    from django.conf import settings
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve-inference") / "serve.log"
+    env = studio_env(settings.ATTUNE_HOME)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve_inference", "--port", str(port), "--model", str(tiny_models.base),
+         "--served-model-name", "tiny", "--max-lora-rank", "16"],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve_inference exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_studio(process)
+            raise RuntimeError(f"serve_inference did not answer in 120 s:\n{log.read_text()}")
+        time.sleep(0.3)
+    yield url
+    stop_studio(process)
+
+
+def _snapshots(models):
+    base = Snapshot.from_paths("tiny", models.base)
+    loras = [Snapshot.from_paths(f"lora-{n}", models.base, folder, base_model="tiny")
+             for n, folder in enumerate(models.adapters[:2])]
+    return [base, *loras]
+
+
+def run(backend, snapshots, params=GREEDY):
+    return asyncio.run(collect(backend.generate(snapshots, MESSAGES, params), len(snapshots)))
+
+
+def test_the_client_loads_each_adapter_once_under_a_fresh_name_and_generates(inference_server, tiny_models,
+                                                                            builtin_backend):
+    snapshots = _snapshots(tiny_models)
+    client = VLLMBackend(inference_server)
+    remote = run(client, snapshots)
+    local = run(builtin_backend, snapshots)
+    assert [e.type for e in remote] == ["done"] * 3, [e.error for e in remote]
+    assert [e.text for e in remote] == [e.text for e in local]
+    assert all(e.n_tokens > 0 and e.ttft_s is not None for e in remote if e.text)
+    assert any(e.text for e in remote)
+
+    listed = httpx.get(inference_server + "/v1/models").json()["data"]
+    adapters = [m for m in listed if m["parent"] == "tiny"]
+    assert len(adapters) == 2
+    run(client, snapshots)  # asked again: nothing new is loaded
+    assert len([m for m in httpx.get(inference_server + "/v1/models").json()["data"] if m["parent"]]) == 2
+
+    # A second client (a restarted studio) never reuses a name: the server could serve a stale cache.
+    run(VLLMBackend(inference_server), snapshots[1:2])
+    names = [m["id"] for m in httpx.get(inference_server + "/v1/models").json()["data"] if m["parent"]]
+    assert len(names) == len(set(names)) == 3
+
+
+def test_an_adapter_above_the_servers_max_lora_rank_is_refused_clearly(inference_server, tiny_models):
+    big = Snapshot.from_paths("big", tiny_models.base, tiny_models.big_adapter, base_model="tiny")
+    event = run(VLLMBackend(inference_server), [big])[0]
+    assert event.type == "error"
+    assert "rank 32" in event.error and "max_lora_rank 16" in event.error and "--max-lora-rank 32" in event.error
+    # The server refuses it too, in vLLM's words, when asked directly.
+    resp = httpx.post(inference_server + "/v1/load_lora_adapter",
+                      json={"lora_name": "big-direct", "lora_path": str(tiny_models.big_adapter)})
+    assert resp.status_code == 400 and "LoRA rank 32 is greater than max_lora_rank 16" in resp.text
+
+
+def test_full_weights_and_other_bases_are_refused_with_a_reason(inference_server, tiny_models):
+    full = Snapshot.from_paths("full", tiny_models.base, tiny_models.full, base_model="tiny")
+    other = Snapshot.from_paths("other", "/elsewhere/model")
+    events = run(VLLMBackend(inference_server), [full, other])
+    assert "its own vLLM server" in events[0].error
+    assert "serves 'tiny'" in events[1].error
+
+
+def test_the_server_speaks_the_openai_protocol(inference_server, tiny_models):
+    from openai import NotFoundError, OpenAI
+
+    client = OpenAI(base_url=inference_server + "/v1", api_key="unused")
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=0, max_tokens=5)
+    assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens > 0
+    chunks = list(client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=0, max_tokens=5,
+                                                 stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == reply.choices[0].message.content
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="nope", messages=MESSAGES)
+    resp = httpx.post(inference_server + "/v1/unload_lora_adapter", json={"lora_name": "never-loaded"})
+    assert resp.status_code == 404
+    resp = httpx.post(inference_server + "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/etc"})
+    assert resp.status_code == 400 and "must lie under" in resp.text
