@@ -279,7 +279,7 @@ def build():
                                 "summary": "Base models, fine-tuned models and checkpoints.",
                                 "responses": {"200": _json(_ref("ModelList")), **_errors("403")}}}
     paths["/models/{model}"] = {
-        "parameters": [_path_param("model", "A model name; `ft:` names contain ':'.")],
+        "parameters": [{**_path_param("model", "A model name; `ft:` names contain ':'."), "example": "attune-tiny"}],
         "get": {"operationId": "retrieveModel", "responses": {"200": _json(_ref("Model")), **_errors("404")}},
         "delete": {"operationId": "deleteModel", "summary": "Delete a fine-tuned model or checkpoint.",
                    "responses": {"200": _json(_ref("ModelDeleted")), **_errors("400", "403", "404")}}}
@@ -288,7 +288,9 @@ def build():
         "summary": "Chat with a base model, a fine-tuned model or a checkpoint; `stream: true` answers with "
                    "server-sent events ending in `data: [DONE]`.",
         "requestBody": {"required": True, "content": {"application/json": {
-            "schema": _ref("CreateChatCompletionRequest")}}},
+            "schema": _ref("CreateChatCompletionRequest"),
+            "example": {"model": "attune-tiny", "messages": [{"role": "user", "content": "where is my parcel?"}],
+                        "max_tokens": 8, "temperature": 0}}}},
         "responses": {"200": {"description": "A completion, or an event stream when stream is true.", "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
             "text/event-stream": {"schema": {"type": "string"}}}}, **_errors("400", "403", "404")}}}

@@ -103,3 +103,4 @@ def assert_error(resp, status, param=None, code=None):
     if code is not None:
         assert error["code"] == code, error
     return error
+
