@@ -37,6 +37,12 @@ class ApiClient:
         return self.client.post("/v1/files", data, **self._headers())
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Every test here makes accounts; the API never checks their passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_key(admin_user):
     from api.models import ApiKey
