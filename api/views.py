@@ -18,7 +18,7 @@ from django.db.models import Q, TextField
 from django.db.models.deletion import ProtectedError
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
-from django.http import HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from api import objects
@@ -212,16 +212,17 @@ def file_detail(request, file_id):
 @api_view("GET")
 def file_content(request, file_id):
     data_file = _get_file(request, file_id)
-    try:
-        content = data_file.full_path.read_bytes()
-    except FileNotFoundError:
-        raise ApiError(f"The content of {file_id} is no longer on disk.", status=404, param="file_id") from None
+    if not data_file.full_path.is_file():
+        raise ApiError(f"The content of {file_id} is no longer on disk.", status=404, param="file_id")
     if data_file.purpose == "fine-tune-results":
         # The OpenAI API returns result CSVs base64-encoded (contract §5); clients decode them.
-        content = base64.b64encode(content)
-    response = HttpResponse(content, content_type="application/octet-stream")
-    response["Content-Disposition"] = f'attachment; filename="{data_file.filename}"'
-    return response
+        response = HttpResponse(base64.b64encode(data_file.full_path.read_bytes()),
+                                content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{data_file.filename}"'
+        return response
+    # Training files can be large: streamed from disk, never read whole.
+    return FileResponse(open(data_file.full_path, "rb"), as_attachment=True, filename=data_file.filename,
+                        content_type="application/octet-stream")
 
 
 # --- fine-tuning jobs ------------------------------------------------------------
