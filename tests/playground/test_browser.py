@@ -1,0 +1,117 @@
+"""The compare page in a real Chromium against a real studio (`manage.py serve`, daphne, SSE):
+pick three snapshots, stream their answers side by side blind, rate them, see the names revealed,
+then find them on the leaderboard. Each page is saved under test-output/screenshots/."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import manage, start_studio, stop_studio
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM = os.environ.get("ATTUNE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
+                                 "(apt-get install chromium)")]
+
+REGISTER = """
+import json
+from django.conf import settings
+from tests.playground.conftest import build_tiny_models, register_snapshots
+registered = register_snapshots(build_tiny_models(settings.ATTUNE_HOME / "playground-test-models"))
+print("NAMES=" + json.dumps(registered.names))
+"""
+
+
+@pytest.fixture
+def playground_studio(tiny_models, tmp_path):
+    """A studio over a fresh home holding the tiny models as a base, a job and its checkpoints."""
+    import json
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(tiny_models.root, home / "playground-test-models")
+    manage(home, "migrate", "--noinput")
+    out = manage(home, "shell", "-c", REGISTER).stdout
+    names = json.loads(next(line for line in out.splitlines() if line.startswith("NAMES="))[6:])
+    studio = start_studio(home, ATTUNE_INPROCESS_WORKER="0")
+    studio.extra["names"] = names
+    yield studio
+    stop_studio(studio.process)
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_compare_rate_reveal_and_leaderboard_in_the_browser(playground_studio):
+    from playwright.sync_api import expect, sync_playwright
+
+    studio = playground_studio
+    base, first, second, final = studio.extra["names"]
+    expect.set_options(timeout=60_000)  # the first request loads the models
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 1000})
+        page.set_default_timeout(60_000)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        page.goto(studio.url + "/login/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", studio.password)
+        page.click("button[type=submit]")
+
+        # The dashboard's "Open in playground" link preselects a snapshot.
+        page.goto(studio.url + "/playground/?snapshot=" + first)
+        expect(page.locator(f'#snapshot-chips [data-snapshot="{first}"]')).to_be_visible()
+        page.fill("#snapshot-search", "tiny")
+        page.locator(f'#snapshot-results [data-snapshot="{base}"]').click()
+        page.fill("#snapshot-search", "")
+        page.fill("#snapshot-epoch", "3")
+        page.locator(f'#snapshot-results [data-snapshot="{final}"]').click()
+        expect(page.locator("#snapshot-chips .chip")).to_have_count(3)
+        page.fill("#system-prompt", "Answer with one intent.")
+        page.fill(".turn-content", "where is my order 1234")
+        page.fill("input[name=temperature]", "0")
+        page.fill("input[name=max_tokens]", "8")
+        shot(page, "playground-compare-setup.png")
+        page.click("#run")
+
+        # Outputs stream into three blind columns; rating unlocks when all have finished.
+        expect(page.locator("#submit-rating")).to_be_enabled()
+        expect(page.locator(".column")).to_have_count(3)
+        expect(page.locator(".column .column-label")).to_have_text(["Model A", "Model B", "Model C"])
+        expect(page.locator(".column[data-done='1']")).to_have_count(3)
+        # The picker lists what was chosen; which column is which stays hidden.
+        columns = page.inner_html("#columns")
+        assert not any(name in columns for name in (base, first, final))
+        assert page.locator(".column .timing").first.inner_text().endswith("tokens")
+        shot(page, "playground-compare-streamed.png")
+
+        for position, score in ((0, 5), (1, 3), (2, 1)):
+            page.locator(f"input[name=score_{position}][value='{score}']").check()
+        page.fill("textarea[name=comment_0]", "right intent")
+        page.locator("input[name=verdict][value='best:0']").check()
+        page.click("#submit-rating")
+
+        # Names are revealed only now.
+        expect(page.locator("#rate-status")).to_contain_text("Names revealed")
+        revealed = page.locator(".column .snapshot-name").all_inner_texts()
+        assert sorted(revealed) == sorted([base, first, final])
+        shot(page, "playground-compare-revealed.png")
+
+        page.click("#rate-status a")
+        expect(page.locator("#leaderboard tbody tr[data-snapshot]")).to_have_count(3)
+        top = page.locator("#leaderboard tbody tr[data-snapshot]").first.get_attribute("data-snapshot")
+        assert top == revealed[0]  # the one picked best ranks first
+        shot(page, "playground-leaderboard.png")
+        assert errors == []
+        browser.close()
