@@ -68,7 +68,11 @@ class ProgressCallback(TrainerCallback):
             control.should_training_stop = True
             return control
         if self.job.has_validation and state.global_step % self.job.spec.eval_interval == 0:
+            # trainer.evaluate (DPO) logs through the callback handler, which clears should_log; keep the
+            # pending training log of this step.
+            should_log = control.should_log
             figures = self.job.evaluate("sampled")
+            control.should_log = should_log
             self.last.update(valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"])
             self.job.reporter.emit("eval", scope="sampled", step=state.global_step, epoch=self._epoch(state),
                                    valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"],
