@@ -1,0 +1,272 @@
+"""The worker with the real engine on attune-tiny: pause, resume, cancel, a kill -9 in the middle of an
+epoch, and the live relay through a real Redis to a websocket client of a real server.
+
+Each job is tiny (16 examples of the demo data, batch 2, short sequences) and runs under
+`manage.py trainworker` in its own process, over a data folder with the demo data and an untrained attune-tiny (SQLite).
+"""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, start_studio, stop_studio, studio_env
+from tests.servers import redis_server  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+TINY = {"batch_size": 2, "max_seq_length": 128, "eval_interval": 4, "eval_samples": 4, "lora_r": 4,
+        "suffix": "tiny"}
+
+MAKE_JOB = """
+import django, json, sys
+django.setup()
+from django.conf import settings
+from training.datasets import store_upload
+from training.jobs import create_job
+demo = settings.ATTUNE_HOME / "demo"
+train = b"".join(open(demo / "demo-intents-train.jsonl", "rb").readlines()[:16])
+valid = b"".join(open(demo / "demo-intents-valid.jsonl", "rb").readlines()[:10])
+t, _ = store_upload([train], "tiny-train.jsonl")
+v, _ = store_upload([valid], "tiny-valid.jsonl")
+spec = {"model": "attune-tiny", "training_file": t.public_id, "validation_file": v.public_id,
+        **json.loads(sys.argv[1])}
+print(create_job(spec, None).public_id)
+"""
+
+CONTROL = """
+import django, sys
+django.setup()
+from training.models import FineTuningJob
+getattr(FineTuningJob.objects.get(public_id=sys.argv[1]), sys.argv[2])()
+"""
+
+
+class Home:
+    """A demo data folder with helpers to make jobs, start workers and read the database."""
+
+    def __init__(self, path, **env):
+        self.path = Path(path)
+        self.env = studio_env(self.path, ATTUNE_HEARTBEAT_S="0.5", ATTUNE_CANCEL_GRACE_S="3", **env)
+        self.workers = []
+
+    def python(self, code, *args):
+        env = {**self.env, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip()
+
+    def make_job(self, **spec):
+        return self.python(MAKE_JOB, json.dumps({**TINY, **spec})).splitlines()[-1]
+
+    def control(self, job_id, action):
+        self.python(CONTROL, job_id, action)
+
+    def start_worker(self):
+        log = open(self.path / f"worker-{len(self.workers)}.log", "w")
+        worker = subprocess.Popen([sys.executable, "manage.py", "trainworker", "--slots", "1", "--skip-checks"],
+                                  cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self):
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+    def logs(self):
+        text = "\n".join(p.read_text()[-3000:] for p in sorted(self.path.glob("worker-*.log")))
+        for log in self.path.glob("jobs/*/engine.log"):
+            text += "\n--- engine.log\n" + log.read_text()[-3000:]
+        return text
+
+    def query(self, sql, *args):
+        with sqlite3.connect(self.path / "attune.sqlite3", timeout=30) as db:
+            return db.execute(sql, args).fetchall()
+
+    def job(self, job_id):
+        columns = ["id", "status", "step", "total_steps", "control", "engine_pid", "attempts", "error",
+                   "fine_tuned_model", "result_files", "trained_tokens"]
+        row = self.query(f"SELECT {', '.join(columns)} FROM training_finetuningjob WHERE public_id = ?", job_id)
+        return dict(zip(columns, row[0], strict=True))
+
+    def wait(self, job_id, condition, what, timeout=240):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if condition(job):
+                return job
+            if job["status"] in ("failed",) and "failed" not in what:
+                pytest.fail(f"job failed: {job['error']}\n{self.logs()}")
+            time.sleep(0.05)
+        pytest.fail(f"timed out waiting for {what}: {self.job(job_id)}\n{self.logs()}")
+
+    def checkpoints(self, job_id):
+        return self.query("SELECT c.epoch, c.step, c.path, c.is_final FROM training_checkpoint c JOIN "
+                          "training_finetuningjob j ON c.job_id = j.id WHERE j.public_id = ? ORDER BY c.epoch",
+                          job_id)
+
+    def messages(self, job_id):
+        return [m for (m,) in self.query(
+            "SELECT e.message FROM training_jobevent e JOIN training_finetuningjob j ON e.job_id = j.id "
+            "WHERE j.public_id = ? AND e.type = 'message' ORDER BY e.id", job_id)]
+
+    def points(self, job_id, scope="train"):
+        return self.query("SELECT p.step, p.loss FROM training_metricpoint p JOIN training_finetuningjob j ON "
+                          "p.job_id = j.id WHERE j.public_id = ? AND p.scope = ? ORDER BY p.step", job_id, scope)
+
+
+@pytest.fixture(scope="session")
+def tiny_home_template(tmp_path_factory):
+    """Migrated, with the demo data and attune-tiny built without its pre-training (these tests need
+    a model that trains, not one that answers well), so the template takes seconds, not minutes."""
+    home = tmp_path_factory.mktemp("tiny-home")
+    env = {**studio_env(home), "PYTHONPATH": str(ROOT)}
+    build = ("import sys; from pathlib import Path; from training.demo_data import corpus_texts; "
+             "from training.demo_model import build_tiny_model; "
+             "build_tiny_model(Path(sys.argv[1]), corpus_texts(), pretrain_steps=0)")
+    for command in ([sys.executable, "-c", build, str(home / "models" / "attune-tiny")],
+                    [sys.executable, "manage.py", "migrate", "--noinput", "--skip-checks"],
+                    [sys.executable, "manage.py", "bootstrap_demo", "--skip-checks"]):
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def tiny_home(tiny_home_template, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home_template, home)
+    return home
+
+
+@pytest.fixture
+def home(tiny_home):
+    h = Home(tiny_home)
+    yield h
+    h.stop_workers()
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_pause_saves_and_stops_resume_continues_and_cancel_stops_within_ten_seconds(home):
+    job_id = home.make_job(n_epochs=3)
+    home.start_worker()
+    home.wait(job_id, lambda j: j["status"] == "running" and j["step"] >= 2, "two training steps")
+
+    home.control(job_id, "pause")
+    paused = home.wait(job_id, lambda j: j["status"] == "paused", "the pause")
+    assert (home.path / "jobs" / job_id / "pause-state" / "COMPLETE").exists()
+    assert paused["engine_pid"] is None and paused["control"] == ""
+    assert home.messages(job_id)[-1] == f"The job was paused at step {paused['step']}; resume continues from there."
+
+    home.control(job_id, "resume")
+    home.wait(job_id, lambda j: j["status"] == "running" and j["attempts"] == 2 and j["step"] > paused["step"],
+              "training after the resume")
+    assert any(m.startswith("Resuming from pause-state") for m in home.messages(job_id))
+    running = home.wait(job_id, lambda j: len(home.checkpoints(job_id)) >= 1 and j["engine_pid"],
+                        "the first epoch's checkpoint")
+
+    started = time.monotonic()
+    home.control(job_id, "cancel")
+    assert home.job(job_id)["status"] == "cancelled"
+    while group_alive(running["engine_pid"]) and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    assert not group_alive(running["engine_pid"]), "the engine still runs 10 s after the cancel"
+    assert home.job(job_id)["status"] == "cancelled"
+    epoch, step, path, _ = home.checkpoints(job_id)[0]
+    assert epoch == 1 and (home.path / path / "adapter_model.safetensors").exists()  # kept, servable
+    train_steps = [s for s, _ in home.points(job_id)]
+    assert train_steps == sorted(set(train_steps))
+
+
+def test_a_job_survives_a_kill_9_of_its_worker_in_the_middle_of_an_epoch(home):
+    job_id = home.make_job(n_epochs=2)  # 8 steps per epoch
+    first = home.start_worker()
+    home.wait(job_id, lambda j: j["step"] >= 10 and len(home.checkpoints(job_id)) == 1,
+              "the middle of the second epoch")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = dict(home.points(job_id))
+    epoch_one = {step: loss for step, loss in before.items() if step <= 8}
+    assert len(epoch_one) == 8
+
+    home.start_worker()  # sees that the dead worker was on this host and takes the job over at once
+    done = home.wait(job_id, lambda j: j["status"] == "succeeded", "the job to finish after the restart")
+
+    assert done["attempts"] == 2
+    checkpoints = home.checkpoints(job_id)
+    assert [(epoch, step) for epoch, step, _, _ in checkpoints] == [(1, 8), (2, 16)]
+    assert [is_final for *_, is_final in checkpoints] == [0, 1]
+    folders = sorted(p.name for p in (home.path / "jobs" / job_id / "checkpoints").iterdir())
+    assert folders == ["epoch-1-step-8", "epoch-2-step-16"]
+    after = dict(home.points(job_id))
+    assert sorted(after) == list(range(1, 17))  # every step once
+    assert {step: after[step] for step in epoch_one} == epoch_one  # the finished epoch's points untouched
+    messages = home.messages(job_id)
+    recovered = [m for m in messages if "stopped responding" in m]
+    assert len(recovered) == 1 and "epoch-1-step-8" in recovered[0]
+    assert messages.count("Fine-tuning job started") == 1
+    assert messages[-1] == "The job has successfully completed"
+    metric_events = home.query("SELECT e.dedupe_key FROM training_jobevent e JOIN training_finetuningjob j "
+                               "ON e.job_id = j.id WHERE j.public_id = ? AND e.type = 'metrics'", job_id)
+    assert len(metric_events) == 16
+
+
+def test_every_point_reaches_a_websocket_client_in_order_through_redis(tiny_home, redis_server):  # noqa: F811
+    from websockets.sync.client import connect
+
+    home = Home(tiny_home, REDIS_URL=redis_server)
+    studio = start_studio(tiny_home, REDIS_URL=redis_server)  # with Redis the web process runs no worker
+    try:
+        job_id = home.make_job(n_epochs=2)
+        client = studio.login(httpx.Client())
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        ws_url = studio.url.replace("http://", "ws://") + f"/ws/jobs/{job_id}/"
+        with connect(ws_url, additional_headers={"Cookie": cookie, "Origin": studio.url},
+                     open_timeout=30) as ws:
+            history = json.loads(ws.recv(timeout=30))
+            assert history["kind"] == "history" and history["data"]["status"]["status"] == "queued"
+            home.start_worker()  # another process, relaying through Redis
+            steps, status, kinds = [], None, set()
+            deadline = time.monotonic() + 300
+            while status != "succeeded" and time.monotonic() < deadline:
+                message = json.loads(ws.recv(timeout=120))
+                kinds.add(message["kind"])
+                if message["kind"] == "metric" and message["data"]["scope"] == "train":
+                    steps.append(message["data"]["step"])
+                if message["kind"] == "status":
+                    status = message["data"]["status"]
+                    assert status != "failed", f"{message}\n{home.logs()}"
+        assert status == "succeeded", home.logs()
+        assert steps == list(range(1, 17)), steps  # every point, in order, once
+        assert kinds == {"metric", "event", "checkpoint", "status"}
+        job = home.job(job_id)
+        assert job["fine_tuned_model"].startswith("ft:attune-tiny:tiny:")
+        assert job["trained_tokens"] > 0 and len(json.loads(job["result_files"])) == 1
+        # A new client (a reload) gets all of it as history.
+        with connect(ws_url, additional_headers={"Cookie": cookie, "Origin": studio.url}) as ws:
+            again = json.loads(ws.recv(timeout=30))["data"]
+        assert again["traces"]["train_loss"]["x"] == list(range(1, 17))
+        assert [c["epoch"] for c in again["checkpoints"]] == [1, 2]
+        assert again["checkpoints"][-1]["model_name"] == job["fine_tuned_model"]
+    finally:
+        stop_studio(studio.process)
+        home.stop_workers()
