@@ -147,8 +147,6 @@ def not_found(request, exception=None):
 
 JOBS_PER_PAGE = 25
 EVENTS_ON_PAGE = 100
-# A compared trace never sends more than this many points to the browser.
-COMPARE_POINTS = 1000
 # One colour per compared job (colour-blind safe, Okabe–Ito).
 COMPARE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
 CHECKPOINT_METRICS = ["train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
@@ -358,38 +356,14 @@ def job_resume(request, job_id):
     return _job_control(request, job_id, "resume")
 
 
-def downsample(points, limit):
-    """At most `limit` points of one curve, keeping each bucket's lowest and highest value
-    (min/max buckets: spikes survive, a flat stretch costs two points)."""
-    if len(points) <= limit:
-        return points
-    n_buckets = max(1, (limit - 2) // 2)
-    inner = points[1:-1]
-    size = len(inner) / n_buckets
-    kept = [points[0]]
-    for b in range(n_buckets):
-        bucket = inner[int(b * size):int((b + 1) * size)]
-        if not bucket:
-            continue
-        low = min(bucket, key=lambda p: p[1])
-        high = max(bucket, key=lambda p: p[1])
-        kept.extend(sorted({id(low): low, id(high): high}.values(), key=lambda p: p[0]))
-    kept.append(points[-1])
-    return kept
-
-
 def _curves(job):
-    """{scope: {"loss": [[step, value], ...], "accuracy": [...]}} for one job, each curve downsampled."""
-    curves = {}
-    rows = job.metric_points.order_by("step").values_list("scope", "step", "epoch", "loss", "accuracy")
-    raw = {}
-    for scope, step, epoch, loss, accuracy in rows:
-        for name, value in (("loss", loss), ("accuracy", accuracy)):
-            if value is not None:
-                raw.setdefault(scope, {}).setdefault(name, []).append([step, value, epoch])
-    for scope, by_metric in raw.items():
-        curves[scope] = {name: downsample(points, COMPARE_POINTS) for name, points in by_metric.items()}
-    return curves
+    """The job's curves as the job page's websocket history draws them: {trace name: {"x", "y"}},
+    each thinned to at most 1,000 points by the same downsampling (LTTB)."""
+    from dashboard.consumers import build_traces
+
+    rows = job.metric_points.order_by("step").values_list("scope", "step", "loss", "accuracy", "learning_rate")
+    traces, _counts, _last = build_traces(rows.iterator(chunk_size=5000))
+    return {name: trace for name, trace in traces.items() if trace["x"] and name != "learning_rate"}
 
 
 def _flatten(spec, prefix=""):

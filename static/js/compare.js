@@ -10,19 +10,24 @@
   };
   const names = { train: "train", sampled: "valid (sampled)", full: "full valid" };
 
+  // Trace names as the job page's websocket history names them.
+  const TRACES = {
+    loss: { train: "train_loss", sampled: "valid_loss", full: "full_valid_loss" },
+    accuracy: { train: "train_accuracy", sampled: "valid_accuracy", full: "full_valid_accuracy" },
+  };
+
   function traces(metric) {
     const out = [];
     series.forEach(function (job) {
       ["train", "sampled", "full"].forEach(function (scope) {
-        const points = (job.curves[scope] || {})[metric];
-        if (!points || !points.length) return;
+        const curve = job.curves[TRACES[metric][scope]];
+        if (!curve) return;
         const s = style[scope];
         out.push({
-          x: points.map(p => p[0]), y: points.map(p => p[1]), customdata: points.map(p => p[2]),
-          name: job.label + " · " + names[scope], legendgroup: job.id, type: "scatter", mode: s.mode,
-          line: Object.assign({ color: job.colour }, s.line || {}),
+          x: curve.x, y: curve.y, name: job.label + " · " + names[scope], legendgroup: job.id,
+          type: "scatter", mode: s.mode, line: Object.assign({ color: job.colour }, s.line || {}),
           marker: Object.assign({ color: job.colour }, s.marker || {}),
-          hovertemplate: "step %{x}, epoch %{customdata:.2f}<br>" + metric + " %{y:.4f}<extra>" + job.id + "</extra>",
+          hovertemplate: "step %{x}<br>" + metric + " %{y:.4f}<extra>" + job.id + "</extra>",
         });
       });
     });

@@ -7,7 +7,6 @@ import pytest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from dashboard.views import downsample
 from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
 
 SPEC = {"model": "attune-tiny", "training_file": None, "method": "supervised", "adapter": "lora",
@@ -258,8 +257,20 @@ def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin
     series = json.loads(html[html.index('id="compare-series"'):].split(">", 1)[1].split("</script>")[0])
     assert [s["id"] for s in series] == [trained_job.public_id, other.public_id]
     assert len({s["colour"] for s in series}) == 2
-    assert len(series[0]["curves"]["train"]["loss"]) == 120 and len(series[0]["curves"]["full"]["loss"]) == 2
-    assert series[1]["curves"]["train"]["loss"] == [[1, 2.0, 0.0]]
+    assert len(series[0]["curves"]["train_loss"]["x"]) == 120 and series[0]["curves"]["full_valid_loss"]["x"] == [60, 120]
+    assert series[1]["curves"]["train_loss"] == {"x": [1], "y": [2.0]} and "valid_loss" not in series[1]["curves"]
+
+
+@pytest.mark.django_db
+def test_compare_thins_a_long_curve_to_a_thousand_points(admin_client, base, train_file, trained_job):
+    long_job = make_job(base, train_file)
+    MetricPoint.objects.bulk_create([MetricPoint(job=long_job, scope="train", step=s, loss=1 + (s == 4321) * 8)
+                                     for s in range(1, 5001)])
+    html = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, long_job.public_id]}).content.decode()
+    series = json.loads(html[html.index('id="compare-series"'):].split(">", 1)[1].split("</script>")[0])
+    curve = series[1]["curves"]["train_loss"]
+    assert len(curve["x"]) == 1000 and curve["x"][0] == 1 and curve["x"][-1] == 5000
+    assert 4321 in curve["x"]  # the spike survives the thinning
 
 
 @pytest.mark.django_db
@@ -275,15 +286,3 @@ def test_compare_names_a_job_that_does_not_exist(admin_client, base, train_file)
     job = make_job(base, train_file)
     html = admin_client.get("/jobs/compare/", {"jobs": [job.public_id, "ftjob-nope"]}).content.decode()
     assert "No such job: ftjob-nope." in html
-
-
-def test_downsampling_keeps_the_limit_the_ends_and_every_spike():
-    points = [[step, 1.0] for step in range(10_000)]
-    points[4321] = [4321, 9.0]
-    points[777] = [777, -5.0]
-    kept = downsample(points, 1000)
-    assert len(kept) <= 1000
-    assert kept[0] == [0, 1.0] and kept[-1] == [9999, 1.0]
-    assert [4321, 9.0] in kept and [777, -5.0] in kept
-    assert [p[0] for p in kept] == sorted(p[0] for p in kept)
-    assert downsample(points[:50], 1000) == points[:50]
