@@ -26,7 +26,16 @@ from config.access import is_admin, rater_required
 from playground import leaderboard as vote_math
 from playground.forms import CompareForm, RatingTaskForm
 from playground.inference import InferenceError, SamplingParams, get_backend
-from playground.models import Comparison, Output, Rating, RatingError, RatingTask, Score, TaskItem, column_label
+from playground.models import (
+    Comparison,
+    Output,
+    Rating,
+    RatingError,
+    RatingTask,
+    Score,
+    TaskItem,
+    column_label,
+)
 from playground.snapshots import UnknownModel, list_snapshots, resolve_snapshot
 from training.models import Checkpoint
 
@@ -272,8 +281,8 @@ def rating_task_new(request):
 
 def _create_task(request, data):
     if data["prompt_source"] == "demo":
-        from training.management.commands.bootstrap_demo import heldout_path
         from playground.forms import read_prompts
+        from training.management.commands.bootstrap_demo import heldout_path
 
         path = heldout_path()
         if not path.exists():

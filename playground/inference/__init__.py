@@ -11,8 +11,14 @@ choice comes from the INFERENCE_BACKEND setting.
 
 import threading
 
-from playground.inference.base import (AdapterRankError, InferenceError, SamplingParams, StreamEvent, collect,
-                                       validate_messages)
+from playground.inference.base import (
+    AdapterRankError,
+    InferenceError,
+    SamplingParams,
+    StreamEvent,
+    collect,
+    validate_messages,
+)
 
 __all__ = ["AdapterRankError", "InferenceError", "SamplingParams", "StreamEvent", "collect", "get_backend",
            "validate_messages"]

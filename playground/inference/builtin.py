@@ -7,6 +7,8 @@
   all of them, not one generation after another.
 - A full-weight checkpoint is its own model; at most `max_full_models` of
   them stay loaded (least recently used is dropped first).
+- A request for one LoRA snapshot alone makes it the active adapter
+  (PEFT's plain path, faster than the mixed-batch one).
 - Loading and decoding run in worker threads; the event loop only relays
   text. Generation holds one process-wide lock, so a seed gives the same
   sample every time (torch's RNG is global) and two requests do not fight
@@ -16,6 +18,7 @@ Not supported: tool calls, `n` > 1, logprobs, stop strings.
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -150,6 +153,29 @@ class _RowStreamer:
         return all(self.done)
 
 
+@contextlib.contextmanager
+def _adapter_mode(model, adapter_names, kwargs):
+    """Pick how PEFT applies the adapters of one batch.
+
+    Several adapters in one batch: PEFT's mixed-batch inference (`adapter_names=`,
+    one adapter per row). One adapter for every row: make it the active adapter,
+    PEFT's plain path, about twice as fast as the mixed one on a CPU. Only the base:
+    adapters disabled.
+    """
+    distinct = set(adapter_names or [])
+    if not adapter_names:
+        yield
+    elif distinct == {BASE_ADAPTER}:
+        with model.disable_adapter():
+            yield
+    elif len(distinct) == 1:
+        model.set_adapter(adapter_names[0])
+        yield
+    else:
+        kwargs["adapter_names"] = adapter_names
+        yield
+
+
 class BuiltinBackend:
     name = "builtin"
 
@@ -280,9 +306,7 @@ class BuiltinBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
-        if adapter_names is not None:
-            kwargs["adapter_names"] = adapter_names
-        with torch.inference_mode():
+        with torch.inference_mode(), _adapter_mode(loaded.model, adapter_names, kwargs):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             loaded.model.generate(**kwargs)

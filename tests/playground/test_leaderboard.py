@@ -7,8 +7,16 @@ import math
 
 import pytest
 
-from playground.leaderboard import (Battle, battles_from_verdict, bootstrap_bradley_terry, bradley_terry,
-                                    head_to_head, krippendorff_alpha, mean_ci, win_rates)
+from playground.leaderboard import (
+    Battle,
+    battles_from_verdict,
+    bootstrap_bradley_terry,
+    bradley_terry,
+    head_to_head,
+    krippendorff_alpha,
+    mean_ci,
+    win_rates,
+)
 
 
 def battles(a, b, a_wins, b_wins, ties=0):

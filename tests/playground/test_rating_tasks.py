@@ -185,9 +185,9 @@ def test_the_demo_heldout_prompts_can_be_the_prompt_set(admin_client, snapshots,
 
 @pytest.mark.django_db(transaction=True)
 def test_outputs_are_generated_by_a_background_thread(tiny_models):
-    from tests.playground.conftest import register_snapshots
     from playground.generation import start_generation
     from playground.models import TaskItem
+    from tests.playground.conftest import register_snapshots
 
     snapshots = register_snapshots(tiny_models)
     admin = User.objects.create_user("boss", is_staff=True)
