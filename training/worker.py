@@ -236,6 +236,7 @@ class JobRun:
         self.error = None
         self.paused_at = None
         self.pause_sent = False
+        self.started = False
         self.terminated = False
         self.last_heartbeat = 0.0
         self.last_status = 0.0
@@ -350,7 +351,9 @@ class JobRun:
         if row is None or row["status"] == FineTuningJob.CANCELLED or row["control"] == "cancel" \
                 or row["worker"] != self.worker_name:
             self.terminate()
-        elif (row["control"] == "pause" or self.stopping.is_set()) and not self.pause_sent:
+        elif (row["control"] == "pause" or self.stopping.is_set()) and not self.pause_sent and self.started:
+            # Only once the engine has said `started`: before that it has no trainer to save, and a
+            # SIGUSR1 that early would be ignored (or, before its handler exists, kill it).
             self.signal(signal.SIGUSR1)
             self.pause_sent = True
         if now - self.last_status > 1.0 and job.step:
@@ -414,6 +417,7 @@ class JobRun:
         return event
 
     def on_started(self, line):
+        self.started = True
         job = self.job
         job.total_steps = line.get("total_steps") or job.total_steps
         job.save(update_fields=["total_steps"])
