@@ -37,7 +37,7 @@ def engine_tokens_per_second(folder, model_dir, train_file, valid_file, epochs, 
 
     spec = {"model": str(model_dir), "training_file": str(train_file), "validation_file": str(valid_file),
             "n_epochs": epochs, "batch_size": 8, "learning_rate_multiplier": 5, "seed": 0,
-            "eval_interval": 1000000, "output_dir": str(folder / "job"), **extra}
+            "eval_interval": 100000, "output_dir": str(folder / "job"), **extra}
     path = folder / "spec.json"
     path.write_text(json.dumps(spec))
     out = io.StringIO()
