@@ -110,8 +110,8 @@ class JobForm(forms.Form):
         if name in ("training_file", "validation_file"):
             unusable = [fid for fid, f in self.files.items() if not f.usable]
             choices = [(fid, _file_label(f)) for fid, f in self.files.items()]
-            if name == "validation_file":
-                choices = [("", "— none —")] + choices
+            # No file is picked for the person: the newest upload is not always the training file.
+            choices = [("", "— none —" if name == "validation_file" else "— pick a file —")] + choices
             return forms.ChoiceField(choices=choices, widget=FileSelect(unusable=unusable),
                                      **{**common, "required": name == "training_file"})
         if meta["choices"]:
@@ -142,7 +142,7 @@ class JobForm(forms.Form):
         key = field_key(meta["name"])
         low, high = meta["min"], meta["max"]
         if low is not None and high is not None:
-            range_text = f"{low:g} – {high:g}"
+            range_text = f"{low} – {high}" if meta["type"] == "int" else f"{low:g} – {high:g}"
         elif meta["choices"]:
             range_text = " | ".join(meta["choices"])
         else:

@@ -57,15 +57,15 @@
   function figure(id) {
     const chart = CHARTS[id];
     const data = chart.traces.map(function (name) {
-      const style = STYLE[name];
-      return { type: "scatter", name: style.name, mode: style.mode, line: style.line, marker: style.marker,
-               x: traces[name].x.slice(), y: traces[name].y.slice(),
-               hovertemplate: "step %{x}<br>%{y:.5g}<extra>" + style.name + "</extra>" };
+      // The style holds only the keys it sets: plotly refuses a key given as undefined.
+      return Object.assign({ type: "scatter", x: traces[name].x.slice(), y: traces[name].y.slice(),
+                             hovertemplate: "step %{x}<br>%{y:.5g}<extra>" + STYLE[name].name + "</extra>" },
+                           STYLE[name]);
     });
     const layout = {
-      title: { text: chart.title, font: { size: 14 } }, height: 300, margin: { l: 55, r: 10, t: 34, b: 36 },
-      xaxis: { title: { text: "step" }, rangemode: "tozero" }, showlegend: chart.traces.length > 1,
-      legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+      title: { text: chart.title, font: { size: 14 } }, height: 320, margin: { l: 55, r: 10, t: 34, b: 70 },
+      xaxis: { title: { text: "step", standoff: 4 }, rangemode: "tozero" }, showlegend: chart.traces.length > 1,
+      legend: { orientation: "h", y: -0.3, font: { size: 11 } },
       yaxis: chart.exponent ? { exponentformat: "e" } : {},
     };
     return { data: data, layout: layout };

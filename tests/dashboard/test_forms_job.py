@@ -56,7 +56,9 @@ def test_the_form_has_every_spec_field_a_person_sets_with_help_and_range(admin_c
         block = field_html(html, meta["name"])
         assert 'class="help"' in block, meta["name"]
         if meta["min"] is not None and meta["max"] is not None:
-            assert f"Range: {meta['min']:g} – {meta['max']:g}." in block, meta["name"]
+            low, high = meta["min"], meta["max"]
+            text = f"{low} – {high}" if meta["type"] == "int" else f"{low:g} – {high:g}"
+            assert f"Range: {text}." in block, meta["name"]
         if meta["auto"]:
             assert f'name="{field_key(meta["name"])}__auto"' in block and "checked" in block
     assert 'id="advanced"' in html and 'id="integrations"' in html

@@ -286,3 +286,17 @@ def test_compare_names_a_job_that_does_not_exist(admin_client, base, train_file)
     job = make_job(base, train_file)
     html = admin_client.get("/jobs/compare/", {"jobs": [job.public_id, "ftjob-nope"]}).content.decode()
     assert "No such job: ftjob-nope." in html
+
+
+@pytest.mark.django_db
+def test_the_jobs_list_and_job_page_cost_the_same_queries_for_many_rows(admin_client, base, train_file,
+                                                                        trained_job, django_assert_max_num_queries):
+    for i in range(40):
+        make_job(base, train_file, status="running", minutes_ago=i + 1)
+    for epoch in range(3, 13):
+        Checkpoint.objects.create(job=trained_job, epoch=epoch, step=epoch * 60, path="x", metrics={})
+    # session + user + filter choices + count + page rows: no query per row.
+    with django_assert_max_num_queries(8):
+        admin_client.get("/jobs/")
+    with django_assert_max_num_queries(12):
+        admin_client.get(f"/jobs/{trained_job.public_id}/")

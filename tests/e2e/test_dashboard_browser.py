@@ -35,7 +35,9 @@ def browser_page(studio):
         page.set_default_timeout(20_000)
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        # The browser asks for /favicon.ico on its own; that 404 is no error of a page.
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+                and not msg.location.get("url", "").endswith("/favicon.ico") else None)
         page.js_errors = errors
         yield page
         browser.close()
