@@ -192,6 +192,9 @@ class Job:
         """{"loss", "accuracy", "extra"} on the sampled batch or the whole validation file."""
         if self.spec.method == "dpo":
             metrics = self.trainer.evaluate(eval_dataset=scope, metric_key_prefix=f"eval_{scope}")
+            # evaluate() leaves the model in eval mode, and DPOTrainer.log picks train or eval metrics by
+            # that mode: put it back so this step's training metrics are reported as such.
+            self.trainer.model.train()
             prefix = f"eval_{scope}_"
             return {"loss": metrics.get(prefix + "loss"),
                     "accuracy": metrics.get(prefix + "mean_token_accuracy"),
