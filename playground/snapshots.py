@@ -154,6 +154,14 @@ def list_snapshots(query="", job=None, suffix=None, epoch=None, limit=200):
     from training.models import BaseModel, Checkpoint
 
     query = (query or "").strip()
+    if query.startswith("ft:"):
+        # A pasted model name finds its snapshot even when no field holds the whole name.
+        try:
+            found = resolve_snapshot(query)
+        except UnknownModel:
+            found = None
+        if found and (not job or found.job_id == job) and (epoch is None or found.epoch == epoch):
+            return [found]
     out = []
     if not job and not suffix and epoch is None:
         bases = BaseModel.objects.all()

@@ -39,6 +39,8 @@ def test_snapshots_are_found_by_job_suffix_and_epoch(snapshots):
     assert [s.epoch for s in list_snapshots(suffix="intents", epoch=2)] == [2]
     assert {s.name for s in list_snapshots(query="full")} == {snapshots.full_checkpoint.model_name}
     assert "tiny" in {s.name for s in list_snapshots()}
+    pasted = snapshots.checkpoints[1].model_name
+    assert [s.name for s in list_snapshots(query=pasted)] == [pasted]
 
 
 def test_greedy_text_of_each_snapshot_is_the_same_batched_or_alone(snapshots, builtin_backend):
