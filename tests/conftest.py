@@ -72,9 +72,16 @@ def manage(home, *args, env=None, check=True, timeout=600):
 
 @pytest.fixture(scope="session")
 def demo_home_template(tmp_path_factory):
+    """A migrated, bootstrapped data folder. The demo model that `make test` built in var/ is
+    reused when it comes from the same builder code (bootstrap_demo checks its build stamp)."""
+    from training.management.commands.bootstrap_demo import DEMO_MODEL, is_current
+
     home = tmp_path_factory.mktemp("demo-home")
+    built = ROOT / "var" / "models" / DEMO_MODEL
+    if is_current(built):
+        shutil.copytree(built, home / "models" / DEMO_MODEL)
     manage(home, "migrate", "--noinput")
-    manage(home, "bootstrap_demo")
+    manage(home, "bootstrap_demo", timeout=1800)
     return home
 
 

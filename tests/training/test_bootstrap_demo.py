@@ -1,5 +1,6 @@
 import hashlib
 import json
+import shutil
 import sqlite3
 
 import pytest
@@ -19,11 +20,24 @@ def demo_files(home):
 
 
 @pytest.mark.slow
-def test_bootstrap_demo_is_deterministic_and_idempotent(tmp_path):
-    homes = [tmp_path / "a", tmp_path / "b"]
-    for home in homes:
-        manage(home, "migrate", "--noinput")
-        manage(home, "bootstrap_demo")
+def test_the_demo_model_builder_is_deterministic_pre_training_included(tmp_path):
+    # The same code path as bootstrap_demo, with fewer pre-training steps so it runs twice quickly.
+    from training.demo_data import corpus_texts
+    from training.demo_model import build_tiny_model
+
+    for name in ("a", "b"):
+        build_tiny_model(tmp_path / name, corpus_texts(), pretrain_steps=8)
+    model_a, model_b = digest(tmp_path / "a"), digest(tmp_path / "b")
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(model_a) and model_a == model_b
+
+
+@pytest.mark.slow
+def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_path):
+    homes = [demo_home_template, tmp_path / "b"]
+    # The second home builds nothing new: it gets the same model files, then must write the same data.
+    shutil.copytree(demo_home_template / "models", homes[1] / "models")
+    manage(homes[1], "migrate", "--noinput")
+    manage(homes[1], "bootstrap_demo")
     model_a, model_b = (digest(h / "models" / "attune-tiny") for h in homes)
     assert "model.safetensors" in model_a and model_a == model_b
     assert digest(homes[0] / "demo") == digest(homes[1] / "demo")
@@ -32,10 +46,12 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(tmp_path):
     assert [(name, n, status) for name, n, status, _ in files] == [
         ("demo-intents-train.jsonl", 480, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
 
-    again = manage(homes[0], "bootstrap_demo")
+    before = demo_files(homes[1])
+    assert [f[:3] for f in before] == [f[:3] for f in files]
+    again = manage(homes[1], "bootstrap_demo")
     assert "Building" not in again.stdout and "Uploaded" not in again.stdout
-    assert demo_files(homes[0]) == files
-    assert digest(homes[0] / "models" / "attune-tiny") == model_a
+    assert demo_files(homes[1]) == before  # the same rows, the same public ids: nothing uploaded twice
+    assert digest(homes[1] / "models" / "attune-tiny") == model_a
 
     heldout = [json.loads(line) for line in (homes[0] / "demo" / "demo-intents-heldout.jsonl").open()]
     train_users = {json.loads(line)["messages"][1]["content"]

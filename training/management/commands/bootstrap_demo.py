@@ -4,7 +4,9 @@ Idempotent and deterministic: a second run changes nothing, and two fresh
 runs write byte-identical model files and data. Nothing is downloaded.
 """
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +18,37 @@ from training.models import BaseModel, DataFile
 DEMO_MODEL = "attune-tiny"
 DEMO_FILES = {"train": "demo-intents-train.jsonl", "valid": "demo-intents-valid.jsonl"}
 HELDOUT_FILE = "demo-intents-heldout.jsonl"
+
+
+STAMP = "attune-build.json"
+
+
+def build_id() -> str:
+    """Digest of the code that builds the demo model and data: a change rebuilds the model."""
+    from training import demo_data, demo_model
+
+    digest = hashlib.sha256()
+    for module in (demo_model, demo_data):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def is_current(model_dir: Path) -> bool:
+    stamp = model_dir / STAMP
+    return (model_dir / "model.safetensors").exists() and stamp.exists() and \
+        json.loads(stamp.read_text()).get("build_id") == build_id()
+
+
+def build_demo_model(model_dir: Path):
+    """Build into a scratch folder and rename it into place: a build cut short leaves nothing half-made."""
+    from training.demo_model import build_tiny_model
+
+    scratch = model_dir.with_name(model_dir.name + ".building")
+    shutil.rmtree(scratch, ignore_errors=True)
+    build_tiny_model(scratch, corpus_texts())
+    (scratch / STAMP).write_text(json.dumps({"build_id": build_id()}) + "\n")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    scratch.rename(model_dir)
 
 
 def demo_dir() -> Path:
@@ -31,11 +64,11 @@ class Command(BaseCommand):
 
     def handle(self, **options):
         model_dir = settings.MODELS_DIR / DEMO_MODEL
-        if not (model_dir / "model.safetensors").exists():
-            from training.demo_model import build_tiny_model
-
-            self.stdout.write(f"Building the demo base model {DEMO_MODEL} in {model_dir} …")
-            build_tiny_model(model_dir, corpus_texts())
+        if not is_current(model_dir):
+            self.stdout.write(f"Building the demo base model {DEMO_MODEL} in {model_dir} "
+                              "(a short pre-training run on generic chat; a few minutes on a laptop CPU) …")
+            self.stdout.flush()
+            build_demo_model(model_dir)
         base, created = BaseModel.objects.get_or_create(name=DEMO_MODEL, defaults={"source": DEMO_MODEL})
         config = json.loads((model_dir / "config.json").read_text())
         tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
