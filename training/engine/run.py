@@ -195,11 +195,12 @@ class Job:
             # evaluate() leaves the model in eval mode, and DPOTrainer.log picks train or eval metrics by
             # that mode: put it back so this step's training metrics are reported as such.
             self.trainer.model.train()
-            prefix = f"eval_{scope}_"
-            return {"loss": metrics.get(prefix + "loss"),
-                    "accuracy": metrics.get(prefix + "mean_token_accuracy"),
-                    "extra": {"reward_margin": metrics.get(prefix + "rewards/margins"),
-                              "reward_accuracy": metrics.get(prefix + "rewards/accuracies")}}
+            # DPOTrainer adds its reward figures when it logs (as eval_rewards/…), not to evaluate()'s result.
+            logged = self.trainer.state.log_history[-1] if self.trainer.state.log_history else {}
+            return {"loss": metrics.get(f"eval_{scope}_loss"),
+                    "accuracy": logged.get("eval_mean_token_accuracy"),
+                    "extra": {"reward_margin": logged.get("eval_rewards/margins"),
+                              "reward_accuracy": logged.get("eval_rewards/accuracies")}}
         from .evaluate import assistant_loss
 
         rows = self.sampled_rows if scope == "sampled" else self.valid_rows
