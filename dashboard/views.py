@@ -410,7 +410,7 @@ def compare_jobs(request):
             "picked_ids": [job.public_id for job in picked],
             "differences": _spec_differences(picked),
             "full_validation": _full_validation_by_epoch(picked),
-            "series": [{"id": job.public_id, "label": f"{job.public_id} ({job.suffix or job.base_model.name})",
+            "series": [{"id": job.public_id, "label": f"{job.public_id[:12]}… {job.suffix or job.base_model.name}",
                         "colour": colour, "curves": _curves(job)}
                        for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
         })

@@ -36,8 +36,8 @@
 
   function layout(title) {
     return {
-      title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 10, t: 36, b: 40 }, height: 340,
-      xaxis: { title: { text: "step" } }, legend: { orientation: "h", y: -0.25, font: { size: 10 } },
+      title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 10, t: 36, b: 40 }, height: 380,
+      xaxis: { title: { text: "step", standoff: 4 } }, legend: { orientation: "h", y: -0.2, font: { size: 11 } },
     };
   }
 
