@@ -16,8 +16,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.access import admin_required, is_admin
+from dashboard.consumers import build_traces
 from dashboard.forms import CompareForm, EvaluatorForm, JobFilterForm, JobForm, StatsModelForm, UploadForm
 from training.datasets import iter_examples, stats_for, store_upload
+from training.engine.spec import BASE_LEARNING_RATE
+from training.jobs import JobError, create_job
 from training.management.commands.create_user import make_user
 from training.models import BaseModel, DataFile, FineTuningJob
 
@@ -208,8 +211,6 @@ def _job_form_page(request, parent):
     if request.method == "POST":
         form = JobForm(request.POST)
         if form.is_valid() and not preview:
-            from training.jobs import JobError, create_job
-
             try:
                 if parent:
                     job = parent.rerun(by=request.user, spec=form.spec)
@@ -250,8 +251,6 @@ def _eta(job):
 
 def _hyperparameters(job):
     """(name, as requested, as resolved) for the hyperparameters a person usually looks at."""
-    from training.engine.spec import BASE_LEARNING_RATE
-
     resolved = job.resolved_spec or {}
     rows = []
     for name in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"):
@@ -322,8 +321,6 @@ def _lineage_compare_url(job, reruns):
 
 def _job_control(request, job_id, action):
     """Cancel, pause or resume through the job's own method; it refuses, naming why, when the job is past that."""
-    from training.jobs import JobError
-
     job = _get_job_for_user(request, job_id)
     try:
         getattr(job, action)(by=request.user)
@@ -359,8 +356,6 @@ def job_resume(request, job_id):
 def _curves(job):
     """The job's curves as the job page's websocket history draws them: {trace name: {"x", "y"}},
     each thinned to at most 1,000 points by the same downsampling (LTTB)."""
-    from dashboard.consumers import build_traces
-
     rows = job.metric_points.order_by("step").values_list("scope", "step", "loss", "accuracy", "learning_rate")
     traces, _counts, _last = build_traces(rows.iterator(chunk_size=5000))
     return {name: trace for name, trace in traces.items() if trace["x"] and name != "learning_rate"}

@@ -140,6 +140,7 @@ def test_an_admin_trains_watches_reruns_and_compares_in_the_browser(studio, brow
     assert page.is_checked("#id_beta__auto") and page.input_value("#id_suffix") == "e2e"
     assert page.input_value("#id_learning_rate_multiplier") == "10.0"
     page.fill("#id_n_epochs", "3")
+    page.locator("#raw-spec pre", has_text='"n_epochs": 3').wait_for()  # the raw spec follows the form
     shot(page, "job-rerun.png")
     page.click("#create-job")
     page.wait_for_url(url + "/jobs/ftjob-*/")
