@@ -13,7 +13,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from config.access import admin_required, is_admin
 from dashboard.consumers import build_traces
@@ -173,6 +173,7 @@ def _url_or_none(name, *args):
 
 
 @admin_required
+@require_GET
 def jobs(request):
     form = JobFilterForm(request.GET or None)
     queryset = FineTuningJob.objects.select_related("base_model", "created_by")
@@ -288,6 +289,7 @@ JOB_PARTS = {"header": "dashboard/job_header.html", "checkpoints": "dashboard/jo
 
 
 @admin_required
+@require_GET
 def job_detail(request, job_id):
     job = _get_job_for_user(request, job_id)
     context = _job_context(job)
@@ -395,6 +397,7 @@ def _full_validation_by_epoch(jobs):
 
 
 @admin_required
+@require_GET
 def compare_jobs(request):
     form = CompareForm(request.GET if "jobs" in request.GET else None)
     context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50]}
