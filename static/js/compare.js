@@ -24,7 +24,8 @@
         if (!curve) return;
         const s = style[scope];
         out.push({
-          x: curve.x, y: curve.y, name: job.label + " · " + names[scope], legendgroup: job.id,
+          // Runs with the same seed overlap step for step; see-through lines keep both visible.
+          x: curve.x, y: curve.y, name: job.label + " · " + names[scope], legendgroup: job.id, opacity: 0.75,
           type: "scatter", mode: s.mode, line: Object.assign({ color: job.colour }, s.line || {}),
           marker: Object.assign({ color: job.colour }, s.marker || {}),
           hovertemplate: "step %{x}<br>" + metric + " %{y:.4f}<extra>" + job.id + "</extra>",
