@@ -294,3 +294,11 @@ class CompareForm(forms.Form):
         if missing:
             raise forms.ValidationError(f"No such job: {', '.join(missing)}.")
         return [found[job_id] for job_id in picked]
+
+
+class BaseModelForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="The name jobs and the API use, e.g. qwen2.5-0.5b.")
+    source = forms.CharField(max_length=500, help_text="A Hugging Face model id (org/name), or a folder under "
+                                                       "the data folder's models/ (safetensors weights only).")
+    trust_remote_code = forms.BooleanField(required=False, help_text="Let the model's own Python code run. "
+                                                                    "Only for models whose authors you trust.")

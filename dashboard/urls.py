@@ -8,6 +8,7 @@ urlpatterns = [
     path("datasets/<str:file_id>/", views.dataset_detail, name="dataset_detail"),
     path("datasets/<str:file_id>/download/", views.dataset_download, name="dataset_download"),
     path("users/", views.users, name="users"),
+    path("models/", views.base_models, name="base_models"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/compare/", views.compare_jobs, name="compare_jobs"),

@@ -17,7 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.access import admin_required, is_admin
 from dashboard.consumers import build_traces
-from dashboard.forms import CompareForm, EvaluatorForm, JobFilterForm, JobForm, StatsModelForm, UploadForm
+from dashboard.forms import BaseModelForm, CompareForm, EvaluatorForm, JobFilterForm, JobForm, StatsModelForm, UploadForm
+from training.base_models import BaseModelError, register_base_model
 from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import BASE_LEARNING_RATE
 from training.jobs import JobError, create_job
@@ -134,6 +135,24 @@ def users(request):
                 form = EvaluatorForm()
     people = User.objects.order_by("username").prefetch_related("groups")
     return render(request, "dashboard/users.html", {"form": form, "people": people, "created": created})
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def base_models(request):
+    form = BaseModelForm()
+    if request.method == "POST":
+        form = BaseModelForm(request.POST)
+        if form.is_valid():
+            try:
+                model = register_base_model(**form.cleaned_data)
+            except BaseModelError as exc:
+                form.add_error(exc.field, exc.message)
+            else:
+                messages.success(request, f"Registered {model.name}.")
+                return redirect("base_models")
+    models = BaseModel.objects.all()
+    return render(request, "dashboard/base_models.html", {"form": form, "models": models})
 
 
 def forbidden(request, exception=None):

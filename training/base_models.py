@@ -1,0 +1,81 @@
+"""Registering a base model: a Hugging Face model id or a folder under ATTUNE_HOME/models.
+
+A local folder is inspected before it is registered: it must lie inside the
+models folder (no path from a user leaves the data folder), hold a
+`config.json`, weights as safetensors (pickled `.bin` weights are refused) and
+a tokenizer; whether its tokenizer has a chat template and its longest
+sequence are read from its files. A hub id is registered as it is: nothing is
+downloaded here, and a job or the playground reports a clear error if the
+weights cannot be had on the host that needs them.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+from training.models import BaseModel
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class BaseModelError(ValueError):
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _inside_models_dir(source):
+    root = settings.MODELS_DIR.resolve()
+    candidate = Path(source)
+    folder = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if folder != root and root not in folder.parents:
+        raise BaseModelError("source", f"A local model must be a folder inside {root}; {source!r} is not.")
+    return folder
+
+
+def inspect_folder(folder: Path):
+    """(has_chat_template, max_length, architecture) of a model folder, or a BaseModelError."""
+    if not folder.is_dir():
+        raise BaseModelError("source", f"There is no model folder at {folder}.")
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise BaseModelError("source", f"{folder} has no config.json: it is not a transformers model folder.")
+    if not any(folder.glob("*.safetensors")):
+        pickled = any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+        raise BaseModelError("source", f"{folder} has no .safetensors weights"
+                             + (" (only pickled .bin/.pt files, which Attune does not load)" if pickled else "") + ".")
+    if not ((folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists()):
+        raise BaseModelError("source", f"{folder} has no tokenizer files.")
+    config = json.loads(config_path.read_text())
+    tokenizer_config = {}
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    has_template = bool(tokenizer_config.get("chat_template")) or (folder / "chat_template.jinja").exists()
+    max_length = config.get("max_position_embeddings") or tokenizer_config.get("model_max_length") or 2048
+    architecture = (config.get("architectures") or [""])[0]
+    return has_template, int(min(max_length, 10**7)), architecture
+
+
+def register_base_model(name, source, trust_remote_code=False):
+    name, source = (name or "").strip(), (source or "").strip()
+    if not NAME_RE.match(name):
+        raise BaseModelError("name", "Use letters, digits, '.', '_' or '-' (up to 100 characters).")
+    if BaseModel.objects.filter(name=name).exists():
+        raise BaseModelError("name", f"A base model named {name!r} already exists.")
+    if not source:
+        raise BaseModelError("source", "Give a Hugging Face model id (org/name) or a folder under the models folder.")
+    looks_local = source.startswith(("/", ".", "~")) or not HUB_ID_RE.match(source) or \
+        (settings.MODELS_DIR / source).exists()
+    if looks_local:
+        folder = _inside_models_dir(source)
+        has_template, max_length, architecture = inspect_folder(folder)
+        stored_source = str(folder.relative_to(settings.MODELS_DIR.resolve()))
+    else:
+        has_template, max_length, architecture, stored_source = False, 2048, "", source
+    return BaseModel.objects.create(name=name, source=stored_source, has_chat_template=has_template,
+                                    max_length=max_length, architecture=architecture,
+                                    trust_remote_code=bool(trust_remote_code))
