@@ -17,7 +17,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.access import admin_required, is_admin
 from dashboard.consumers import build_traces
-from dashboard.forms import BaseModelForm, CompareForm, EvaluatorForm, JobFilterForm, JobForm, StatsModelForm, UploadForm
+from dashboard.forms import (
+    BaseModelForm,
+    CompareForm,
+    EvaluatorForm,
+    JobFilterForm,
+    JobForm,
+    StatsModelForm,
+    UploadForm,
+)
 from training.base_models import BaseModelError, register_base_model
 from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import BASE_LEARNING_RATE
