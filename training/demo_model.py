@@ -5,16 +5,23 @@
   EOS) and `<|pad|>`, and a Jinja chat template for system / user /
   assistant / tool messages. Assistant turns are wrapped in
   `{% generation %}` markers, so `return_assistant_tokens_mask=True` works.
+- Every corpus string that is one snake_case identifier (the intent labels)
+  is one token, so the answer the demo teaches is a single-token decision.
 - A small LlamaForCausalLM (4 layers, hidden 256, 4 heads of 64, 2 KV
   heads, vocab a multiple of 64) that vLLM can serve, initialised from
-  `seed`, then pre-trained briefly (full weights, transformers Trainer) on
-  generic synthetic chat, and saved as safetensors.
-- The pre-training chats use the corpus's words but never its task: either
-  "echo these words", or "answer with one label from this list" where the
-  labels are made-up word pairs (`lamp_oslo`) and the user's message
-  contains the words of the right one. So the base model can follow the
-  chat format, copy from its context and stop at `<|end|>`, but cannot
-  answer the demo intents; fine-tuning has something to teach.
+  `seed` and saved as safetensors. By default it is not pre-trained: the
+  demo's LoRA run (4 epochs, batch 8, learning_rate_multiplier 10, r 16,
+  all-linear; about 25 s on 2 idle CPU cores) takes the random-initialised
+  model from 0 % to 100 % exact match on the held-out prompts (98 % after
+  3 epochs), while 3-6 epochs on a copy pre-trained with
+  `pretrain_steps=300` (or 100 at a lower rate) stay flat at 16-34 %: the
+  brief full-weight pre-training below left a base that LoRA could not
+  steer, so it only runs when asked for.
+- `pretrain_steps > 0` pre-trains on generic synthetic chat (full weights,
+  transformers Trainer) that uses the corpus's words but never its task:
+  either "echo these words", or "answer with one label from this list"
+  where the labels are made-up word pairs (`lamp_oslo`) and the user's
+  message contains the words of the right one.
 - Deterministic: the same corpus and seed give byte-identical files (on one
   machine; CPU float results may differ across CPU types).
 
@@ -60,7 +67,7 @@ MODEL_SHAPE = {
 
 
 def build_tokenizer(corpus):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -73,6 +80,11 @@ def build_tokenizer(corpus):
         show_progress=False,
     )
     tok.train_from_iterator(sorted(set(corpus)), trainer=trainer)
+    # A corpus string that is one snake_case identifier (an intent label such as `reset_password`) becomes
+    # one token: the byte-level pre-tokenizer would split it at `_` into three, and a class decision that
+    # is one token is what a few minutes of fine-tuning on a CPU can learn.
+    labels = sorted({text for text in corpus if re.fullmatch(r"[a-z]+(_[a-z]+)+", text)})
+    tok.add_tokens([AddedToken(label, single_word=True, normalized=False) for label in labels])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<|pad|>",
@@ -83,8 +95,9 @@ def build_tokenizer(corpus):
     )
 
 
-PRETRAIN_STEPS = 300
+PRETRAIN_STEPS = 0  # see the module docstring: the demo's LoRA run learns from the random-initialised model
 PRETRAIN_BATCH = 16
+PRETRAIN_LR = 3e-3
 
 
 def pretraining_chats(corpus, seed, n):
@@ -128,7 +141,7 @@ def pretrain(model, tokenizer, corpus, seed, steps):
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, max_steps=steps, per_device_train_batch_size=PRETRAIN_BATCH,
-            learning_rate=3e-3, warmup_steps=0.1, lr_scheduler_type="cosine", weight_decay=0.0,
+            learning_rate=PRETRAIN_LR, warmup_steps=0.1, lr_scheduler_type="cosine", weight_decay=0.0,
             save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=50, seed=seed,
             use_cpu=True, dataloader_num_workers=0,
         )
@@ -173,7 +186,8 @@ def build_tiny_model(out_dir: pathlib.Path, corpus: list[str], seed: int = 0, *,
     # A README for people browsing var/models/.
     (out_dir / "README.md").write_text(
         "# attune-tiny\n\nBuilt by `training.demo_model.build_tiny_model` from the demo corpus "
-        f"(seed {seed}, {pretrain_steps} pre-training steps on generic synthetic chat).\n"
+        f"(seed {seed}, " + (f"{pretrain_steps} pre-training steps on generic synthetic chat" if pretrain_steps
+                             else "random-initialised, not pre-trained") + ").\n"
     )
     json.loads((out_dir / "config.json").read_text())  # fail here, not later, if it is not valid JSON
 
