@@ -65,8 +65,7 @@ class Command(BaseCommand):
     def handle(self, **options):
         model_dir = settings.MODELS_DIR / DEMO_MODEL
         if not is_current(model_dir):
-            self.stdout.write(f"Building the demo base model {DEMO_MODEL} in {model_dir} "
-                              "(a short pre-training run on generic chat; a few minutes on a laptop CPU) …")
+            self.stdout.write(f"Building the demo base model {DEMO_MODEL} in {model_dir} …")
             self.stdout.flush()
             build_demo_model(model_dir)
         base, created = BaseModel.objects.get_or_create(name=DEMO_MODEL, defaults={"source": DEMO_MODEL})
