@@ -8,20 +8,12 @@ lineage both ways; compare the two jobs; cancel the re-run. Each page is saved a
 test-output/screenshots/.
 """
 
-import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-SHOTS = ROOT / "test-output" / "screenshots"
-CHROMIUM = os.environ.get("ATTUNE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                                 "(apt-get install chromium)")]
+pytestmark = browser_marks
 
 
 @pytest.fixture

@@ -2,23 +2,14 @@
 pick three snapshots, stream their answers side by side blind, rate them, see the names revealed,
 then find them on the leaderboard. Each page is saved under test-output/screenshots/."""
 
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks
 from tests.conftest import manage, start_studio, stop_studio
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-SHOTS = ROOT / "test-output" / "screenshots"
-CHROMIUM = os.environ.get("ATTUNE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                                 "(apt-get install chromium)")]
+pytestmark = browser_marks
 
 REGISTER = """
 import json
