@@ -124,21 +124,26 @@ def start_studio(home, port=None, **env_extra):
     process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT,
                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    wait_until_serving(process, url + "/login/", log, "manage.py serve", seconds=90)
+    password = (home / "admin-password.txt").read_text().strip()
+    return Studio(url=url, home=home, env=env, password=password, process=process, log=log)
+
+
+def wait_until_serving(process, probe_url, log, what, seconds):
+    """Wait for a server subprocess to answer 200 at `probe_url`; stop it and say why if it does not."""
+    deadline = time.monotonic() + seconds
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"manage.py serve exited with {process.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(url + "/login/", timeout=2).status_code == 200:
-                break
+            if httpx.get(probe_url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             stop_studio(process)
-            raise RuntimeError(f"manage.py serve did not answer in 90 s:\n{log.read_text()}")
+            raise RuntimeError(f"{what} did not answer in {seconds} s:\n{log.read_text()}")
         time.sleep(0.3)
-    password = (home / "admin-password.txt").read_text().strip()
-    return Studio(url=url, home=home, env=env, password=password, process=process, log=log)
 
 
 def stop_studio(process):

@@ -3,7 +3,6 @@
 import asyncio
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from playground.inference import SamplingParams, collect
 from playground.inference.vllm import VLLMBackend
 from playground.snapshots import Snapshot
-from tests.conftest import ROOT, free_port, stop_studio, studio_env
+from tests.conftest import ROOT, free_port, stop_studio, studio_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +30,7 @@ def inference_server(tiny_models, tmp_path_factory):
          "--served-model-name", "tiny", "--max-lora-rank", "16"],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve_inference exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_studio(process)
-            raise RuntimeError(f"serve_inference did not answer in 120 s:\n{log.read_text()}")
-        time.sleep(0.3)
+    wait_until_serving(process, url + "/v1/models", log, "serve_inference", seconds=120)
     yield url
     stop_studio(process)
 
