@@ -37,6 +37,19 @@ def _unauthorized(message):
                           headers={"WWW-Authenticate": 'Bearer realm="attune"'})
 
 
+def _failure(request, exc):
+    """An ApiError answers as itself; anything else is logged and answered as a 500 envelope."""
+    if isinstance(exc, ApiError):
+        return exc.response()
+    log.error("Unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return _server_error()
+
+
+def _with_request_id(response):
+    response["x-request-id"] = "req_" + secrets.token_hex(16)
+    return response
+
+
 def api_view(*methods, allow=ADMINS):
     """Mark a view as a /v1 endpoint for `methods`, open to admins or to raters (admins and evaluators)."""
 
@@ -47,17 +60,13 @@ def api_view(*methods, allow=ADMINS):
             @csrf_exempt
             @wraps(view)
             async def wrapped_async(request, *args, **kwargs):
-                refused = await sync_to_async(_check)(methods, allow, request)
-                if refused is None:
+                response = await sync_to_async(_check)(methods, allow, request)
+                if response is None:
                     try:
-                        refused = await view(request, *args, **kwargs)
-                    except ApiError as exc:
-                        refused = exc.response()
-                    except Exception:
-                        log.exception("Unhandled error in %s %s", request.method, request.path)
-                        refused = _server_error()
-                refused["x-request-id"] = "req_" + secrets.token_hex(16)
-                return refused
+                        response = await view(request, *args, **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - every failure answers in the envelope
+                        response = _failure(request, exc)
+                return _with_request_id(response)
 
             return wrapped_async
 
@@ -68,13 +77,9 @@ def api_view(*methods, allow=ADMINS):
             if response is None:
                 try:
                     response = view(request, *args, **kwargs)
-                except ApiError as exc:
-                    response = exc.response()
-                except Exception:
-                    log.exception("Unhandled error in %s %s", request.method, request.path)
-                    response = _server_error()
-            response["x-request-id"] = "req_" + secrets.token_hex(16)
-            return response
+                except Exception as exc:  # noqa: BLE001 - every failure answers in the envelope
+                    response = _failure(request, exc)
+            return _with_request_id(response)
 
         return wrapped
 

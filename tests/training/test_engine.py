@@ -13,34 +13,19 @@ import subprocess
 
 import pytest
 
-try:
-    from .engine_helpers import (
-        REPO,
-        build_test_model,
-        demo_files,
-        engine_command,
-        engine_env,
-        of_type,
-        preference_rows,
-        run_in_process,
-        run_subprocess,
-        write_jsonl,
-        write_spec,
-    )
-except ImportError:  # run as a rootdir module, without the tests package
-    from engine_helpers import (  # type: ignore[no-redef]
-        REPO,
-        build_test_model,
-        demo_files,
-        engine_command,
-        engine_env,
-        of_type,
-        preference_rows,
-        run_in_process,
-        run_subprocess,
-        write_jsonl,
-        write_spec,
-    )
+from tests.training.engine_helpers import (
+    REPO,
+    build_test_model,
+    demo_files,
+    engine_command,
+    engine_env,
+    of_type,
+    preference_rows,
+    run_in_process,
+    run_subprocess,
+    write_jsonl,
+    write_spec,
+)
 
 torch = pytest.importorskip("torch")
 
