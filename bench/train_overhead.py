@@ -1,20 +1,24 @@
 """What the engine costs over a bare transformers Trainer, and what packing buys.
 
-Runs, in this one process, on the demo data and a freshly built attune-tiny
-(no pre-training; speed does not depend on it):
+Runs, in this one process, on a freshly built attune-tiny (no pre-training; speed does not depend on it):
 
-1. the engine (`training.engine.run.main`) with a LoRA spec, padding;
-2. a bare script: transformers `Trainer` + PEFT on the same tokenized rows,
-   same hyperparameters, with the full validation set evaluated at each epoch
-   end (`eval_strategy="epoch"`), no checkpoints;
-3. the engine again with `packing: true`.
+1. the engine (`training.engine.run.main`) with a LoRA spec on the demo intent data, padding, and a bare
+   script: transformers `Trainer` + PEFT on the same tokenized rows, same hyperparameters, with the full
+   validation set evaluated at each epoch end (`eval_strategy="epoch"`), no checkpoints. The two alternate
+   for `--rounds` rounds after an untimed warm-up, and each keeps its best round: on a shared machine the
+   slowest rounds measure the neighbours.
+2. the engine with `packing: true` against the same spec without it, twice:
+   - on the demo intent data, where every example is about 51 tokens, so a padded batch is already ~93 %
+     real tokens and packing can only save per-step overhead;
+   - on mixed-length support conversations (1 to 32 exchanges under one system prompt, about 50 to 900
+     tokens, log-uniform like real chat data), where padding to the longest example of each batch wastes
+     most of the batch. This is the figure packing is for, and the last line.
 
-Throughput = trained (non-padding) tokens / wall seconds of training,
-validation included. For the engine the clock runs from its `started` line
-to its `done` line (so it includes sampled and full evaluations and the
-epoch checkpoint); for the bare script it is `trainer.train()`.
+Throughput = trained (non-padding) tokens / wall seconds of training, validation included. For the engine
+the clock runs from its `started` line to its `done` line (so it includes sampled and full evaluations and
+the epoch checkpoint); for the bare script it is `trainer.train()`.
 
-    python bench/train_overhead.py [--epochs 1] [--train 480]
+    python bench/train_overhead.py [--epochs 1] [--train 480] [--rounds 2]
 
 The last two lines are the figures:
     engine/bare tokens/s ratio: R      (goal ≥ 0.97)
@@ -75,10 +79,47 @@ def bare_tokens_per_second(folder, model_dir, train_rows, valid_rows, epochs):
     return tokens / seconds, tokens
 
 
+def conversations(seed, n):
+    """Support chats of 1–32 exchanges (log-uniform), each user turn answered with its intent label."""
+    import random
+
+    from training.demo_data import SYSTEM_PROMPT, make_demo_data
+
+    rng = random.Random(seed)
+    pairs = [row["messages"][1:] for row in make_demo_data(seed, n_train=2000, n_valid=0, n_heldout=0)[0]]
+    chats = []
+    for _ in range(n):
+        turns = int(2 ** rng.uniform(0, 5))
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        for pair in rng.sample(pairs, turns):
+            messages.extend(pair)
+        chats.append({"messages": messages})
+    return chats
+
+
+def packing_speedup(root, model_dir, train, valid, epochs, label):
+    from training.demo_data import to_jsonl
+
+    folder = root / label.replace(" ", "-")
+    for name in ("padded", "packed"):
+        (folder / name).mkdir(parents=True)
+    train_file, valid_file = folder / "train.jsonl", folder / "valid.jsonl"
+    train_file.write_text(to_jsonl(train))
+    valid_file.write_text(to_jsonl(valid))
+    padded, tokens = engine_tokens_per_second(folder / "padded", model_dir, train_file, valid_file, epochs,
+                                              max_seq_length=1024)
+    packed, _ = engine_tokens_per_second(folder / "packed", model_dir, train_file, valid_file, epochs,
+                                         packing=True, max_seq_length=1024)
+    print(f"{label}: padded {padded:,.0f} tokens/s, packed {packed:,.0f} tokens/s ({tokens} tokens)",
+          flush=True)
+    return packed / padded
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train", type=int, default=480)
+    parser.add_argument("--rounds", type=int, default=2)
     options = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -92,26 +133,39 @@ def main():
         model_dir = root / "attune-tiny"
         build_tiny_model(model_dir, corpus_texts(0), seed=0, pretrain_steps=0)
         train, valid, _ = make_demo_data(0)
+        train = train[: options.train]
         train_file, valid_file = root / "train.jsonl", root / "valid.jsonl"
-        train_file.write_text(to_jsonl(train[: options.train]))
+        train_file.write_text(to_jsonl(train))
         valid_file.write_text(to_jsonl(valid))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         train_rows, _ = sft_rows(tokenizer, read_jsonl(train_file, "t"), 1024, "t")
         valid_rows, _ = sft_rows(tokenizer, read_jsonl(valid_file, "v"), 1024, "v")
 
-        for name in ("engine", "bare", "packed"):
-            (root / name).mkdir()
-        bare, bare_tokens = bare_tokens_per_second(root / "bare", model_dir, train_rows, valid_rows,
-                                                   options.epochs)
-        engine, engine_tokens = engine_tokens_per_second(root / "engine", model_dir, train_file, valid_file,
-                                                         options.epochs)
-        packed, _ = engine_tokens_per_second(root / "packed", model_dir, train_file, valid_file, options.epochs,
-                                             packing=True, max_seq_length=1024)
-    print(f"bare Trainer: {bare:,.0f} tokens/s ({bare_tokens} tokens)")
-    print(f"engine:       {engine:,.0f} tokens/s ({engine_tokens} tokens)")
-    print(f"engine, packing: {packed:,.0f} tokens/s")
+        warm = root / "warm-up"
+        warm.mkdir()
+        engine_tokens_per_second(warm, model_dir, train_file, valid_file, 1)  # imports, allocator, caches
+        bare = engine = 0.0
+        for round_ in range(options.rounds):
+            folder = root / f"round-{round_}"
+            (folder / "bare").mkdir(parents=True)
+            speed, bare_tokens = bare_tokens_per_second(folder / "bare", model_dir, train_rows, valid_rows,
+                                                        options.epochs)
+            bare = max(bare, speed)
+            (folder / "engine").mkdir()
+            speed, engine_tokens = engine_tokens_per_second(folder / "engine", model_dir, train_file,
+                                                            valid_file, options.epochs)
+            engine = max(engine, speed)
+            print(f"round {round_ + 1}: bare {bare:,.0f}, engine {engine:,.0f} tokens/s (best so far)", flush=True)
+        print(f"bare Trainer: {bare:,.0f} tokens/s ({bare_tokens} tokens)")
+        print(f"engine:       {engine:,.0f} tokens/s ({engine_tokens} tokens)")
+
+        demo = packing_speedup(root, model_dir, train, valid, options.epochs, "demo intent data")
+        chats = conversations(0, len(train) // 4)
+        mixed = packing_speedup(root, model_dir, chats[: len(chats) * 7 // 8], chats[len(chats) * 7 // 8:],
+                                options.epochs, "mixed-length conversations")
+    print(f"packing speed-up on the demo intent data (uniform ~51 tokens): {demo:.2f}x")
     print(f"engine/bare tokens/s ratio: {engine / bare:.3f}")
-    print(f"packing speed-up: {packed / engine:.2f}x")
+    print(f"packing speed-up: {mixed:.2f}x")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,15 @@ class Job:
             self.spec.model, dtype=torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32)
         # No KV cache while training: it also lets packed rows get their block-diagonal mask from position_ids.
         model.config.use_cache = False
+        if self.spec.packing and self.spec.method == "supervised":
+            from .attention import use_varlen
+
+            # Packed rows: attention per example, not over the whole flattened batch.
+            if not use_varlen(model) and "flash" not in model.config._attn_implementation:
+                self.reporter.message(
+                    f"Packing with {model.config._attn_implementation} attention masks the whole flattened batch "
+                    "at once; it may be slower than padding. Install flash-attn or turn packing off.",
+                    level="warn")
         if self.spec.adapter == "lora":
             from peft import LoraConfig, get_peft_model
 
