@@ -2,17 +2,22 @@
 
 - A base model is loaded once. Its LoRA snapshots are named adapters on it,
   and all the snapshots of one request that share a base (the base itself
-  included) are decoded in ONE batch with PEFT's mixed-adapter inference
-  (`generate(..., adapter_names=[...])`): one forward pass per token for
-  all of them, not one generation after another.
+  included) are decoded in ONE batch, one adapter per row: one forward pass
+  per token for all of them, not one generation after another. Plain LoRA
+  adapters are concatenated layer by layer (multi_lora.py), so a batch of
+  several costs about what one does; other kinds go through PEFT's own
+  mixed-adapter inference (`generate(..., adapter_names=[...])`).
 - A full-weight checkpoint is its own model; at most `max_full_models` of
   them stay loaded (least recently used is dropped first).
 - A request for one LoRA snapshot alone makes it the active adapter
   (PEFT's plain path, faster than the mixed-batch one).
-- Loading and decoding run in worker threads; the event loop only relays
-  text. Generation holds one process-wide lock, so a seed gives the same
+- Loading runs in worker threads, decoding in ONE decoding thread; the event
+  loop only relays text. One decoder at a time means a seed gives the same
   sample every time (torch's RNG is global) and two requests do not fight
-  over the same cores.
+  over the same cores. One thread also means one OpenMP thread team: every
+  thread that runs torch operations gets its own team, and an idle team
+  spins on the cores for a while after each operation. Decoding from several
+  threads in turn measured two to three times slower on 2 cores.
 
 Not supported: tool calls, `n` > 1, logprobs, stop strings.
 """
@@ -25,11 +30,10 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from playground.inference.base import InferenceError, StreamEvent, Timer, validate_messages
+from playground.inference.multi_lora import BASE_ADAPTER, Stack
 from playground.snapshots import BASE, FULL, LORA
 
 log = logging.getLogger(__name__)
-
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 # from_pretrained builds models under process-wide init contexts (meta device): two threads loading at
 # once corrupt each other's weights, so loads take turns.
@@ -44,6 +48,17 @@ class _Loaded:
         self.tokenizer = tokenizer
         self.adapters = OrderedDict()  # snapshot key -> adapter name
         self.load_lock = threading.Lock()
+        self.stacks = OrderedDict()  # sorted adapter names -> Stack (or None: PEFT's mixed batch)
+
+    def stack(self, names):
+        """The concatenated adapters `names` (built once; the last few sets are kept)."""
+        key = tuple(sorted(set(names) - {BASE_ADAPTER}))
+        if key not in self.stacks:
+            self.stacks[key] = Stack.build(self.model, key)
+            while len(self.stacks) > 4:
+                self.stacks.popitem(last=False)
+        self.stacks.move_to_end(key)
+        return self.stacks[key]
 
 
 def _pick_device():
@@ -154,14 +169,15 @@ class _RowStreamer:
 
 
 @contextlib.contextmanager
-def _adapter_mode(model, adapter_names, kwargs):
-    """Pick how PEFT applies the adapters of one batch.
+def _adapter_mode(loaded, adapter_names, kwargs):
+    """Pick how the adapters of one batch are applied.
 
-    Several adapters in one batch: PEFT's mixed-batch inference (`adapter_names=`,
-    one adapter per row). One adapter for every row: make it the active adapter,
-    PEFT's plain path, about twice as fast as the mixed one on a CPU. Only the base:
-    adapters disabled.
+    Several adapters in one batch: concatenated (multi_lora.Stack), or PEFT's
+    mixed-batch inference (`adapter_names=`) for kinds that are not stacked. One
+    adapter for every row: make it the active adapter, PEFT's plain path. Only
+    the base: adapters disabled.
     """
+    model = loaded.model
     distinct = set(adapter_names or [])
     if not adapter_names:
         yield
@@ -171,6 +187,9 @@ def _adapter_mode(model, adapter_names, kwargs):
     elif len(distinct) == 1:
         model.set_adapter(adapter_names[0])
         yield
+    elif (stack := loaded.stack(adapter_names)) is not None:
+        with stack.applied(adapter_names):
+            yield
     else:
         kwargs["adapter_names"] = adapter_names
         yield
@@ -186,8 +205,8 @@ class BuiltinBackend:
         self._full = OrderedDict()       # weights_path -> _Loaded, least recently used first
         self._registry_lock = threading.Lock()
         self._key_locks = {}
-        self._generate_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attune-inference")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attune-decode")
 
     # Loading ----------------------------------------------------------------
 
@@ -243,6 +262,7 @@ class BuiltinBackend:
                                                                  adapter_name=name)
                     loaded.model.eval()
                     loaded.adapters[snapshot.key] = name
+                    loaded.stacks.clear()
                 else:
                     loaded.adapters.move_to_end(snapshot.key)
                 names.append(name)
@@ -251,6 +271,7 @@ class BuiltinBackend:
                 key, name = next((k, n) for k, n in loaded.adapters.items() if n not in wanted)
                 loaded.model.delete_adapter(name)
                 del loaded.adapters[key]
+                loaded.stacks.clear()
         return names
 
     # Decoding ---------------------------------------------------------------
@@ -267,10 +288,12 @@ class BuiltinBackend:
             full = snapshots[0].kind == FULL
             loaded = self._full_model(snapshots[0]) if full else self._base(snapshots[0])
             # Putting an adapter on a model while another request decodes with it changes that
-            # request's answer, so adapters change only between generations.
-            with self._generate_lock:
+            # request's answer, so adapters change only between generations: in the decoding thread.
+            def decode():
                 adapter_names = None if full else self._adapter_names(loaded, snapshots)
-                streamer = self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
+                return self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
+
+            streamer = self._decoder.submit(decode).result()
         except Exception as exc:  # each output of the group gets the reason, the others go on
             if not isinstance(exc, InferenceError):
                 log.exception("Generation failed for %s", [s.name for s in snapshots])
@@ -306,7 +329,7 @@ class BuiltinBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
-        with torch.inference_mode(), _adapter_mode(loaded.model, adapter_names, kwargs):
+        with torch.inference_mode(), _adapter_mode(loaded, adapter_names, kwargs):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             loaded.model.generate(**kwargs)

@@ -1,0 +1,95 @@
+"""Several LoRA adapters in one batch (playground/inference/multi_lora.py) against PEFT's own mixed batch."""
+
+import pytest
+
+from playground.inference.multi_lora import BASE_ADAPTER, Stack
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny base with three adapters: ranks 4 and 8 on attention and MLP, rank 2 on attention only."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tests.playground.conftest import CORPUS
+    from training.demo_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("multi-lora")
+    build_tiny_model(root / "base", CORPUS * 3, seed=1, pretrain_steps=0)
+    specs = {"wide": (4, ["q_proj", "v_proj", "down_proj"]), "deep": (8, ["q_proj", "k_proj", "o_proj", "up_proj"]),
+             "thin": (2, ["v_proj"])}
+    for seed, (name, (rank, targets)) in enumerate(specs.items()):
+        torch.manual_seed(seed)
+        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(root / "base"),
+                              LoraConfig(r=rank, lora_alpha=3 * rank, target_modules=targets,
+                                         init_lora_weights=False, task_type="CAUSAL_LM"))
+        peft.save_pretrained(root / name)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(root / "base"), root / "wide",
+                                      adapter_name="wide")
+    model.load_adapter(root / "deep", adapter_name="deep")
+    model.load_adapter(root / "thin", adapter_name="thin")
+    model.root = root
+    return model.eval()
+
+
+def _ids(rows, length=12):
+    return torch.randint(5, 200, (1, length), generator=torch.Generator().manual_seed(7)).expand(rows, -1)
+
+
+ROWS = ["deep", BASE_ADAPTER, "wide", "thin", "deep"]
+
+
+def test_stacked_rows_equal_peft_mixed_batch(model):
+    ids = _ids(len(ROWS))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, adapter_names=ROWS).logits
+        stack = Stack.build(model, sorted(set(ROWS) - {BASE_ADAPTER}))
+        assert stack is not None and len(stack.layers) == 4 * 6  # q k v o up down on 4 layers
+        with stack.applied(ROWS):
+            got = model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-4)
+    # And the rows really differ: each adapter changes its answer.
+    assert not torch.allclose(got[0], got[1], atol=1e-3) and not torch.allclose(got[2], got[3], atol=1e-3)
+
+
+def test_each_row_equals_its_adapter_alone(model):
+    ids = _ids(len(ROWS))
+    stack = Stack.build(model, ["deep", "thin", "wide"])
+    with torch.inference_mode():
+        with stack.applied(ROWS):
+            batched = model(input_ids=ids).logits
+        for row, name in enumerate(ROWS):
+            if name == BASE_ADAPTER:
+                with model.disable_adapter():
+                    alone = model(input_ids=ids[:1]).logits[0]
+            else:
+                model.set_adapter(name)
+                alone = model(input_ids=ids[:1]).logits[0]
+            assert torch.allclose(batched[row], alone, atol=1e-4), name
+
+
+def test_the_model_is_left_as_it_was(model):
+    ids = _ids(1)
+    model.set_adapter("wide")
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+        with Stack.build(model, ["deep", "wide"]).applied(["deep", "wide"]):
+            pass
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
+    assert all(not module.disable_adapters for module in Stack.build(model, ["wide"]).lora_layers)
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_other_kinds_of_adapter_are_not_stacked(model):
+    """A DoRA adapter has no plain A·B form: the batch goes to PEFT's mixed path instead."""
+    from peft import LoraConfig
+
+    model.add_adapter("dora", LoraConfig(r=4, target_modules=["q_proj"], use_dora=True, init_lora_weights=False))
+    try:
+        assert Stack.build(model, ["wide", "dora"]) is None
+        assert Stack.build(model, ["wide", "deep"]) is not None
+    finally:
+        model.delete_adapter("dora")
