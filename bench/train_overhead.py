@@ -5,8 +5,8 @@ Runs, in this one process, on a freshly built attune-tiny (no pre-training; spee
 1. the engine (`training.engine.run.main`) with a LoRA spec on the demo intent data, padding, and a bare
    script: transformers `Trainer` + PEFT on the same tokenized rows, same hyperparameters, with the full
    validation set evaluated at each epoch end (`eval_strategy="epoch"`), no checkpoints. The two alternate
-   for `--rounds` rounds after an untimed warm-up, and each keeps its best round: on a shared machine the
-   slowest rounds measure the neighbours.
+   (and alternate which goes first) for `--rounds` rounds after an untimed warm-up, and each keeps its best
+   round: on a shared machine the slowest rounds measure the neighbours.
 2. the engine with `packing: true` against the same spec without it, twice:
    - on the demo intent data, where every example is about 51 tokens, so a padded batch is already ~93 %
      real tokens and packing can only save per-step overhead;
@@ -18,7 +18,7 @@ Throughput = trained (non-padding) tokens / wall seconds of training, validation
 the clock runs from its `started` line to its `done` line (so it includes sampled and full evaluations and
 the epoch checkpoint); for the bare script it is `trainer.train()`.
 
-    python bench/train_overhead.py [--epochs 1] [--train 480] [--rounds 2]
+    python bench/train_overhead.py [--epochs 1] [--train 480] [--rounds 6]
 
 The last two lines are the figures:
     engine/bare tokens/s ratio: R      (goal ≥ 0.97)
@@ -119,7 +119,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train", type=int, default=480)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
     options = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -148,14 +148,22 @@ def main():
         for round_ in range(options.rounds):
             folder = root / f"round-{round_}"
             (folder / "bare").mkdir(parents=True)
-            speed, bare_tokens = bare_tokens_per_second(folder / "bare", model_dir, train_rows, valid_rows,
-                                                        options.epochs)
-            bare = max(bare, speed)
             (folder / "engine").mkdir()
-            speed, engine_tokens = engine_tokens_per_second(folder / "engine", model_dir, train_file,
-                                                            valid_file, options.epochs)
-            engine = max(engine, speed)
-            print(f"round {round_ + 1}: bare {bare:,.0f}, engine {engine:,.0f} tokens/s (best so far)", flush=True)
+
+            def run_bare(folder=folder):
+                return bare_tokens_per_second(folder / "bare", model_dir, train_rows, valid_rows, options.epochs)
+
+            def run_engine(folder=folder):
+                return engine_tokens_per_second(folder / "engine", model_dir, train_file, valid_file,
+                                                options.epochs)
+
+            # Alternate which goes first, so neither always inherits the other's leftovers.
+            if round_ % 2:
+                (engine_speed, engine_tokens), (bare_speed, bare_tokens) = run_engine(), run_bare()
+            else:
+                (bare_speed, bare_tokens), (engine_speed, engine_tokens) = run_bare(), run_engine()
+            bare, engine = max(bare, bare_speed), max(engine, engine_speed)
+            print(f"round {round_ + 1}: bare {bare_speed:,.0f}, engine {engine_speed:,.0f} tokens/s", flush=True)
         print(f"bare Trainer: {bare:,.0f} tokens/s ({bare_tokens} tokens)")
         print(f"engine:       {engine:,.0f} tokens/s ({engine_tokens} tokens)")
 

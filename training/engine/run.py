@@ -189,13 +189,18 @@ class Job:
                                       eval_dataset=eval_dataset, processing_class=self.tokenizer,
                                       callbacks=[self.callback])
         else:
-            from trl import SFTConfig, SFTTrainer
+            from trl import SFTConfig
+
+            from .sft import SFTTrainer, use_plain_head
 
             # Packing: best-fit-decreasing rows of max_seq_length, padding-free, each example keeping its own
-            # position_ids, from which transformers builds a block-diagonal mask (no cross-example attention).
+            # position_ids; attention.py keeps each example to itself.
             args = SFTConfig(packing=spec.packing, packing_strategy="bfd", padding_free=spec.packing, **common)
+            plain_head = use_plain_head(self.device, per_device, spec.max_seq_length,
+                                        self.model_config.get_text_config().vocab_size)
             self.trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
-                                      processing_class=self.tokenizer, callbacks=[self.callback])
+                                      processing_class=self.tokenizer, callbacks=[self.callback],
+                                      plain_head=plain_head)
 
     def evaluate(self, scope):
         """{"loss", "accuracy", "extra"} on the sampled batch or the whole validation file."""
