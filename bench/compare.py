@@ -6,7 +6,7 @@ A base of attune-tiny's shape (built here, no download, no pre-training)
 and 4 LoRA adapters (rank 8, random non-zero weights) answer the demo
 held-out prompts with greedy decoding through `BuiltinBackend.generate`:
 
-- batched: the 4 snapshots in one request (one batch, `adapter_names=`),
+- batched: the 4 snapshots in one request (one batch, one adapter per row),
 - one alone: each snapshot in a request of its own; the mean of the 4,
 - one after another: for each prompt, the 4 snapshots requested one by one
   (what a compare page without batching would do).
