@@ -51,6 +51,12 @@ def test_batch_size_must_divide_by_accumulation_and_gpus():
     assert errors[0][0] == "batch_size" and "divisible" in errors[0][1]
 
 
+def test_packing_is_refused_for_dpo_with_the_field_named():
+    assert spec_errors({**BASE, "method": "dpo", "packing": True}) == [
+        ("packing", "packing applies to supervised fine-tuning only; turn it off for DPO")]
+    assert spec_errors({**BASE, "method": "supervised", "packing": True}) == []
+
+
 def test_it_requires_model_and_training_file():
     assert {f for f, _ in spec_errors({})} == {"model", "training_file"}
 

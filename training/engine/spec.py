@@ -184,6 +184,8 @@ class JobSpec(_Strict):
                 raise ValueError(
                     f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps × n_gpus "
                     f"({per_step})")
+        if self.packing and self.method == "dpo":
+            raise ValueError("packing applies to supervised fine-tuning only; turn it off for DPO")
         return self
 
     @property
