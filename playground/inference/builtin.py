@@ -30,7 +30,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from playground.inference.base import InferenceError, StreamEvent, Timer, validate_messages
-from playground.inference.multi_lora import BASE_ADAPTER, Stack
+from playground.inference.multi_lora import BASE_ADAPTER, Stack, mixable
 from playground.snapshots import BASE, FULL, LORA
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class BuiltinBackend:
         from peft import PeftModel
 
         names = []
-        with loaded.load_lock, _LOAD_LOCK:
+        with loaded.load_lock:
             if not isinstance(loaded.model, PeftModel) and all(s.kind == BASE for s in snapshots):
                 return None  # a plain model: nothing to switch
             for snapshot in snapshots:
@@ -255,11 +255,12 @@ class BuiltinBackend:
                 name = loaded.adapters.get(snapshot.key)
                 if name is None:
                     name = "a_" + snapshot.key.replace("-", "_").replace(".", "_")
-                    if isinstance(loaded.model, PeftModel):
-                        loaded.model.load_adapter(snapshot.weights_path, adapter_name=name)
-                    else:
-                        loaded.model = PeftModel.from_pretrained(loaded.model, snapshot.weights_path,
-                                                                 adapter_name=name)
+                    with _LOAD_LOCK:  # only while reading weights: decoding does not wait on other loads
+                        if isinstance(loaded.model, PeftModel):
+                            loaded.model.load_adapter(snapshot.weights_path, adapter_name=name)
+                        else:
+                            loaded.model = PeftModel.from_pretrained(loaded.model, snapshot.weights_path,
+                                                                     adapter_name=name)
                     loaded.model.eval()
                     loaded.adapters[snapshot.key] = name
                     loaded.stacks.clear()
@@ -280,26 +281,39 @@ class BuiltinBackend:
         """Decode one batch: snapshots that share weights in memory. Runs in a worker thread."""
         indexes = [index for index, _ in group]
         snapshots = [snapshot for _, snapshot in group]
-        streamer = None
+        finished = set()
+
+        def tracked(event):
+            if event.final:
+                finished.add(event.index)
+            emit(event)
+
         try:
             for snapshot in snapshots:
                 if snapshot.kind in (LORA, FULL) and not snapshot.weights_path:
                     raise InferenceError(f"The snapshot '{snapshot.name}' has no weights folder.")
             full = snapshots[0].kind == FULL
             loaded = self._full_model(snapshots[0]) if full else self._base(snapshots[0])
+
             # Putting an adapter on a model while another request decodes with it changes that
             # request's answer, so adapters change only between generations: in the decoding thread.
             def decode():
-                adapter_names = None if full else self._adapter_names(loaded, snapshots)
-                return self._generate(loaded, adapter_names, indexes, messages, params, emit, timer, cancel)
+                if cancel.is_set():  # the client left while this waited its turn
+                    return
+                names = None if full else self._adapter_names(loaded, snapshots)
+                if names and len(set(names)) > 1 and not mixable(loaded.model, names):
+                    for name, index in zip(names, indexes, strict=True):
+                        self._generate(loaded, [name], [index], messages, params, tracked, timer, cancel)
+                    return
+                self._generate(loaded, names, indexes, messages, params, tracked, timer, cancel)
 
-            streamer = self._decoder.submit(decode).result()
+            self._decoder.submit(decode).result()
         except Exception as exc:  # each output of the group gets the reason, the others go on
             if not isinstance(exc, InferenceError):
                 log.exception("Generation failed for %s", [s.name for s in snapshots])
             message = exc.message if isinstance(exc, InferenceError) else f"{type(exc).__name__}: {exc}"
-            for row, index in enumerate(indexes):
-                if streamer is None or not streamer.done[row]:
+            for index in indexes:
+                if index not in finished:
                     emit(StreamEvent(index=index, type="error", error=message, elapsed_s=timer.elapsed()))
 
     def _generate(self, loaded, adapter_names, indexes, messages, params, emit, timer, cancel):

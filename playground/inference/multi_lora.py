@@ -16,6 +16,8 @@ none. The extra products of the other adapters' columns are r-wide, small next t
 The base layers run with PEFT's LoRA layers switched off and a forward hook adds `delta`. Only plain LoRA on
 linear layers is stacked; a batch with any other kind (DoRA and the other variants, a LoRA bias, LoRA on
 embeddings or convolutions) returns None from `Stack.build` and goes through PEFT's own mixed batch.
+Adapters that carry whole-module copies (`modules_to_save`, trainable tokens) are not `mixable` at all:
+the copy of the active adapter would serve every row, so such snapshots are decoded one at a time.
 """
 
 import contextlib
@@ -25,6 +27,16 @@ BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 class Unsupported(Exception):
     pass
+
+
+def mixable(model, names):
+    """Whether these adapters can share a batch: none carries whole-module copies."""
+    for name in set(names) - {BASE_ADAPTER}:
+        config = model.peft_config.get(name)
+        if config is None or getattr(config, "modules_to_save", None) or \
+                getattr(config, "trainable_token_indices", None):
+            return False
+    return True
 
 
 class _Layer:
@@ -73,6 +85,8 @@ class Stack:
         from peft.tuners.lora import LoraLayer
         from peft.tuners.lora.layer import Linear
 
+        if not mixable(model, names):
+            return None
         layers, lora_layers = [], []
         try:
             for module in model.modules():

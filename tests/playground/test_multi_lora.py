@@ -93,3 +93,58 @@ def test_other_kinds_of_adapter_are_not_stacked(model):
         assert Stack.build(model, ["wide", "deep"]) is not None
     finally:
         model.delete_adapter("dora")
+
+
+@pytest.fixture(scope="module")
+def lm_head_adapter(model):
+    """An adapter that also saves its own copy of lm_head (PEFT's modules_to_save)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(5)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model.root / "base"),
+                          LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["lm_head"],
+                                     init_lora_weights=False, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "modules_to_save" in name:
+                param.add_(torch.randn_like(param))
+    peft.save_pretrained(model.root / "own-head")
+    return model.root / "own-head"
+
+
+def test_adapters_with_whole_module_copies_are_not_mixed(model, lm_head_adapter):
+    from playground.inference.multi_lora import mixable
+
+    model.load_adapter(lm_head_adapter, adapter_name="own_head")
+    try:
+        assert not mixable(model, ["wide", "own_head"]) and mixable(model, ["wide", "deep", BASE_ADAPTER])
+        assert Stack.build(model, ["wide", "own_head"]) is None
+    finally:
+        model.delete_adapter("own_head")
+
+
+def test_the_backend_decodes_such_snapshots_one_at_a_time(model, lm_head_adapter):
+    """Each output equals its snapshot decoded alone, the base row included."""
+    import asyncio
+
+    from playground.inference import SamplingParams, collect
+    from playground.inference.builtin import BuiltinBackend
+    from playground.snapshots import Snapshot
+
+    base = model.root / "base"
+    chosen = [Snapshot.from_paths("wide", base, model.root / "wide", base_model="base"),
+              Snapshot.from_paths("own-head", base, lm_head_adapter, base_model="base"),
+              Snapshot.from_paths("base", base, None, base_model="base")]
+    backend = BuiltinBackend()
+    messages = [{"role": "user", "content": "where is my order 1234"}]
+    params = SamplingParams(temperature=0, max_tokens=8)
+
+    def run(snapshots):
+        return asyncio.run(collect(backend.generate(snapshots, messages, params), len(snapshots)))
+
+    together = run(chosen)
+    assert all(e.type == "done" for e in together), [e.error for e in together]
+    alone = [run([snapshot])[0].text for snapshot in chosen]
+    assert [e.text for e in together] == alone
+    assert len(set(alone)) == 3  # the own lm_head really changes the answer

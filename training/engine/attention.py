@@ -110,5 +110,5 @@ def use_varlen(model):
         return False
     AttentionInterface.register(NAME, varlen_sdpa)
     AttentionMaskInterface.register(NAME, varlen_mask)
-    model.set_attn_implementation(NAME)
-    return True
+    model.set_attn_implementation(NAME)  # models that cannot take it keep theirs, with a logged warning
+    return model.config._attn_implementation == NAME

@@ -34,10 +34,11 @@ class SFTTrainer(_TRLSFTTrainer):
                                         num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
         inputs["use_cache"] = False
+        labels = inputs["labels"]  # Trainer.compute_loss pops them when it smooths labels
         loss, outputs = Trainer.compute_loss(self, model, inputs, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
-            targets = inputs["labels"][..., 1:]
+            targets = labels[..., 1:]
             labelled = targets != -100
             correct = ((outputs.logits[..., :-1, :].argmax(-1) == targets) & labelled).sum()
             gather = self.accelerator.gather_for_metrics
