@@ -124,9 +124,9 @@ def test_the_sdk_fine_tunes_serves_and_controls_jobs(sdk):
     assert text == plain.choices[0].message.content and text
 
     # A third job is paused while it runs, then resumed to the end. It is given enough steps
-    # (160) that the pause lands well before the end, however fast the machine.
+    # (320) that the pause lands well before the end, however fast the machine.
     third = sdk.fine_tuning.jobs.create(
-        model="attune-tiny", training_file=train.id, hyperparameters={"n_epochs": 4, "batch_size": 1},
+        model="attune-tiny", training_file=train.id, hyperparameters={"n_epochs": 8, "batch_size": 1},
         extra_body={"attune": SMALL})
     deadline = time.monotonic() + 120
     while sdk.fine_tuning.jobs.retrieve(third.id).status != "running" or \
@@ -138,7 +138,7 @@ def test_the_sdk_fine_tunes_serves_and_controls_jobs(sdk):
     assert paused.status == "paused"
     assert sdk.fine_tuning.jobs.resume(third.id).status == "queued"
     assert wait_for(sdk, third.id, {"succeeded", "failed"}).status == "succeeded"
-    assert len(sdk.fine_tuning.jobs.checkpoints.list(third.id).data) == 4
+    assert len(sdk.fine_tuning.jobs.checkpoints.list(third.id).data) == 8
 
 
 def test_the_sdk_sees_errors_that_name_the_field(sdk):
