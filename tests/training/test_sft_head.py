@@ -60,3 +60,15 @@ def test_the_plain_head_is_for_small_logits_on_a_cpu():
     assert use_plain_head("cpu", 8, 1024, 1024)
     assert not use_plain_head("cpu", 8, 1024, 128256)  # 4 GiB of logits: TRL's tiles
     assert not use_plain_head("cuda", 8, 1024, 1024)
+
+
+def test_the_engine_turns_trl_activation_checkpointing_off(tmp_path):
+    """TRL's configs default to activation checkpointing, measured 8× slower on a CPU."""
+    from trl import SFTConfig
+
+    from training.engine.run import _checkpointing_argument
+
+    assert SFTConfig(output_dir=str(tmp_path), use_cpu=True).gradient_checkpointing
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, **{_checkpointing_argument(): False})
+    assert not config.gradient_checkpointing
+    assert not getattr(config, "activation_checkpointing", False)

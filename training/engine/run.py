@@ -20,6 +20,15 @@ from .report import Cancelled, EngineError, Reporter
 from .spec import SpecError, parse_spec, resolve_auto
 
 
+def _checkpointing_argument():
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {field.name for field in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def _rank():
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -147,6 +156,7 @@ class Job:
         from .callbacks import ProgressCallback
 
         spec = self.spec
+        checkpointing = _checkpointing_argument()
         per_device = spec.batch_size // (self.world_size * spec.gradient_accumulation_steps)
         if per_device < 1:
             raise EngineError("invalid_spec", f"batch_size ({spec.batch_size}) is smaller than n_gpus × "
@@ -168,7 +178,8 @@ class Job:
             disable_tqdm=True,
             seed=spec.seed,
             bf16=self.bf16,
-            gradient_checkpointing=False,
+            # Measured 8× slower on a CPU; transformers 5 renamed it (the old name still works, with a warning).
+            **{checkpointing: False},
             use_cpu=self.device == "cpu",
             ddp_backend="gloo" if self.device == "cpu" and self.world_size > 1 else None,
             ddp_find_unused_parameters=False,
