@@ -149,8 +149,9 @@ class JobSpec(_Strict):
     lr_scheduler: Literal[LR_SCHEDULERS] = _field("linear", description="Learning-rate schedule after warm-up.",
                                                   group="advanced")
     weight_decay: float = _field(0.0, description="AdamW weight decay.", group="advanced", ge=0, le=1)
-    packing: bool = _field(False, description="Pack several short examples into one row (faster); examples "
-                                              "never attend to each other.", group="advanced")
+    packing: bool = _field(False, description="Pack several examples into rows of max_seq_length; examples "
+                                              "never attend to each other. Faster when example lengths vary; "
+                                              "supervised only.", group="advanced")
     eval_interval: int = _field(10, description="Evaluate on a fixed sample of the validation file every "
                                                 "this many steps.", group="advanced", ge=1, le=100000)
     eval_samples: int = _field(16, description="Size of that fixed validation sample.", group="advanced",
