@@ -77,19 +77,24 @@ class Stack:
 
     def __init__(self, layers, lora_layers):
         self.layers = layers
-        self.lora_layers = lora_layers  # every LoRA layer of the model: all are switched off while applied
+        # Every LoRA layer of the model, and every whole-module copy another loaded adapter carries (the active
+        # adapter's copy would otherwise serve all rows): all are switched off while applied.
+        self.lora_layers = lora_layers
 
     @classmethod
     def build(cls, model, names):
         """A Stack, or None where an adapter is of a kind this does not stack."""
         from peft.tuners.lora import LoraLayer
         from peft.tuners.lora.layer import Linear
+        from peft.utils.other import AuxiliaryTrainingWrapper
 
         if not mixable(model, names):
             return None
         layers, lora_layers = [], []
         try:
             for module in model.modules():
+                if isinstance(module, AuxiliaryTrainingWrapper):
+                    lora_layers.append(module)
                 if not isinstance(module, LoraLayer):
                     continue
                 lora_layers.append(module)

@@ -148,3 +148,24 @@ def test_the_backend_decodes_such_snapshots_one_at_a_time(model, lm_head_adapter
     alone = [run([snapshot])[0].text for snapshot in chosen]
     assert [e.text for e in together] == alone
     assert len(set(alone)) == 3  # the own lm_head really changes the answer
+
+
+def test_another_adapters_module_copy_does_not_leak_into_a_stacked_batch(model, lm_head_adapter):
+    """An adapter with its own lm_head is loaded and active; a stacked batch of others must not use it."""
+    ids = _ids(2)
+    rows = ["wide", BASE_ADAPTER]
+    model.load_adapter(lm_head_adapter, adapter_name="own_head")
+    try:
+        with torch.inference_mode():
+            model.set_adapter("wide")
+            wide = model(input_ids=ids[:1]).logits[0]
+            with model.disable_adapter():
+                base = model(input_ids=ids[:1]).logits[0]
+            model.set_adapter("own_head")
+            with Stack.build(model, ["wide"]).applied(rows):
+                batched = model(input_ids=ids).logits
+            own = model(input_ids=ids[:1]).logits[0]
+        assert torch.allclose(batched[0], wide, atol=1e-4) and torch.allclose(batched[1], base, atol=1e-4)
+        assert not torch.allclose(own, base, atol=1e-2)  # the copy is in use again afterwards
+    finally:
+        model.delete_adapter("own_head")
