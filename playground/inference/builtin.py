@@ -301,7 +301,10 @@ class BuiltinBackend:
                 if cancel.is_set():  # the client left while this waited its turn
                     return
                 names = None if full else self._adapter_names(loaded, snapshots)
-                if names and len(set(names)) > 1 and not mixable(loaded.model, names):
+                # Adapters that cannot be stacked go through PEFT's mixed batch, which fails when any loaded
+                # adapter carries whole-module copies: then one generation per snapshot.
+                if names and len(set(names)) > 1 and loaded.stack(names) is None and \
+                        not mixable(loaded.model, list(loaded.model.peft_config)):
                     for name, index in zip(names, indexes, strict=True):
                         self._generate(loaded, [name], [index], messages, params, tracked, timer, cancel)
                     return

@@ -169,3 +169,37 @@ def test_another_adapters_module_copy_does_not_leak_into_a_stacked_batch(model, 
         assert not torch.allclose(own, base, atol=1e-2)  # the copy is in use again afterwards
     finally:
         model.delete_adapter("own_head")
+
+
+def test_a_batch_peft_must_mix_is_split_when_a_loaded_adapter_has_module_copies(model, lm_head_adapter,
+                                                                                  tmp_path):
+    """DoRA cannot be stacked; PEFT's mixed batch fails once an adapter with its own lm_head is loaded."""
+    import asyncio
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from playground.inference import SamplingParams, collect
+    from playground.inference.builtin import BuiltinBackend
+    from playground.snapshots import Snapshot
+
+    base = model.root / "base"
+    torch.manual_seed(9)
+    dora = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True,
+                                     init_lora_weights=False, task_type="CAUSAL_LM"))
+    dora.save_pretrained(tmp_path / "dora")
+    snap = {name: Snapshot.from_paths(name, base, path, base_model="base")
+            for name, path in (("wide", model.root / "wide"), ("dora", tmp_path / "dora"),
+                               ("own-head", lm_head_adapter))}
+    backend = BuiltinBackend()
+    messages = [{"role": "user", "content": "where is my order 1234"}]
+    params = SamplingParams(temperature=0, max_tokens=8)
+
+    def run(snapshots):
+        return asyncio.run(collect(backend.generate(snapshots, messages, params), len(snapshots)))
+
+    alone = {name: run([s])[0].text for name, s in snap.items()}  # own-head is now loaded (and was active)
+    together = run([snap["wide"], snap["dora"]])
+    assert all(e.type == "done" for e in together), [e.error for e in together]
+    assert [e.text for e in together] == [alone["wide"], alone["dora"]]
