@@ -129,11 +129,14 @@ class _RowStreamer:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
+        # One hand-over per step for all rows: each wakes the event loop's thread, which then competes with
+        # the decoding threads for the cores.
+        events = []
         for row, token in enumerate(value.reshape(len(self.indexes), -1)[:, -1].tolist()):
             if self.done[row]:
                 continue
             if token in self.stop_ids:
-                self._finish(row, "stop")
+                events += self._finish(row, "stop")
                 continue
             self.ids[row].append(token)
             self.timer.mark(self.indexes[row])
@@ -144,24 +147,31 @@ class _RowStreamer:
             delta = text[len(self.sent[row]):]
             if delta:
                 self.sent[row] = text
-                self.emit(StreamEvent(index=self.indexes[row], type="delta", text=delta))
+                events.append(StreamEvent(index=self.indexes[row], type="delta", text=delta))
+        if events:
+            self.emit(*events)
 
     def end(self):
+        events = []
         for row in range(len(self.indexes)):
             if not self.done[row]:
-                self._finish(row, "cancelled" if self.cancel.is_set() else "length")
+                events += self._finish(row, "cancelled" if self.cancel.is_set() else "length")
+        if events:
+            self.emit(*events)
 
     def _finish(self, row, reason):
+        """The row's last events: what text was held back, then `done`."""
         self.done[row] = True
         index = self.indexes[row]
         text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+        events = []
         if text.startswith(self.sent[row]) and text != self.sent[row]:
-            self.emit(StreamEvent(index=index, type="delta", text=text[len(self.sent[row]):]))
+            events.append(StreamEvent(index=index, type="delta", text=text[len(self.sent[row]):]))
         self.sent[row] = text
-        self.emit(StreamEvent(index=index, type="done", text=text, finish_reason=reason,
-                              n_tokens=len(self.ids[row]), n_prompt_tokens=self.n_prompt_tokens,
-                              ttft_s=self.timer.ttft(index),
-                              elapsed_s=self.timer.elapsed()))
+        events.append(StreamEvent(index=index, type="done", text=text, finish_reason=reason,
+                                  n_tokens=len(self.ids[row]), n_prompt_tokens=self.n_prompt_tokens,
+                                  ttft_s=self.timer.ttft(index), elapsed_s=self.timer.elapsed()))
+        return events
 
     @property
     def all_done(self):
@@ -283,10 +293,9 @@ class BuiltinBackend:
         snapshots = [snapshot for _, snapshot in group]
         finished = set()
 
-        def tracked(event):
-            if event.final:
-                finished.add(event.index)
-            emit(event)
+        def tracked(*events):
+            finished.update(event.index for event in events if event.final)
+            emit(*events)
 
         try:
             for snapshot in snapshots:
@@ -369,8 +378,12 @@ class BuiltinBackend:
         cancel = threading.Event()
         timer = Timer()
 
-        def emit(event):
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        def put_all(events):
+            for event in events:
+                queue.put_nowait(event)
+
+        def emit(*events):  # from the decoding thread: one wake-up of the loop per call
+            loop.call_soon_threadsafe(put_all, events)
 
         futures = [loop.run_in_executor(self._executor, self._run_group, group, messages, params, emit, timer,
                                         cancel) for group in self._groups(snapshots)]
