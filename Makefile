@@ -33,7 +33,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 bench: setup
-	for b in bench/*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -18,23 +18,12 @@ baseline's. Goal: p95 ≤ 150 ms for pages.
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["ATTUNE_HOME"] = tempfile.mkdtemp(prefix="attune-bench-pages-")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.pop("DATABASE_URL", None)
-os.environ.pop("REDIS_URL", None)
+import _django  # bench/, the script's folder
 
-import django  # noqa: E402
-
-django.setup()
+_django.setup("attune-bench-pages-")
 
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402

@@ -29,22 +29,12 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["ATTUNE_HOME"] = tempfile.mkdtemp(prefix="attune-bench-")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.pop("REDIS_URL", None)
-os.environ.pop("DATABASE_URL", None)
+import _django  # bench/, the script's folder
 
-import django  # noqa: E402
-
-django.setup()
+_django.setup("attune-bench-")
 
 from channels.layers import channel_layers  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402

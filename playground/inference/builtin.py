@@ -359,7 +359,6 @@ class BuiltinBackend:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             loaded.model.generate(**kwargs)
-        return streamer
 
     # The interface ----------------------------------------------------------
 

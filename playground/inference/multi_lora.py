@@ -75,11 +75,11 @@ class _Layer:
 class Stack:
     """The adapters `names` of one model, concatenated layer by layer; build once, apply to many batches."""
 
-    def __init__(self, layers, lora_layers):
+    def __init__(self, layers, switched):
         self.layers = layers
         # Every LoRA layer of the model, and every whole-module copy another loaded adapter carries (the active
         # adapter's copy would otherwise serve all rows): all are switched off while applied.
-        self.lora_layers = lora_layers
+        self.switched = switched
 
     @classmethod
     def build(cls, model, names):
@@ -90,22 +90,18 @@ class Stack:
 
         if not mixable(model, names):
             return None
-        layers, lora_layers = [], []
+        layers, switched = [], []
         try:
             for module in model.modules():
-                if isinstance(module, AuxiliaryTrainingWrapper):
-                    lora_layers.append(module)
-                if not isinstance(module, LoraLayer):
-                    continue
-                lora_layers.append(module)
-                if not any(name in module.lora_A for name in names):
-                    continue
-                if type(module) is not Linear:
-                    raise Unsupported(type(module).__name__)
-                layers.append(_Layer(module, names))
+                if isinstance(module, (AuxiliaryTrainingWrapper, LoraLayer)):
+                    switched.append(module)
+                if isinstance(module, LoraLayer) and any(name in module.lora_A for name in names):
+                    if type(module) is not Linear:
+                        raise Unsupported(type(module).__name__)
+                    layers.append(_Layer(module, names))
         except Unsupported:
             return None
-        return cls(layers, lora_layers)
+        return cls(layers, switched)
 
     @contextlib.contextmanager
     def applied(self, rows):
@@ -114,7 +110,7 @@ class Stack:
         PEFT's own layers are switched off layer by layer (`PeftModel.disable_adapter` first inspects the
         whole model, about 6 ms on attune-tiny, paid at every request)."""
         handles = []
-        switched = [module for module in self.lora_layers if not module.disable_adapters]
+        switched = [module for module in self.switched if not module.disable_adapters]
         try:
             for layer in self.layers:
                 mask = layer.mask(rows)[:, None, :]  # (rows, 1, Σr): broadcast over positions

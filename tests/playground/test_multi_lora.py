@@ -79,7 +79,7 @@ def test_the_model_is_left_as_it_was(model):
             pass
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)
-    assert all(not module.disable_adapters for module in Stack.build(model, ["wide"]).lora_layers)
+    assert all(not module.disable_adapters for module in Stack.build(model, ["wide"]).switched)
     assert not any(module._forward_hooks for module in model.modules())
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, start_studio, stop_studio, studio_env
+from tests.conftest import ROOT, manage, start_studio, stop_studio, studio_env
 from tests.servers import redis_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -132,14 +132,15 @@ def tiny_home_template(tmp_path_factory):
     """Migrated, with the demo data and attune-tiny built without its pre-training (these tests need
     a model that trains, not one that answers well), so the template takes seconds, not minutes."""
     home = tmp_path_factory.mktemp("tiny-home")
-    env = {**studio_env(home), "PYTHONPATH": str(ROOT)}
     build = ("import sys; from pathlib import Path; from training.demo_data import corpus_texts; "
              "from training.demo_model import build_tiny_model; "
              "build_tiny_model(Path(sys.argv[1]), corpus_texts(), pretrain_steps=0)")
-    for command in ([sys.executable, "-c", build, str(home / "models" / "attune-tiny")],
-                    [sys.executable, "manage.py", "migrate", "--noinput", "--skip-checks"],
-                    [sys.executable, "manage.py", "bootstrap_demo", "--skip-checks"]):
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", build, str(home / "models" / "attune-tiny")], cwd=ROOT,
+                          env={**studio_env(home), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for command in (("migrate", "--noinput"), ("bootstrap_demo",)):
+        done = manage(home, *command, "--skip-checks", check=False)
         assert done.returncode == 0, done.stderr[-3000:]
     return home
 

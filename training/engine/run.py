@@ -128,9 +128,8 @@ class Job:
         # fp32 on CPU: bf16 there is emulated and measured several times slower.
         model = AutoModelForCausalLM.from_pretrained(
             self.spec.model, dtype=torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32)
-        # No KV cache while training: it also lets packed rows get their block-diagonal mask from position_ids.
-        model.config.use_cache = False
-        if self.spec.packing and self.spec.method == "supervised":
+        model.config.use_cache = False  # no KV cache while training
+        if self.spec.packing:  # the spec allows it for supervised jobs only
             from .attention import use_varlen
 
             # Packed rows: attention per example, not over the whole flattened batch.
