@@ -377,6 +377,31 @@ def test_resume_after_a_kill_reproduces_epochs_two_and_three(tmp_path, tiny_mode
 
 
 @pytest.mark.slow
+def test_a_pause_asked_for_on_an_epochs_last_step_keeps_that_epochs_checkpoint(tmp_path, tiny_model, files,
+                                                                               monkeypatch):
+    from training.engine.callbacks import ProgressCallback
+
+    original = ProgressCallback.on_step_end
+
+    def ask_at_first_epoch_end(self, args, state, control, **kwargs):
+        if state.global_step == self.steps_per_epoch:
+            self.pause_requested = True
+        return original(self, args, state, control, **kwargs)
+
+    spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]), n_epochs=2,
+                      learning_rate_multiplier=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(ProgressCallback, "on_step_end", ask_at_first_epoch_end)
+        status, first = run_in_process(spec)
+    assert status == 0
+    assert [c["epoch"] for c in of_type(first, "checkpoint")] == [1]
+    assert of_type(first, "paused")[0]["step"] == 7  # one step into epoch 2 (6 steps an epoch)
+    status, resumed = run_in_process(spec, "--resume")
+    assert status == 0 and resumed[-1]["type"] == "done"
+    assert [c["epoch"] for c in of_type(first + resumed, "checkpoint")] == [1, 2]
+
+
+@pytest.mark.slow
 def test_pause_saves_state_and_resume_finishes(tmp_path, tiny_model, files):
     spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]), n_epochs=2,
                       learning_rate_multiplier=1)

@@ -62,7 +62,11 @@ class ProgressCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.step_started is not None:
             self.step_seconds += time.perf_counter() - self.step_started
-        if self._agree(self.pause_requested):
+        # A pause asked for on an epoch's last step waits for the next step: pausing here would skip that
+        # epoch's evaluation and checkpoint (on_epoch_end does nothing while pausing), and resume would not
+        # come back to them. Every rank sees the same step, so all skip the agreement together.
+        at_epoch_end = state.global_step % self.steps_per_epoch == 0
+        if not at_epoch_end and self._agree(self.pause_requested):
             self.pausing = True
             control.should_save = True
             control.should_training_stop = True
