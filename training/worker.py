@@ -582,14 +582,15 @@ class JobRun:
                 status=FineTuningJob.SUCCEEDED, fine_tuned_model=name, finished_at=timezone.now(),
                 trained_tokens=self.done.get("trained_tokens"), result_files=[results.public_id],
                 step=job.total_steps or job.step, estimated_finish=None, control="", engine_pid=None)
+            if updated:  # with the status, so whoever sees `succeeded` also sees the closing events
+                job.record_event(f"New fine-tuned model created: {name}", dedupe_key="model-created")
+                job.record_event("The job has successfully completed", dedupe_key="succeeded")
         job.refresh_from_db()
         if not updated:
             return
         if final is not None:
             final.job = job
             publish(job, "checkpoint", payloads.checkpoint_payload(final))
-        job.record_event(f"New fine-tuned model created: {name}", dedupe_key="model-created")
-        job.record_event("The job has successfully completed", dedupe_key="succeeded")
         job._announce_end("fine_tuning.job.succeeded")
 
 
