@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # from_pretrained builds models under process-wide init contexts (meta device): two threads loading at
 # once corrupt each other's weights, so loads take turns.
 _LOAD_LOCK = threading.Lock()
+
+# Text reaches the page in bursts at most this often (a row's first text and its end go at once).
+STREAM_INTERVAL_S = 1 / 30
 
 
 class _Loaded:
@@ -112,8 +116,12 @@ class _RowStreamer:
     generate() pads it with afterwards is ignored.
     """
 
-    def __init__(self, tokenizer, indexes, stop_ids, emit, timer, cancel, n_prompt_tokens=0):
+    def __init__(self, tokenizer, indexes, stop_ids, emit, timer, cancel, n_prompt_tokens=0,
+                 interval=STREAM_INTERVAL_S):
         self.tokenizer = tokenizer
+        self.interval = interval
+        self.pending = []
+        self.last_flush = None
         self.n_prompt_tokens = n_prompt_tokens
         self.indexes = indexes
         self.stop_ids = stop_ids
@@ -129,14 +137,13 @@ class _RowStreamer:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        # One hand-over per step for all rows: each wakes the event loop's thread, which then competes with
-        # the decoding threads for the cores.
-        events = []
+        events, urgent = [], False
         for row, token in enumerate(value.reshape(len(self.indexes), -1)[:, -1].tolist()):
             if self.done[row]:
                 continue
             if token in self.stop_ids:
                 events += self._finish(row, "stop")
+                urgent = True
                 continue
             self.ids[row].append(token)
             self.timer.mark(self.indexes[row])
@@ -146,18 +153,34 @@ class _RowStreamer:
                 continue
             delta = text[len(self.sent[row]):]
             if delta:
+                first = not self.sent[row]
                 self.sent[row] = text
                 events.append(StreamEvent(index=self.indexes[row], type="delta", text=delta))
-        if events:
-            self.emit(*events)
+                urgent = urgent or first
+        self._send(events, urgent)
 
     def end(self):
         events = []
         for row in range(len(self.indexes)):
             if not self.done[row]:
                 events += self._finish(row, "cancelled" if self.cancel.is_set() else "length")
-        if events:
-            self.emit(*events)
+        self._send(events, urgent=True)
+
+    def _send(self, events, urgent):
+        """Hand events over in bursts: a row's first text and its end at once, other text at most every
+        `interval` seconds. Each hand-over wakes the event loop's thread, which then takes the GIL and a core
+        from the decoding thread; a burst costs what one token does."""
+        for event in events:
+            held = next((e for e in reversed(self.pending) if e.index == event.index), None)
+            if event.type == "delta" and held is not None and held.type == "delta":
+                held.text += event.text  # one delta per row and burst
+            else:
+                self.pending.append(event)
+        now = time.perf_counter()
+        if self.pending and (urgent or self.last_flush is None or now - self.last_flush >= self.interval):
+            self.emit(*self.pending)
+            self.pending = []
+            self.last_flush = now
 
     def _finish(self, row, reason):
         """The row's last events: what text was held back, then `done`."""

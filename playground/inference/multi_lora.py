@@ -113,7 +113,7 @@ class Stack:
         switched = [module for module in self.switched if not module.disable_adapters]
         try:
             for layer in self.layers:
-                mask = layer.mask(rows)[:, None, :]  # (rows, 1, Σr): broadcast over positions
+                mask = layer.mask(rows)  # (rows, Σr)
                 handles.append(layer.module.register_forward_hook(_hook(layer, mask)))
             for module in switched:
                 module.enable_adapters(False)
@@ -126,9 +126,17 @@ class Stack:
 
 
 def _hook(layer, mask):
+    a, b = layer.a, layer.b
+    rows, rank = mask.shape
+
     def add_delta(module, args, output):
-        x = args[0]
-        delta = ((x.to(layer.a.dtype) @ layer.a) * mask) @ layer.b
-        return output + delta.to(output.dtype)
+        x = args[0].reshape(-1, a.shape[0])  # (rows × positions, in)
+        h = (x if x.dtype == a.dtype else x.to(a.dtype)) @ a
+        h.view(rows, -1, rank).mul_(mask[:, None, :])  # each row keeps its own adapter's columns
+        if output.dtype == b.dtype and output.is_contiguous():
+            # In place into the base layer's fresh output: no delta tensor, no sum tensor.
+            output.view(-1, b.shape[1]).addmm_(h, b)
+            return output
+        return output + (h @ b).to(output.dtype).view(output.shape)
 
     return add_delta

@@ -131,3 +131,46 @@ def test_bad_conversations_name_the_message(messages, param):
     with pytest.raises(InferenceError) as caught:
         validate_messages(messages)
     assert caught.value.param == param
+
+
+def _stream(tokenizer, rows, interval):
+    """Feed a _RowStreamer two rows of tokens, step by step, as generate() does; what it hands over."""
+    import threading
+
+    import torch
+
+    from playground.inference.base import Timer
+    from playground.inference.builtin import _RowStreamer
+
+    bursts = []
+    streamer = _RowStreamer(tokenizer, [0, 1], {tokenizer.eos_token_id}, lambda *e: bursts.append(e), Timer(),
+                            threading.Event(), interval=interval)
+    streamer.put(torch.zeros(2, 3, dtype=torch.long))  # the prompt
+    for step in zip(*rows, strict=True):
+        streamer.put(torch.tensor(step))
+    streamer.end()
+    return bursts
+
+
+def test_stream_text_goes_out_in_bursts_with_first_text_and_end_at_once(tiny_models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    words = tokenizer("where is my order and when will it arrive", add_special_tokens=False)["input_ids"]
+    assert len(words) >= 6
+    rows = [words[:6], words[:3] + [tokenizer.eos_token_id] * 3]
+
+    every_token = _stream(tokenizer, rows, interval=0)
+    held = _stream(tokenizer, rows, interval=3600)
+
+    for bursts in (every_token, held):
+        events = [e for burst in bursts for e in burst]
+        for index, ids in ((0, words[:6]), (1, words[:3])):
+            done = [e for e in events if e.index == index and e.type == "done"]
+            assert len(done) == 1 and done[0].text == tokenizer.decode(ids, skip_special_tokens=True)
+            assert "".join(e.text for e in events if e.index == index and e.type == "delta") == done[0].text
+    assert len(every_token) >= 6  # one hand-over per step
+    # Held: both rows' first text at once, row 1's end when it stops, then the rest of row 0 as ONE delta
+    # with its end.
+    assert [[(e.index, e.type) for e in burst] for burst in held] == [
+        [(0, "delta"), (1, "delta")], [(0, "delta"), (1, "delta"), (1, "done")], [(0, "delta"), (0, "done")]]
