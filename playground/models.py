@@ -205,6 +205,14 @@ class Output(models.Model):
     def __str__(self):
         return f"{self.public_id} ({self.snapshot_name})"
 
+    # What a blind viewer reads for a failed output: the reason itself names the snapshot or its kind
+    # ("holds full weights", an adapter's rank, a checkpoint that was deleted).
+    BLIND_ERROR = "No output: generation failed. The reason shows with the model names."
+
+    def error_for(self, reveal):
+        """The failure to show: the stored reason once names show, a neutral line while blind."""
+        return self.error if reveal or not self.error else self.BLIND_ERROR
+
     def record(self, event):
         """Store a final StreamEvent (done or error)."""
         self.status = self.DONE if event.type == "done" else self.ERROR

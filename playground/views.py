@@ -62,11 +62,13 @@ def _get_task_for_user(request, task_id, admin=False):
 
 def _columns(comparison, reveal):
     return [{"position": o.position, "label": column_label(o.position),
-             **({"snapshot": o.snapshot_name} if reveal else {})} for o in comparison.ordered_outputs]
+             **({"snapshot": o.snapshot_name, "error": o.error} if reveal else {})}
+            for o in comparison.ordered_outputs]
 
 
-def _output_payload(output):
-    return {"position": output.position, "status": output.status, "text": output.text, "error": output.error,
+def _output_payload(output, reveal):
+    return {"position": output.position, "status": output.status, "text": output.text,
+            "error": output.error_for(reveal),
             "finish_reason": output.finish_reason, "n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms,
             "tokens_per_second": output.tokens_per_second}
 
@@ -169,7 +171,7 @@ async def _replay_events(comparison):
     for output in outputs:
         if output.text:
             yield _sse({"position": output.position, "delta": output.text})
-        yield _sse({**_output_payload(output), "done": True})
+        yield _sse({**_output_payload(output, not comparison.blind), "done": True})
     yield _sse({"finished": True})
 
 
@@ -183,7 +185,7 @@ async def _generate_events(comparison):
         except UnknownModel as exc:
             event = _error_event(str(exc))
             await sync_to_async(output.record)(event)
-            yield _sse({**_output_payload(output), "done": True})
+            yield _sse({**_output_payload(output, not comparison.blind), "done": True})
     try:
         params = SamplingParams.from_dict(comparison.params)
         if runnable:
@@ -193,12 +195,12 @@ async def _generate_events(comparison):
                     yield _sse({"position": output.position, "delta": event.text})
                     continue
                 await sync_to_async(output.record)(event)
-                yield _sse({**_output_payload(output), "done": True})
+                yield _sse({**_output_payload(output, not comparison.blind), "done": True})
     except InferenceError as exc:
         for output in runnable:
             if output.status == Output.PENDING:
                 await sync_to_async(output.record)(_error_event(exc.message))
-                yield _sse({**_output_payload(output), "done": True})
+                yield _sse({**_output_payload(output, not comparison.blind), "done": True})
     finally:
         # Outputs left pending (the browser went away mid-stream) end as cancelled, so rating can go on.
         for output in runnable:
@@ -220,6 +222,10 @@ def compare_rate(request, comparison_id):
     comparison = _get_comparison_for_user(request, comparison_id)
     if not comparison.all_finished:
         return JsonResponse({"errors": {"__all__": ["Rate once every output has finished."]}}, status=409)
+    if comparison.blind and comparison.rating_by(request.user):
+        # A verdict given after the names showed would not be blind.
+        return JsonResponse({"errors": {"__all__": ["You have rated this blind comparison; the names are shown "
+                                                     "now, so the rating is final."]}}, status=409)
     shown = comparison.ordered_outputs
     scores, comments, verdict, best = _read_scores(request.POST, len(shown))
     try:
@@ -236,11 +242,11 @@ def comparison_detail(request, comparison_id):
     comparison = _get_comparison_for_user(request, comparison_id)
     rating = comparison.rating_by(request.user)
     scores = {s.output_id: s for s in rating.scores.all()} if rating else {}
-    outputs = [{"output": o, "label": column_label(o.position), "score": scores.get(o.pk)}
-               for o in comparison.ordered_outputs]
+    reveal = comparison.names_visible_to(request.user)
+    outputs = [{"output": o, "label": column_label(o.position), "score": scores.get(o.pk),
+                "error": o.error_for(reveal)} for o in comparison.ordered_outputs]
     return render(request, "playground/comparison.html", {
-        "comparison": comparison, "outputs": outputs, "rating": rating,
-        "reveal": comparison.names_visible_to(request.user),
+        "comparison": comparison, "outputs": outputs, "rating": rating, "reveal": reveal,
     })
 
 
@@ -352,7 +358,8 @@ def rating_task_rate(request, task_id):
             errors = exc.errors
     previous = {s.output_id: s for s in rating.scores.all()} if rating else {}
     columns = [{"output": o, "label": column_label(i), "position": i, "score": previous.get(o.pk),
-                "error": errors.get(f"score_{i}")} for i, o in enumerate(shown)]
+                "error": errors.get(f"score_{i}"), "failure": o.error_for(reveal=False)}
+               for i, o in enumerate(shown)]
     best_position = next((i for i, o in enumerate(shown) if rating and rating.best_id == o.pk), None)
     return render(request, "playground/task_rate.html", {
         "task": task, "item": item, "columns": columns, "rating": rating, "errors": errors,

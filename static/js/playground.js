@@ -172,6 +172,7 @@
     data.columns.forEach(c => {
       const box = columnsBox.querySelector(`[data-position="${c.position}"]`);
       box.querySelector(".snapshot-name").textContent = c.snapshot;
+      if (c.error) box.querySelector(".output").textContent = c.error;  // the reason, now that names show
     });
     rateForm.querySelectorAll("input, textarea").forEach(i => { i.disabled = true; });
     submitRating.disabled = true;

@@ -50,6 +50,35 @@ def test_blind_mode_hides_names_in_the_page_answer_and_stream_until_rated(admin_
     assert all(name in page for name in names)
 
 
+def test_a_failed_output_does_not_name_its_snapshot_until_rated(admin_client, snapshots):
+    gone = snapshots.checkpoints[0]
+    names = [gone.model_name, snapshots.names[-1]]
+    started = _start(admin_client, names).json()
+    gone.delete()  # after the start: the output fails with "The model '<name>' does not exist."
+    body, events = _stream(admin_client, started["stream_url"])
+    page = admin_client.get(started["page_url"]).content.decode()
+    failed = [e for e in events if e.get("status") == "error"]
+    assert len(failed) == 1 and failed[0]["error"] == Output.BLIND_ERROR
+    for name in names:
+        assert name not in body and name not in page
+    assert Output.objects.get(comparison__public_id=started["id"], snapshot_name=gone.model_name).error
+
+    rated = admin_client.post(started["rate_url"], _rating_form(2)).json()
+    reason = next(c["error"] for c in rated["columns"] if c["snapshot"] == gone.model_name)
+    assert gone.model_name in reason and "does not exist" in reason
+    assert reason in admin_client.get(started["page_url"]).content.decode().replace("&#x27;", "'")
+
+
+def test_a_blind_rating_cannot_change_once_the_names_are_shown(admin_client, snapshots):
+    started = _start(admin_client, snapshots.names[:2]).json()
+    _stream(admin_client, started["stream_url"])
+    assert admin_client.post(started["rate_url"], _rating_form(2, best=0)).status_code == 200
+    again = admin_client.post(started["rate_url"], _rating_form(2, best=1))
+    assert again.status_code == 409 and "final" in again.json()["errors"]["__all__"][0]
+    rating = Rating.objects.get(comparison__public_id=started["id"])
+    assert rating.best.position == 0
+
+
 def test_positions_and_scores_are_stored_as_shown(admin_client, snapshots):
     started = _start(admin_client, snapshots.names[:3]).json()
     _stream(admin_client, started["stream_url"])

@@ -84,6 +84,18 @@ def test_the_evaluator_queue_shows_outputs_blind_then_moves_on(ready_task, evalu
     assert done.status_code == 302 and "/rate/" not in done["Location"]
 
 
+def test_a_failed_output_in_the_queue_does_not_name_its_snapshot(ready_task, evaluator_user, snapshots):
+    from playground.models import Output
+
+    failed = ready_task.items.get(index=0).outputs.first()
+    failed.status, failed.text = Output.ERROR, ""
+    failed.error = f"The adapter of '{failed.snapshot_name}' has rank 64; the server allows 16."
+    failed.save()
+    html = _client_for(evaluator_user).get(f"/playground/tasks/{ready_task.public_id}/rate/?item=0").content.decode()
+    assert Output.BLIND_ERROR in html
+    assert not any(name in html for name in snapshots.names[:3])
+
+
 def test_each_evaluator_sees_a_shuffled_order_that_stays_the_same(ready_task, evaluator_user, second_evaluator):
     item = ready_task.items.get(index=0)
     first = [o.pk for o in ready_task.order_for(evaluator_user, item)]
