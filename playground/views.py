@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -394,11 +394,16 @@ def rating_task_restart(request, task_id):
 
 
 def _ratings_for(request, task):
-    """The ratings a leaderboard may use. Evaluators see a task's board once their own queue is done."""
+    """The ratings a leaderboard may use. Evaluators see a task's board once their own queue is done; on the
+    overall board, the compare page's ratings and those of their own tasks that they finished or that closed."""
     ratings = Rating.objects.prefetch_related(
         Prefetch("scores", queryset=Score.objects.select_related("output"))).select_related("best", "rater")
     if task is not None:
-        ratings = ratings.filter(item__task=task)
+        return ratings.filter(item__task=task)
+    if not is_admin(request.user):
+        visible = [t.pk for t in request.user.rating_tasks.all()
+                   if not t.is_open or t.next_item_for(request.user) is None]
+        ratings = ratings.filter(Q(item__isnull=True) | Q(item__task__in=visible))
     return ratings
 
 

@@ -213,3 +213,22 @@ def test_outputs_are_generated_by_a_background_thread(tiny_models):
     task.refresh_from_db()
     assert task.status == RatingTask.READY and task.n_generated == 2
     assert all(item.generated for item in task.items.all())
+
+
+def test_the_overall_board_holds_a_task_back_from_an_evaluator_until_their_queue_is_done(
+        ready_task, evaluator_user, second_evaluator):
+    ivan = _client_for(second_evaluator)
+    for index in (0, 1):
+        _rate(ivan, ready_task, index)
+    eve = _client_for(evaluator_user)
+
+    def board():
+        page = eve.get("/playground/leaderboard/").content.decode()
+        export = eve.get("/playground/leaderboard/export/?kind=leaderboard&format=jsonl").content.decode()
+        return page.count("data-snapshot="), len(export.splitlines())
+
+    assert board() == (0, 0)  # ivan's verdicts would steer hers
+    assert ivan.get("/playground/leaderboard/").content.decode().count("data-snapshot=") == 3
+    for index in (0, 1):
+        _rate(eve, ready_task, index)
+    assert board() == (3, 3)
