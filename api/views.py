@@ -18,7 +18,7 @@ from django.db.models import Q, TextField
 from django.db.models.deletion import ProtectedError
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from api import objects
@@ -26,6 +26,7 @@ from api.auth import RATERS, api_view
 from api.errors import ApiError, error_response, not_found
 from api.job_requests import request_param, spec_from_request
 from api.models_catalog import find_model, list_models
+from config.streaming import FileStream
 from training.datasets import store_upload
 from training.models import DataFile, FineTuningJob
 
@@ -221,8 +222,8 @@ def file_content(request, file_id):
         response["Content-Disposition"] = f'attachment; filename="{data_file.filename}"'
         return response
     # Training files can be large: streamed from disk, never read whole.
-    return FileResponse(open(data_file.full_path, "rb"), as_attachment=True, filename=data_file.filename,
-                        content_type="application/octet-stream")
+    return FileStream(open(data_file.full_path, "rb"), as_attachment=True, filename=data_file.filename,
+                      content_type="application/octet-stream")
 
 
 # --- fine-tuning jobs ------------------------------------------------------------

@@ -9,13 +9,14 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from config.access import admin_required, is_admin
+from config.streaming import FileStream
 from dashboard.consumers import build_traces
 from dashboard.forms import (
     BaseModelForm,
@@ -104,7 +105,7 @@ def dataset_download(request, file_id):
     data_file = _get_file(file_id)
     if not data_file.full_path.exists():
         raise Http404("The file's content is no longer on disk.")
-    return FileResponse(open(data_file.full_path, "rb"), as_attachment=True, filename=data_file.filename)
+    return FileStream(open(data_file.full_path, "rb"), as_attachment=True, filename=data_file.filename)
 
 
 def _render_example(example):

@@ -8,6 +8,7 @@ the snapshot names go out in the answer to the rating itself.
 import csv
 import io
 import json
+import logging
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
@@ -23,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from config.access import is_admin, rater_required
+from config.streaming import in_thread
 from playground import leaderboard as vote_math
 from playground.forms import CompareForm, RatingTaskForm
 from playground.inference import InferenceError, SamplingParams, get_backend
@@ -38,6 +40,8 @@ from playground.models import (
 )
 from playground.snapshots import UnknownModel, list_snapshots, resolve_snapshot
 from training.models import Checkpoint
+
+log = logging.getLogger(__name__)
 
 # Helpers ---------------------------------------------------------------------
 
@@ -488,31 +492,41 @@ def leaderboard_export(request):
 # Checkpoint export -----------------------------------------------------------
 
 
-@login_required
-@require_GET
-def checkpoint_download(request, checkpoint_id):
-    from playground import export
-
+def _checkpoint_to_export(request, checkpoint_id, fmt):
+    """The checkpoint and whether it must be merged first, or the response that refuses."""
     checkpoint = get_object_or_404(Checkpoint.objects.select_related("job__base_model"), public_id=checkpoint_id)
     if not is_admin(request.user):
         raise PermissionDenied("Only admins download checkpoints.")
-    fmt = request.GET.get("format", "adapter")
-    folder = checkpoint.full_path
-    if not folder.is_dir():
+    if fmt not in ("adapter", "merged"):
+        return HttpResponseBadRequest("format must be adapter or merged."), False
+    if not checkpoint.full_path.is_dir():
         return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
-                            status=410, content_type="text/plain")
-    is_lora = (folder / "adapter_config.json").exists()
-    if fmt == "adapter":
-        files = export.export_files(folder)
-    elif fmt == "merged":
+                            status=410, content_type="text/plain"), False
+    return checkpoint, fmt == "merged" and (checkpoint.full_path / "adapter_config.json").exists()
+
+
+@login_required
+@require_GET
+async def checkpoint_download(request, checkpoint_id):
+    from playground import export
+
+    fmt = request.GET.get("format", "adapter")
+    checkpoint, merge = await sync_to_async(_checkpoint_to_export)(request, checkpoint_id, fmt)
+    if isinstance(checkpoint, HttpResponse):
+        return checkpoint
+    folder = checkpoint.full_path
+    if merge:
+        # Minutes for a large model: in a thread of its own, so other requests go on meanwhile.
         try:
-            files = export.export_files(export.merged_folder(checkpoint) if is_lora else folder)
+            folder = await sync_to_async(export.merged_folder, thread_sensitive=False)(checkpoint)
         except OSError as exc:
             return HttpResponse(f"Could not build the merged model: {exc}", status=503, content_type="text/plain")
-        files = [(p, n) for p, n in files if n != "COMPLETE"]
-    else:
-        return HttpResponseBadRequest("format must be adapter or merged.")
+        except Exception as exc:  # a damaged adapter or base: say which, never a 500
+            log.exception("Merging %s failed", checkpoint.public_id)
+            return HttpResponse(f"Could not merge {checkpoint.public_id} into its base model "
+                                f"({type(exc).__name__}: {exc}).", status=422, content_type="text/plain")
+    files = [(p, n) for p, n in export.export_files(folder) if n != "COMPLETE"]
     safe_name = f"{checkpoint.job.public_id}-epoch{checkpoint.epoch}-step{checkpoint.step}-{fmt}.zip"
-    response = StreamingHttpResponse(export.stream_zip(files), content_type="application/zip")
+    response = StreamingHttpResponse(in_thread(export.stream_zip(files)), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{safe_name}"'
     return response

@@ -84,8 +84,9 @@ def test_bad_list_parameters_are_named(api):
 def test_retrieve_and_content(api, demo_jsonl, train_file):
     assert api.get(f"/v1/files/{train_file}").json()["id"] == train_file
     resp = api.get(f"/v1/files/{train_file}/content")
-    assert resp.status_code == 200 and b"".join(resp.streaming_content if resp.streaming else [resp.content]) \
-        == demo_jsonl["train"].encode()
+    assert resp.status_code == 200 and resp.is_async  # read block by block under the ASGI server
+    assert b"".join(resp) == demo_jsonl["train"].encode()
+    assert int(resp["Content-Length"]) == len(demo_jsonl["train"].encode())
 
 
 def test_result_files_come_back_base64_encoded(api, settings):

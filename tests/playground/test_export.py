@@ -13,7 +13,7 @@ from playground.snapshots import resolve_snapshot
 def _zip(resp):
     assert resp.status_code == 200, resp.content[:300] if not resp.streaming else resp.status_code
     assert resp.streaming and resp["Content-Type"] == "application/zip"
-    return zipfile.ZipFile(io.BytesIO(b"".join(resp.streaming_content)))
+    return zipfile.ZipFile(io.BytesIO(b"".join(resp)))
 
 
 def test_adapter_download_holds_the_adapter_and_tokenizer_only(admin_client, snapshots):
@@ -67,3 +67,54 @@ def test_a_checkpoint_whose_files_are_gone_says_so(admin_client, snapshots):
     checkpoint.save()
     resp = admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/")
     assert resp.status_code == 410 and b"missing" in resp.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_zip_goes_out_block_by_block_under_the_asgi_server(admin_user, snapshots, monkeypatch):
+    """Django's ASGI handler sends an async response part by part, and reads a sync one into a list first."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from playground import export
+
+    monkeypatch.setattr(export, "CHUNK", 4096)
+    made = []
+    blocks = export.stream_zip
+
+    def counted(files):
+        for block in blocks(files):
+            made.append(len(block))
+            yield block
+
+    monkeypatch.setattr(export, "stream_zip", counted)
+    checkpoint = snapshots.checkpoints[0]
+
+    async def download():
+        client = AsyncClient()
+        await client.aforce_login(admin_user)
+        resp = await client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=adapter")
+        assert resp.status_code == 200 and resp.is_async
+        parts, made_at_first = [], None
+        async for part in resp:  # what the ASGI handler does
+            parts.append(part)
+            made_at_first = len(made) if made_at_first is None else made_at_first
+        return b"".join(parts), made_at_first
+
+    body, made_at_first = async_to_sync(download)()
+    assert made_at_first == 1 and len(made) > 10  # the first block left before the second was read
+    archive = zipfile.ZipFile(io.BytesIO(body))
+    assert archive.read("adapter_model.safetensors") == (checkpoint.full_path / "adapter_model.safetensors").read_bytes()
+
+
+def test_a_damaged_adapter_cannot_be_merged_and_says_so(admin_client, snapshots, settings):
+    import shutil
+
+    checkpoint = snapshots.checkpoints[2]
+    damaged = settings.ATTUNE_HOME / "damaged-checkpoint"  # the test models are shared: damage a copy
+    shutil.rmtree(damaged, ignore_errors=True)
+    shutil.copytree(checkpoint.full_path, damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    checkpoint.path = damaged.name
+    checkpoint.save()
+    resp = admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=merged")
+    assert resp.status_code == 422 and checkpoint.public_id in resp.content.decode()
