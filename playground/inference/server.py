@@ -28,13 +28,15 @@ class _HTTPError(Exception):
 
 
 class InferenceServer:
-    def __init__(self, backend, base, max_lora_rank=16, lora_root=None, api_key="", max_model_len=None):
+    def __init__(self, backend, base, max_lora_rank=16, lora_root=None, api_key="", max_model_len=None,
+                 list_max_lora_rank=True):
         self.backend = backend
         self.base = base                      # the base model's Snapshot
         self.max_lora_rank = max_lora_rank
         self.lora_root = Path(lora_root).resolve() if lora_root else None
         self.api_key = api_key
         self.max_model_len = max_model_len
+        self.list_max_lora_rank = list_max_lora_rank  # vLLM's own listing does not show it
         self.adapters = {}                    # name -> Snapshot
         self.created = int(time.time())
 
@@ -77,7 +79,7 @@ class InferenceServer:
     def models(self):
         data = [{"id": self.base.name, "object": "model", "created": self.created, "owned_by": "attune",
                  "root": self.base.base_path, "parent": None, "max_model_len": self.max_model_len,
-                 "max_lora_rank": self.max_lora_rank}]
+                 **({"max_lora_rank": self.max_lora_rank} if self.list_max_lora_rank else {})}]
         data += [{"id": name, "object": "model", "created": self.created, "owned_by": "attune",
                   "root": s.weights_path, "parent": self.base.name} for name, s in self.adapters.items()]
         return {"object": "list", "data": data}
@@ -130,6 +132,8 @@ class InferenceServer:
             messages = validate_messages(body.get("messages"))
         except InferenceError as exc:
             raise _HTTPError(400, exc.message, param=exc.param, code=exc.code) from None
+        if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+            raise _HTTPError(400, "stream_options must be an object.", param="stream_options")
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         model = body["model"]

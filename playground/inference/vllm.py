@@ -7,8 +7,14 @@
   blocks for a name that is reused (vllm-project/vllm#42125).
 - Before loading, the adapter's rank is checked against the server's
   `max_lora_rank`: read from the server's `/v1/models` entry when it gives
-  one (`manage.py serve_inference` does), else from VLLM_MAX_LORA_RANK
-  (vLLM's own default is 16).
+  one (`manage.py serve_inference` does), else from VLLM_MAX_LORA_RANK.
+  vLLM itself does not list it; with neither, the server's own refusal
+  ("LoRA rank … is greater than max_lora_rank …") is passed on as the same
+  clear error.
+- Loads of different adapters go out together; two requests for the same
+  new adapter load it once.
+- An error the server sends inside a stream (`data: {"error": …}`) ends
+  that output as an error.
 - The outputs of one request go out as concurrent streaming requests;
   vLLM batches them on its side.
 - The adapter folder's path is sent as it is on this host: the vLLM host
@@ -21,6 +27,7 @@ server) and base models other than the one the server serves.
 import asyncio
 import json
 import os
+import re
 import uuid
 import weakref
 
@@ -28,8 +35,6 @@ import httpx
 
 from playground.inference.base import AdapterRankError, InferenceError, StreamEvent, Timer, validate_messages
 from playground.snapshots import BASE, FULL
-
-DEFAULT_MAX_LORA_RANK = 16
 
 
 class VLLMBackend:
@@ -43,7 +48,7 @@ class VLLMBackend:
         self.configured_max_rank = max_lora_rank or int(os.environ.get("VLLM_MAX_LORA_RANK") or 0) or None
         self.timeout = timeout
         self._served = {}          # snapshot key -> the adapter name it was loaded under
-        self._load_locks = weakref.WeakKeyDictionary()  # one asyncio lock per event loop
+        self._load_locks = weakref.WeakKeyDictionary()  # event loop -> {snapshot key: asyncio lock}
         self._server = None
 
     def _client(self):
@@ -68,7 +73,7 @@ class VLLMBackend:
         base = bases[0]
         self._server = {
             "base": base["id"], "root": base.get("root") or base["id"],
-            "max_lora_rank": base.get("max_lora_rank") or self.configured_max_rank or DEFAULT_MAX_LORA_RANK,
+            "max_lora_rank": base.get("max_lora_rank") or self.configured_max_rank,
             "adapters": {m["id"]: m.get("root") for m in models if m.get("parent")},
         }
         return self._server
@@ -89,12 +94,12 @@ class VLLMBackend:
         if snapshot.kind == BASE:
             return server["base"]
         loop = asyncio.get_running_loop()
-        lock = self._load_locks.setdefault(loop, asyncio.Lock())
+        lock = self._load_locks.setdefault(loop, {}).setdefault(snapshot.key, asyncio.Lock())
         async with lock:
             served = self._served.get(snapshot.key)
             if served:
                 return served
-            if snapshot.lora_rank and snapshot.lora_rank > server["max_lora_rank"]:
+            if snapshot.lora_rank and server["max_lora_rank"] and snapshot.lora_rank > server["max_lora_rank"]:
                 raise AdapterRankError(snapshot.name, snapshot.lora_rank, server["max_lora_rank"])
             name = f"{snapshot.key}-{uuid.uuid4().hex[:8]}"
             resp = await client.post("/v1/load_lora_adapter",
@@ -102,6 +107,9 @@ class VLLMBackend:
             if resp.status_code != 200:
                 detail = _error_text(resp)
                 if "max_lora_rank" in detail:
+                    limit = re.search(r"max_lora_rank\D{0,5}(\d+)", detail)
+                    if snapshot.lora_rank and limit:
+                        raise AdapterRankError(snapshot.name, snapshot.lora_rank, int(limit.group(1)))
                     raise InferenceError(f"The vLLM server refused the adapter of '{snapshot.name}': {detail}",
                                          param="model", code="lora_rank_too_large")
                 raise InferenceError(f"The vLLM server could not load the adapter of '{snapshot.name}' "
@@ -135,6 +143,8 @@ class VLLMBackend:
                         if data == "[DONE]":
                             break
                         chunk = json.loads(data)
+                        if chunk.get("error"):
+                            raise InferenceError(f"The vLLM server stopped this output: {_error_text(chunk)}")
                         if chunk.get("usage"):
                             n_tokens = chunk["usage"].get("completion_tokens") or n_tokens
                         for choice in chunk.get("choices") or []:
@@ -177,10 +187,14 @@ class VLLMBackend:
 
 
 def _error_text(resp):
-    try:
-        data = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500]
+    """The message of an error answer (a response, or a chunk already parsed)."""
+    if isinstance(resp, dict):
+        data = resp
+    else:
+        try:
+            data = resp.json()
+        except ValueError:
+            return resp.text.strip()[:500]
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):

@@ -18,8 +18,7 @@ MESSAGES = [{"role": "user", "content": "where is my order 1234"}]
 GREEDY = SamplingParams(temperature=0, max_tokens=10)
 
 
-@pytest.fixture(scope="module")
-def inference_server(tiny_models, tmp_path_factory):
+def _serve(tiny_models, tmp_path_factory, *extra):
     from django.conf import settings
 
     port = free_port()
@@ -27,10 +26,24 @@ def inference_server(tiny_models, tmp_path_factory):
     env = studio_env(settings.ATTUNE_HOME)
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve_inference", "--port", str(port), "--model", str(tiny_models.base),
-         "--served-model-name", "tiny", "--max-lora-rank", "16"],
+         "--served-model-name", "tiny", "--max-lora-rank", "16", *extra],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(process, url + "/v1/models", log, "serve_inference", seconds=120)
+    return process, url
+
+
+@pytest.fixture(scope="module")
+def inference_server(tiny_models, tmp_path_factory):
+    process, url = _serve(tiny_models, tmp_path_factory)
+    yield url
+    stop_studio(process)
+
+
+@pytest.fixture(scope="module")
+def vllm_like_server(tiny_models, tmp_path_factory):
+    """/v1/models as vLLM lists it: no max_lora_rank, so the client learns the limit from the refusal."""
+    process, url = _serve(tiny_models, tmp_path_factory, "--no-list-max-lora-rank", "--max-lora-rank", "8")
     yield url
     stop_studio(process)
 
@@ -104,3 +117,38 @@ def test_the_server_speaks_the_openai_protocol(inference_server, tiny_models):
     assert resp.status_code == 404
     resp = httpx.post(inference_server + "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/etc"})
     assert resp.status_code == 400 and "must lie under" in resp.text
+
+
+def test_a_rank_the_server_does_not_list_is_refused_by_the_server_as_clearly(vllm_like_server, tiny_models):
+    assert "max_lora_rank" not in httpx.get(vllm_like_server + "/v1/models").json()["data"][0]
+    big = Snapshot.from_paths("big", tiny_models.base, tiny_models.big_adapter, base_model="tiny")
+    small = Snapshot.from_paths("small", tiny_models.base, tiny_models.adapters[0], base_model="tiny")
+    events = run(VLLMBackend(vllm_like_server), [big, small])
+    # The limit named is the server's own (8), learnt from its refusal, not an assumed 16.
+    assert events[0].type == "error" and "rank 32" in events[0].error and "max_lora_rank 8" in events[0].error
+    assert "--max-lora-rank 32" in events[0].error
+    assert events[1].type == "done"
+
+
+def test_an_error_inside_the_stream_ends_the_output_as_an_error(inference_server, tiny_models):
+    too_long = SamplingParams(temperature=0, max_tokens=4000)  # more than the model's context
+    event = run(VLLMBackend(inference_server), _snapshots(tiny_models)[:1], params=too_long)[0]
+    assert event.type == "error" and "context" in event.error
+
+
+def test_two_requests_for_a_new_adapter_load_it_once(inference_server, tiny_models):
+    snapshot = Snapshot.from_paths("once", tiny_models.base, tiny_models.adapters[2], base_model="tiny")
+    client = VLLMBackend(inference_server)
+
+    async def both():
+        return await asyncio.gather(*(collect(client.generate([snapshot], MESSAGES, GREEDY), 1) for _ in range(2)))
+
+    assert all(r[0].type == "done" for r in asyncio.run(both()))
+    listed = httpx.get(inference_server + "/v1/models").json()["data"]
+    assert len([m for m in listed if m.get("root") == str(tiny_models.adapters[2])]) == 1
+
+
+def test_the_server_refuses_malformed_stream_options(inference_server):
+    resp = httpx.post(inference_server + "/v1/chat/completions", json={
+        "model": "tiny", "messages": MESSAGES, "stream": True, "stream_options": ["include_usage"]})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "stream_options"

@@ -8,6 +8,7 @@ from folders under ATTUNE_HOME (or --lora-root). This is what the vllm
 backend's tests talk to, and a CPU stand-in for a vLLM server.
 """
 
+import argparse
 import dataclasses
 from pathlib import Path
 
@@ -29,10 +30,13 @@ class Command(BaseCommand):
                             help="A base model's name in this studio, or a model folder.")
         parser.add_argument("--served-model-name", default="", help="The id /v1/models lists (default: --model).")
         parser.add_argument("--max-lora-rank", type=int, default=16)
+        parser.add_argument("--list-max-lora-rank", action=argparse.BooleanOptionalAction, default=True,
+                            help="Show max_lora_rank in /v1/models (vLLM does not: --no-list-max-lora-rank).")
         parser.add_argument("--lora-root", default="", help="Adapter folders must lie here (default: ATTUNE_HOME).")
         parser.add_argument("--api-key", default="", help="Require this bearer token.")
 
-    def handle(self, host, port, model, served_model_name, max_lora_rank, lora_root, api_key, **options):
+    def handle(self, host, port, model, served_model_name, max_lora_rank, lora_root, api_key, list_max_lora_rank,
+               **options):
         base = self._base(model, served_model_name)
         max_model_len = None
         config = Path(base.base_path) / "config.json"
@@ -42,7 +46,7 @@ class Command(BaseCommand):
             max_model_len = json.loads(config.read_text()).get("max_position_embeddings")
         app = InferenceServer(BuiltinBackend(), base, max_lora_rank=max_lora_rank,
                               lora_root=lora_root or settings.ATTUNE_HOME, api_key=api_key,
-                              max_model_len=max_model_len)
+                              max_model_len=max_model_len, list_max_lora_rank=list_max_lora_rank)
         self.stdout.write(f"Serving {base.name} ({base.base_path}) on http://{host}:{port}/v1 "
                           f"(max_lora_rank {max_lora_rank})")
         self.stdout.flush()
