@@ -174,3 +174,30 @@ def test_stream_text_goes_out_in_bursts_with_first_text_and_end_at_once(tiny_mod
     # with its end.
     assert [[(e.index, e.type) for e in burst] for burst in held] == [
         [(0, "delta"), (1, "delta")], [(0, "delta"), (1, "delta"), (1, "done")], [(0, "delta"), (0, "done")]]
+
+
+def test_loading_a_model_leaves_the_event_loop_free(tiny_models, monkeypatch):
+    """The loader waits for a signal only the event loop can send: a load that held the loop would never end."""
+    import threading
+
+    from playground.inference import builtin
+    from playground.snapshots import Snapshot
+
+    released = threading.Event()
+    real = builtin._load_model
+
+    def load_when_released(path, trust_remote_code=False):
+        assert released.wait(60), "the event loop did not run while the model loaded"
+        return real(path, trust_remote_code)
+
+    monkeypatch.setattr(builtin, "_load_model", load_when_released)
+    backend = builtin.BuiltinBackend()
+
+    async def main():
+        answer = asyncio.ensure_future(collect(backend.generate([Snapshot.from_paths("tiny", tiny_models.base)],
+                                                                MESSAGES, GREEDY), 1))
+        await asyncio.sleep(0.05)
+        released.set()
+        return await answer
+
+    assert asyncio.run(main())[0].type == "done"
