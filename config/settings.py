@@ -9,6 +9,7 @@
 | ATTUNE_WORKER_SLOTS      | 1                                 |
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
+| INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 """
@@ -135,6 +136,7 @@ ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
 ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
+INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

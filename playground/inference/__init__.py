@@ -27,11 +27,13 @@ _backend = None
 _lock = threading.Lock()
 
 
-def make_backend(kind, url=""):
+def make_backend(kind, url="", max_full_models=2):
     if kind == "builtin":
         from playground.inference.builtin import BuiltinBackend
 
-        return BuiltinBackend()
+        if max_full_models < 1:
+            raise InferenceError(f"INFERENCE_MAX_FULL_MODELS must be at least 1; got {max_full_models}.")
+        return BuiltinBackend(max_full_models=max_full_models)
     if kind == "vllm":
         from playground.inference.vllm import VLLMBackend
 
@@ -48,5 +50,5 @@ def get_backend():
         if _backend is None:
             from django.conf import settings
 
-            _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL)
+            _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL, settings.INFERENCE_MAX_FULL_MODELS)
         return _backend

@@ -201,3 +201,16 @@ def test_loading_a_model_leaves_the_event_loop_free(tiny_models, monkeypatch):
         return await answer
 
     assert asyncio.run(main())[0].type == "done"
+
+
+def test_the_full_model_limit_comes_from_settings_and_is_checked(settings):
+    from playground import inference
+
+    settings.INFERENCE_MAX_FULL_MODELS = 3
+    kept, inference._backend = inference._backend, None
+    try:
+        assert inference.get_backend().max_full_models == 3
+    finally:
+        inference._backend = kept
+    with pytest.raises(InferenceError, match="INFERENCE_MAX_FULL_MODELS must be at least 1"):
+        inference.make_backend("builtin", max_full_models=0)
