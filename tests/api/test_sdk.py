@@ -60,6 +60,7 @@ def test_the_sdk_fine_tunes_serves_and_controls_jobs(sdk):
     assert sdk.files.wait_for_processing(train.id).status == "processed"
     assert sdk.files.wait_for_processing(valid.id).status == "processed"
     assert {train.id, valid.id} <= {f.id for f in sdk.files.list()}
+    assert sdk.files.content(train.id).content == sdk.paths["train"].read_bytes()  # streamed by the ASGI server
 
     # A job with explicit hyperparameters, 2 epochs.
     job = sdk.fine_tuning.jobs.create(
