@@ -325,7 +325,18 @@ def rating_task_detail(request, task_id):
         ratings = Rating.objects.filter(item__task=task)
         context["n_ratings"] = ratings.count()
         context["raters"] = [{"user": u, "rated": task.rated_count(u)} for u in task.evaluators.all()]
+        context["snapshots"] = _task_snapshot_health(task)
     return render(request, "playground/task_detail.html", context)
+
+
+def _task_snapshot_health(task):
+    """Per snapshot of a task: how many of its outputs failed, and the first reason (admins only)."""
+    failed = {}
+    for output in Output.objects.filter(item__task=task, status=Output.ERROR).order_by("item__index"):
+        row = failed.setdefault(output.snapshot_name, {"count": 0, "reason": output.error})
+        row["count"] += 1
+    return [{"name": name, "failed": failed.get(name, {}).get("count", 0), "reason": failed.get(name, {}).get("reason")}
+            for name in task.snapshot_names]
 
 
 @rater_required

@@ -232,3 +232,16 @@ def test_the_overall_board_holds_a_task_back_from_an_evaluator_until_their_queue
     for index in (0, 1):
         _rate(eve, ready_task, index)
     assert board() == (3, 3)
+
+
+def test_the_admin_sees_which_snapshot_failed_and_why(ready_task, admin_client, evaluator_user):
+    from playground.models import Output
+
+    failing = ready_task.snapshot_names[1]
+    Output.objects.filter(item__task=ready_task, snapshot_name=failing).update(
+        status=Output.ERROR, text="", error="LoRA rank 32 is greater than max_lora_rank 16.")
+    page = admin_client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+    assert f"2 of {ready_task.n_items} outputs failed" in page and "max_lora_rank 16" in page
+    assert page.count("outputs failed") == 1
+    evaluator_page = _client_for(evaluator_user).get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+    assert "outputs failed" not in evaluator_page and failing not in evaluator_page
