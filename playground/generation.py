@@ -25,22 +25,25 @@ _running = set()
 _running_lock = threading.Lock()
 
 
-def start_generation(task):
-    """Start (or restart) the background generation of a task; False if it is already running here."""
+def start_generation(task, retry_failed=False):
+    """Start (or restart) the background generation of a task; False if it is already running here.
+
+    `retry_failed`: also generate again the items with a failed output that nobody has rated yet."""
     with _running_lock:
         if task.pk in _running:
             return False
         _running.add(task.pk)
     RatingTask.objects.filter(pk=task.pk).update(status=RatingTask.GENERATING, heartbeat_at=timezone.now(),
                                                  error="")
-    thread = threading.Thread(target=_run, args=(task.pk,), name=f"rating-task-{task.public_id}", daemon=True)
+    thread = threading.Thread(target=_run, args=(task.pk, retry_failed), name=f"rating-task-{task.public_id}",
+                              daemon=True)
     thread.start()
     return thread
 
 
-def _run(task_pk):
+def _run(task_pk, retry_failed=False):
     try:
-        generate_outputs(task_pk)
+        generate_outputs(task_pk, retry_failed)
     except Exception as exc:  # the task page shows what went wrong
         log.exception("Generating the outputs of rating task %s failed", task_pk)
         RatingTask.objects.filter(pk=task_pk).update(status=RatingTask.FAILED, error=f"{type(exc).__name__}: {exc}")
@@ -50,7 +53,12 @@ def _run(task_pk):
         close_old_connections()
 
 
-def generate_outputs(task_pk):
+def retryable_items(task):
+    """Items with a failed output and no rating: generating them again loses nobody's work."""
+    return task.items.filter(outputs__status=Output.ERROR, ratings__isnull=True).distinct()
+
+
+def generate_outputs(task_pk, retry_failed=False):
     """Generate every missing output of a task, then mark it ready. Runs in any thread."""
     task = RatingTask.objects.get(pk=task_pk)
     try:
@@ -62,8 +70,9 @@ def generate_outputs(task_pk):
         return
     backend = get_backend()
     done = 0
+    retry = set(retryable_items(task).values_list("pk", flat=True)) if retry_failed else set()
     for item in task.items.order_by("index"):
-        if item.generated:
+        if item.generated and item.pk not in retry:
             done += 1
             continue
         item.outputs.all().delete()

@@ -326,6 +326,10 @@ def rating_task_detail(request, task_id):
         context["n_ratings"] = ratings.count()
         context["raters"] = [{"user": u, "rated": task.rated_count(u)} for u in task.evaluators.all()]
         context["snapshots"] = _task_snapshot_health(task)
+        if task.status == RatingTask.READY and any(s["failed"] for s in context["snapshots"]):
+            from playground.generation import retryable_items
+
+            context["n_retryable"] = retryable_items(task).count()
     return render(request, "playground/task_detail.html", context)
 
 
@@ -394,12 +398,20 @@ def rating_task_close(request, task_id):
 @require_POST
 @login_required
 def rating_task_restart(request, task_id):
+    from playground.generation import retryable_items, start_generation
+
     task = _get_task_for_user(request, task_id, admin=True)
     if task.status in (RatingTask.FAILED,) or task.generation_stalled:
-        from playground.generation import start_generation
-
         start_generation(task)
         messages.success(request, "Generation restarted; outputs already stored are kept.")
+    elif task.status == RatingTask.READY and request.POST.get("retry") == "failed":
+        n = retryable_items(task).count()
+        if n:
+            start_generation(task, retry_failed=True)
+            messages.success(request, f"Generating the outputs of {n} prompts again; prompts someone has "
+                                      "rated keep theirs.")
+        else:
+            messages.info(request, "No unrated prompt has a failed output.")
     else:
         messages.info(request, "Generation is not stalled.")
     return redirect("rating_task_detail", task_id=task.public_id)

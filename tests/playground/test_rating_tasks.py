@@ -245,3 +245,28 @@ def test_the_admin_sees_which_snapshot_failed_and_why(ready_task, admin_client, 
     assert page.count("outputs failed") == 1
     evaluator_page = _client_for(evaluator_user).get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
     assert "outputs failed" not in evaluator_page and failing not in evaluator_page
+
+
+def test_failed_outputs_of_unrated_prompts_are_generated_again(ready_task, admin_client, evaluator_user,
+                                                                monkeypatch):
+    from playground.models import Output
+
+    monkeypatch.setattr("playground.generation.start_generation",
+                        lambda task, retry_failed=False: generate_outputs(task.pk, retry_failed))
+    failing = ready_task.snapshot_names[1]
+    Output.objects.filter(item__task=ready_task, snapshot_name=failing).update(
+        status=Output.ERROR, text="", error="The vLLM server at http://gpu:8100 does not answer.")
+    _rate(_client_for(evaluator_user), ready_task, 0)
+    rated_outputs = set(ready_task.items.get(index=0).outputs.values_list("pk", flat=True))
+    page = admin_client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+    assert "Generate failed outputs again (1 unrated prompts)" in page
+
+    resp = admin_client.post(f"/playground/tasks/{ready_task.public_id}/restart/", {"retry": "failed"})
+    assert resp.status_code == 302
+    ready_task.refresh_from_db()
+    assert ready_task.status == RatingTask.READY
+    again = ready_task.items.get(index=1).outputs.get(snapshot_name=failing)
+    assert again.status == Output.DONE and again.text
+    # The rated prompt keeps the outputs its rating points at, the failed one included.
+    assert set(ready_task.items.get(index=0).outputs.values_list("pk", flat=True)) == rated_outputs
+    assert Rating.objects.get(rater=evaluator_user).scores.count() == 3
