@@ -41,7 +41,7 @@ def json_body(request):
         raise ApiError("NUL characters (\\u0000) are not allowed in the request body.", code="invalid_value")
     try:
         body = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError("We could not parse the JSON body of your request. The API expects a JSON payload "
                        "(Content-Type: application/json), but what was sent was not valid JSON.",
                        code="invalid_json") from None
@@ -360,7 +360,8 @@ def _chat_request(body):
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if body.get("n") not in (None, 1):
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise ApiError("Only n=1 is supported.", param="n", code="unsupported_value")
     if body.get("stop") not in (None, [], ""):
         raise ApiError("Stop strings are not supported by Attune's inference backends.", param="stop",
@@ -369,13 +370,21 @@ def _chat_request(body):
         if body.get(name) not in (None, 0, 0.0):
             raise ApiError(f"{name} is not supported; leave it out or 0.", param=name, code="unsupported_value")
     stream = body.get("stream")
-    if stream not in (None, True, False):
+    if stream is not None and not isinstance(stream, bool):
         raise ApiError("'stream' must be true or false.", param="stream")
     options = body.get("stream_options")
-    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
-        raise ApiError("'stream_options' takes only include_usage.", param="stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}
+                                or not isinstance(options.get("include_usage", False), bool)):
+        raise ApiError("'stream_options' takes only include_usage, true or false.", param="stream_options")
     sampling = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "seed": body.get("seed"),
                 "max_tokens": body.get("max_completion_tokens", body.get("max_tokens"))}
+    for name, value in sampling.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if name == "max_tokens" and body.get("max_completion_tokens") is not None:
+                name = "max_completion_tokens"
+            kind = {str: "a string", list: "an array", dict: "an object", bool: "a boolean"}.get(type(value), "")
+            raise ApiError(f"Invalid type for '{name}': expected a number, but got {kind or 'something else'}.",
+                           param=name, code="invalid_type")
     try:
         messages = validate_messages(body.get("messages"))
         params = SamplingParams.from_dict(sampling)
@@ -432,7 +441,7 @@ async def chat_completions(request):
                     yield _sse(chunk({}, _finish_reason(event)))
                 elif event.type == "error":
                     # The SDK raises an APIError for a chunk that carries `error`.
-                    yield _sse({"error": {"message": event.error, "type": "server_error", "param": None,
+                    yield _sse({"error": {"message": event.error, "type": "server_error", "param": event.param,
                                           "code": "inference_error"}})
             yield "data: [DONE]\n\n"
 
@@ -447,6 +456,8 @@ async def chat_completions(request):
         (final,) = await collect(backend.generate([snapshot], messages, params), 1)
     except InferenceError as exc:
         raise ApiError(exc.message, param=exc.param, code=exc.code) from None
+    if final is not None and final.type == "error" and final.param:
+        raise ApiError(final.error, param=final.param, code="invalid_value")  # the request's fault: a 400
     if final is None or final.type == "error":
         detail = final.error if final is not None else "no output"
         raise ApiError(f"Inference failed for '{model}': {detail}", status=500, code="inference_error")

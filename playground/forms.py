@@ -1,6 +1,7 @@
 """Forms: starting a comparison, rating, and creating a rating task."""
 
 import json
+import re
 
 from django import forms
 from django.contrib.auth.models import User
@@ -37,10 +38,11 @@ class CompareForm(forms.Form):
     def clean_snapshots(self):
         try:
             names = json.loads(self.cleaned_data["snapshots"])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise forms.ValidationError("Not a JSON list of snapshot names.") from None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise forms.ValidationError("Not a JSON list of snapshot names.")
+        names = [name.strip() for name in names]
         if not names:
             raise forms.ValidationError("Pick at least one snapshot.")
         if len(names) > Comparison.MAX_SNAPSHOTS:
@@ -60,7 +62,7 @@ class CompareForm(forms.Form):
     def clean_messages(self):
         try:
             return validate_messages(json.loads(self.cleaned_data["messages"]))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise forms.ValidationError("Not a JSON list of messages.") from None
         except InferenceError as exc:
             raise forms.ValidationError(exc.message) from None
@@ -78,6 +80,16 @@ def rater_choices():
         .distinct().order_by("username")
 
 
+class _RaterChoice(forms.ModelMultipleChoiceField):
+    def _check_values(self, value):
+        # A user id the database cannot hold (30 digits) is an unknown choice, not a database error.
+        for pk in value:
+            if not re.fullmatch(r"[0-9]{1,18}", str(pk)):
+                raise forms.ValidationError(self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                                            params={"pk": str(pk)[:40]})
+        return super()._check_values(value)
+
+
 class RatingTaskForm(forms.Form):
     name = forms.CharField(max_length=200)
     snapshots = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple,
@@ -87,7 +99,7 @@ class RatingTaskForm(forms.Form):
     prompts_file = forms.FileField(required=False, help_text=(
         'One JSON object per line: {"messages": [...]} (a trailing assistant message becomes the expected '
         f'answer) or {{"prompt": "..."}}; at most {MAX_TASK_PROMPTS} lines.'))
-    evaluators = forms.ModelMultipleChoiceField(queryset=User.objects.none(), widget=forms.CheckboxSelectMultiple)
+    evaluators = _RaterChoice(queryset=User.objects.none(), widget=forms.CheckboxSelectMultiple)
     temperature = forms.FloatField(required=False, initial=0.7)
     top_p = forms.FloatField(required=False, initial=1.0)
     max_tokens = forms.IntegerField(required=False, initial=64)
@@ -102,6 +114,8 @@ class RatingTaskForm(forms.Form):
         names = self.cleaned_data["snapshots"]
         if not 2 <= len(names) <= Comparison.MAX_SNAPSHOTS:
             raise forms.ValidationError(f"Pick 2 to {Comparison.MAX_SNAPSHOTS} snapshots; got {len(names)}.")
+        if len(set(names)) != len(names):
+            raise forms.ValidationError("A snapshot is picked twice.")
         return names
 
     def clean(self):
@@ -125,16 +139,20 @@ def read_prompts(raw):
     """Prompts from JSONL bytes: ([{messages, expected}], ["line N: what is wrong"])."""
     prompts, errors = [], []
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return [], [f"The file is not UTF-8 text (byte {exc.start})."]
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines would also split at characters a JSON string may hold (U+2028, \x0c).
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as exc:
             errors.append(f"line {number}: not valid JSON ({exc.msg}).")
+            continue
+        except RecursionError:
+            errors.append(f"line {number}: arrays or objects nested too deeply to read.")
             continue
         if not isinstance(row, dict):
             errors.append(f"line {number}: must be a JSON object.")

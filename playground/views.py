@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import logging
+import re
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
@@ -81,6 +82,12 @@ def _sse(data):
     return f"data: {json.dumps(data)}\n\n"
 
 
+def _whole(text):
+    """A small non-negative whole number written in ASCII digits, or None ("²", "-1", 5,000 digits: None)."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+
+
 def _read_scores(post, n):
     scores, comments = {}, {}
     for i in range(n):
@@ -97,7 +104,7 @@ def _read_scores(post, n):
     best = None
     if verdict.startswith("best:"):
         verdict, _, position = verdict.partition(":")
-        best = int(position) if position.isdigit() else None
+        best = _whole(position)
     return scores, comments, verdict, best
 
 
@@ -125,11 +132,11 @@ def playground(request):
 @require_GET
 def snapshot_search(request):
     epoch = request.GET.get("epoch", "").strip()
-    if epoch and not epoch.isdigit():
+    if epoch and _whole(epoch) is None:
         return JsonResponse({"error": {"message": "epoch must be a whole number.", "param": "epoch"}}, status=400)
     found = list_snapshots(query=request.GET.get("q", ""), job=request.GET.get("job", "").strip() or None,
                            suffix=request.GET.get("suffix", "").strip() or None,
-                           epoch=int(epoch) if epoch else None, limit=100)
+                           epoch=_whole(epoch) if epoch else None, limit=100)
     return JsonResponse({"data": [s.as_dict() for s in found]})
 
 
@@ -351,8 +358,11 @@ def rating_task_rate(request, task_id):
     if not task.is_assigned(request.user):
         raise PermissionDenied("Only the evaluators assigned to this task rate it.")
     asked = (request.POST if request.method == "POST" else request.GET).get("item", "")
-    if asked.isdigit():
-        item = get_object_or_404(TaskItem, task=task, index=int(asked))
+    if asked.strip():
+        if _whole(asked) is None:
+            return HttpResponseBadRequest(f"item must be a prompt number from 0 to {task.n_items - 1}; "
+                                          f"got {asked[:40]!r}.")
+        item = get_object_or_404(TaskItem, task=task, index=_whole(asked))
     elif request.method == "POST":
         return HttpResponseBadRequest("item: which prompt this rating is for is missing.")
     else:

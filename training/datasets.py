@@ -226,6 +226,11 @@ def validate_lines(stream, max_bytes=None) -> Report:
                        f"Line {number} is not valid JSON ({exc.msg} at column {exc.colno}); every line must be "
                        f"one JSON object. The line starts with: {_hint(text)!r}")
             continue
+        except RecursionError:
+            report.add(number, "invalid_json",
+                       f"Line {number} nests arrays or objects too deeply to read; every line must be one "
+                       f"JSON object. The line starts with: {_hint(text)!r}")
+            continue
         fmt, problems = check_example(obj)
         if problems and problems[0][0] == "data_type":
             report.add(number, "data_type",

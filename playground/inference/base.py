@@ -7,6 +7,7 @@ list. Every index ends with exactly one `done` or `error` event; before it
 come zero or more `delta` events with the text as it is produced.
 """
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +34,35 @@ class AdapterRankError(InferenceError):
         self.max_rank = max_rank
 
 
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _number(value, kind):
+    """`value` (a JSON number or a form's text) as a number of `kind`, or None when it is not one.
+
+    Out-of-range values (a 30-digit seed, infinity) come back as they are, for the range check to name."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?[0-9]{1,400}", text):
+            value = int(text)
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, float):
+        return None
+    if kind is int:
+        return int(value) if value.is_integer() else None
+    return value
+
+
 @dataclass
 class SamplingParams:
     temperature: float = 0.7
@@ -42,7 +72,8 @@ class SamplingParams:
 
     @property
     def greedy(self):
-        return self.temperature <= 0
+        # As vLLM does: a temperature this small is greedy decoding (dividing logits by it overflows).
+        return self.temperature < 1e-5
 
     @classmethod
     def from_dict(cls, data):
@@ -54,17 +85,14 @@ class SamplingParams:
             value = data.get(name)
             if value is None or value == "":
                 continue
-            try:
-                number = kind(value)
-                if kind is int and float(value) != number:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise InferenceError(f"{name} must be {'an integer' if kind is int else 'a number'}; got {value!r}.",
-                                     param=name, code="invalid_value") from None
+            number = _number(value, kind)
+            if number is None:
+                raise InferenceError(f"{name} must be {'an integer' if kind is int else 'a number'}; got {_shown(value)}.",
+                                     param=name, code="invalid_value")
             if not low <= number <= high or (name == "top_p" and number == 0):
                 bounds = f"more than 0 and at most {high}" if name == "top_p" else f"between {low} and {high}"
-                raise InferenceError(f"{name} must be {bounds}; got {value!r}.", param=name, code="invalid_value")
-            out[name] = number
+                raise InferenceError(f"{name} must be {bounds}; got {_shown(value)}.", param=name, code="invalid_value")
+            out[name] = kind(number)
         return cls(**out)
 
     def as_dict(self):
@@ -82,6 +110,7 @@ class StreamEvent:
     ttft_s: float | None = None
     elapsed_s: float | None = None
     error: str = ""
+    param: str | None = None   # error: the request field at fault, when it is the request's (max_tokens, …)
 
     @property
     def final(self):

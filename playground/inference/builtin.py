@@ -347,9 +347,11 @@ class BuiltinBackend:
             if not isinstance(exc, InferenceError):
                 log.exception("Generation failed for %s", [s.name for s in snapshots])
             message = exc.message if isinstance(exc, InferenceError) else f"{type(exc).__name__}: {exc}"
+            param = exc.param if isinstance(exc, InferenceError) else None
             for index in indexes:
                 if index not in finished:
-                    emit(StreamEvent(index=index, type="error", error=message, elapsed_s=timer.elapsed()))
+                    emit(StreamEvent(index=index, type="error", error=message, param=param,
+                                     elapsed_s=timer.elapsed()))
 
     def _generate(self, loaded, adapter_names, indexes, messages, params, emit, timer, cancel):
         import torch

@@ -203,7 +203,7 @@ async def _read_json(receive):
             break
     try:
         body = json.loads(b"".join(chunks) or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _HTTPError(400, f"The body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise _HTTPError(400, "The body must be a JSON object.")

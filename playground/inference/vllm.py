@@ -159,7 +159,8 @@ class VLLMBackend:
                                  elapsed_s=timer.elapsed()))
                 return
             except InferenceError as exc:
-                emit(StreamEvent(index=index, type="error", error=exc.message, elapsed_s=timer.elapsed()))
+                emit(StreamEvent(index=index, type="error", error=exc.message, param=exc.param,
+                                 elapsed_s=timer.elapsed()))
                 return
             except (httpx.HTTPError, ValueError) as exc:
                 emit(StreamEvent(index=index, type="error", error=f"The vLLM server at {self.url} failed: {exc}",

@@ -28,6 +28,15 @@ def chat(api, base_model):
     ({"stop": ["\n"]}, 400, "stop"),
     ({"tools": []}, 400, "tools"),
     ({"stream": "yes"}, 400, "stream"),
+    ({"stream": 1}, 400, "stream"),
+    ({"n": True}, 400, "n"),
+    ({"max_tokens": "5"}, 400, "max_tokens"),
+    ({"temperature": True}, 400, "temperature"),
+    ({"max_tokens": 10 ** 401}, 400, "max_tokens"),
+    ({"seed": float("inf")}, 400, "seed"),
+    ({"seed": 2 ** 64}, 400, "seed"),
+    ({"stream": True, "stream_options": {"include_usage": "x"}}, 400, "stream_options"),
+    ({"stream": True, "stream_options": ["include_usage"]}, 400, "stream_options"),
 ])
 def test_a_bad_chat_request_names_its_field(chat, body, status, param):
     assert_error(chat(**body), status, param=param)
@@ -41,3 +50,15 @@ def test_an_evaluators_key_reaches_chat_completions(evaluator_api, base_model):
 
 def test_chat_needs_a_key(anonymous_api, base_model):
     assert_error(anonymous_api.post("/v1/chat/completions", {"model": "attune-tiny"}), 401)
+
+
+@pytest.mark.parametrize("raw", ["[" * 100_000 + "]" * 100_000, '{"temperature": 1' + "0" * 400 + "}"])
+def test_a_body_too_deep_or_a_number_too_large_is_a_clear_400(api, base_model, raw):
+    resp = api.post("/v1/chat/completions", raw=raw)
+    assert resp.status_code == 400, resp.content[:300]
+
+
+def test_the_largest_seed_is_an_integer(chat):
+    # 2**63 - 1 passes the seed check (a float round-trip used to refuse it); the unknown model stops it.
+    resp = chat(seed=2 ** 63 - 1, model="gpt-4o")
+    assert_error(resp, 404, param="model")

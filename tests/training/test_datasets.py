@@ -53,6 +53,7 @@ def test_it_accepts_the_preference_format_and_the_older_completion_names():
 
 @pytest.mark.parametrize("row, code", [
     ("{not json", "invalid_json"),
+    ("[" * 100_000 + "]" * 100_000, "invalid_json"),
     ("[1, 2]", "data_type"),
     ({"messages": []}, "missing_messages_list"),
     ({"prompt": "a", "completion": "b"}, "missing_messages_list"),
