@@ -400,6 +400,8 @@ def _resolve(model):
     from playground.snapshots import UnknownModel, resolve_snapshot
 
     try:
+        if model != model.strip():  # the id is exact, as OpenAI's are: " tiny" is not "tiny"
+            raise UnknownModel(model)
         return resolve_snapshot(model)
     except UnknownModel as exc:
         raise ApiError(str(exc), status=404, param="model", code="model_not_found") from None

@@ -17,6 +17,7 @@ def chat(api, base_model):
     ({"model": "gpt-4o"}, 404, "model"),
     ({"model": "ft:attune-tiny:x:AAAAAAAA"}, 404, "model"),
     ({"model": ""}, 400, "model"),
+    ({"model": " attune-tiny"}, 404, "model"),
     ({"messages": []}, 400, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
     ({"messages": [{"role": "user", "content": 3}]}, 400, "messages[0].content"),
