@@ -378,10 +378,11 @@ def _chat_request(body):
         raise ApiError("'stream_options' takes only include_usage, true or false.", param="stream_options")
     sampling = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "seed": body.get("seed"),
                 "max_tokens": body.get("max_completion_tokens", body.get("max_tokens"))}
+    # The field the request used for the length limit: the one an error names.
+    asked = {"max_tokens": "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"}
     for name, value in sampling.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            if name == "max_tokens" and body.get("max_completion_tokens") is not None:
-                name = "max_completion_tokens"
+            name = asked.get(name, name)
             kind = {str: "a string", list: "an array", dict: "an object", bool: "a boolean"}.get(type(value), "")
             raise ApiError(f"Invalid type for '{name}': expected a number, but got {kind or 'something else'}.",
                            param=name, code="invalid_type")
@@ -389,10 +390,7 @@ def _chat_request(body):
         messages = validate_messages(body.get("messages"))
         params = SamplingParams.from_dict(sampling)
     except InferenceError as exc:
-        param = exc.param
-        if param == "max_tokens" and body.get("max_completion_tokens") is not None:
-            param = "max_completion_tokens"
-        raise ApiError(exc.message, param=param, code=exc.code) from None
+        raise ApiError(exc.message, param=asked.get(exc.param, exc.param), code=exc.code) from None
     return model, messages, params, bool(stream)
 
 

@@ -131,12 +131,12 @@ def playground(request):
 @rater_required
 @require_GET
 def snapshot_search(request):
-    epoch = request.GET.get("epoch", "").strip()
-    if epoch and _whole(epoch) is None:
+    raw_epoch = request.GET.get("epoch", "").strip()
+    epoch = _whole(raw_epoch)
+    if raw_epoch and epoch is None:
         return JsonResponse({"error": {"message": "epoch must be a whole number.", "param": "epoch"}}, status=400)
     found = list_snapshots(query=request.GET.get("q", ""), job=request.GET.get("job", "").strip() or None,
-                           suffix=request.GET.get("suffix", "").strip() or None,
-                           epoch=_whole(epoch) if epoch else None, limit=100)
+                           suffix=request.GET.get("suffix", "").strip() or None, epoch=epoch, limit=100)
     return JsonResponse({"data": [s.as_dict() for s in found]})
 
 
@@ -342,12 +342,14 @@ def rating_task_detail(request, task_id):
 
 def _task_snapshot_health(task):
     """Per snapshot of a task: how many of its outputs failed, and the first reason (admins only)."""
-    failed = {}
+    rows = {name: {"name": name, "failed": 0, "reason": None} for name in task.snapshot_names}
     for output in Output.objects.filter(item__task=task, status=Output.ERROR).order_by("item__index"):
-        row = failed.setdefault(output.snapshot_name, {"count": 0, "reason": output.error})
-        row["count"] += 1
-    return [{"name": name, "failed": failed.get(name, {}).get("count", 0), "reason": failed.get(name, {}).get("reason")}
-            for name in task.snapshot_names]
+        row = rows.get(output.snapshot_name)
+        if row is None:
+            continue
+        row["failed"] += 1
+        row["reason"] = row["reason"] or output.error
+    return list(rows.values())
 
 
 @rater_required
@@ -359,10 +361,11 @@ def rating_task_rate(request, task_id):
         raise PermissionDenied("Only the evaluators assigned to this task rate it.")
     asked = (request.POST if request.method == "POST" else request.GET).get("item", "")
     if asked.strip():
-        if _whole(asked) is None:
+        index = _whole(asked)
+        if index is None:
             return HttpResponseBadRequest(f"item must be a prompt number from 0 to {task.n_items - 1}; "
                                           f"got {asked[:40]!r}.")
-        item = get_object_or_404(TaskItem, task=task, index=_whole(asked))
+        item = get_object_or_404(TaskItem, task=task, index=index)
     elif request.method == "POST":
         return HttpResponseBadRequest("item: which prompt this rating is for is missing.")
     else:
@@ -558,7 +561,7 @@ async def checkpoint_download(request, checkpoint_id):
             log.exception("Merging %s failed", checkpoint.public_id)
             return HttpResponse(f"Could not merge {checkpoint.public_id} into its base model "
                                 f"({type(exc).__name__}: {exc}).", status=422, content_type="text/plain")
-    files = [(p, n) for p, n in export.export_files(folder) if n != "COMPLETE"]
+    files = export.export_files(folder)  # leaves out resume state and the merge's COMPLETE marker
     safe_name = f"{checkpoint.job.public_id}-epoch{checkpoint.epoch}-step{checkpoint.step}-{fmt}.zip"
     response = StreamingHttpResponse(in_thread(export.stream_zip(files)), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{safe_name}"'
