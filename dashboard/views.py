@@ -4,6 +4,7 @@ import itertools
 import json
 from urllib.parse import urlencode
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -27,7 +28,7 @@ from dashboard.forms import (
     StatsModelForm,
     UploadForm,
 )
-from training.base_models import BaseModelError, register_base_model
+from training.base_models import BaseModelError, convert_gguf, gguf_to_convert, register_base_model
 from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import BASE_LEARNING_RATE
 from training.jobs import JobError, create_job
@@ -146,22 +147,29 @@ def users(request):
     return render(request, "dashboard/users.html", {"form": form, "people": people, "created": created})
 
 
-@admin_required
+@login_required
 @require_http_methods(["GET", "POST"])
-def base_models(request):
-    form = BaseModelForm()
-    if request.method == "POST":
-        form = BaseModelForm(request.POST)
-        if form.is_valid():
-            try:
-                model = register_base_model(**form.cleaned_data)
-            except BaseModelError as exc:
-                form.add_error(exc.field, exc.message)
-            else:
-                messages.success(request, f"Registered {model.name}.")
-                return redirect("base_models")
-    models = BaseModel.objects.all()
-    return render(request, "dashboard/base_models.html", {"form": form, "models": models})
+async def base_models(request):
+    if not await sync_to_async(is_admin)(request.user):
+        raise PermissionDenied("This page is for admins.")
+    form = BaseModelForm(request.POST) if request.method == "POST" else BaseModelForm()
+    if request.method == "POST" and form.is_valid():
+        fields = dict(form.cleaned_data)
+        try:
+            gguf_file = await sync_to_async(gguf_to_convert)(fields["name"], fields["source"])
+            if gguf_file is not None:
+                # From a minute to many: in a thread of its own (it touches no database), so other requests,
+                # which share one thread under the ASGI server, go on meanwhile.
+                folder = await sync_to_async(convert_gguf, thread_sensitive=False)(fields["name"], gguf_file)
+                fields["source"] = folder.name
+            model = await sync_to_async(register_base_model)(**fields)
+        except BaseModelError as exc:
+            form.add_error(exc.field, exc.message)
+        else:
+            await sync_to_async(messages.success)(request, f"Registered {model.name}.")
+            return redirect("base_models")
+    models = await sync_to_async(list)(BaseModel.objects.all())
+    return await sync_to_async(render)(request, "dashboard/base_models.html", {"form": form, "models": models})
 
 
 def forbidden(request, exception=None):

@@ -1,4 +1,4 @@
-"""Registering a base model: a Hugging Face model id or a folder under ATTUNE_HOME/models.
+"""Registering a base model: a Hugging Face model id, a folder or a GGUF file under ATTUNE_HOME/models.
 
 A local folder is inspected before it is registered: it must lie inside the
 models folder (no path from a user leaves the data folder), hold a
@@ -7,14 +7,24 @@ a tokenizer; whether its tokenizer has a chat template and its longest
 sequence are read from its files. A hub id is registered as it is: nothing is
 downloaded here, and a job or the playground reports a clear error if the
 weights cannot be had on the host that needs them.
+
+A `.gguf` file under the models folder is checked (magic, a complete file, an
+architecture transformers' GGUF loader reads), then converted in a process of
+its own into the folder `models/<name>` (plain safetensors, its tokenizer and
+chat template), which is then inspected and registered like any folder. A
+file that fails a check registers nothing and leaves no folder behind.
 """
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from django.conf import settings
 
+from training import gguf
 from training.models import BaseModel
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -60,12 +70,57 @@ def inspect_folder(folder: Path):
     return has_template, int(min(max_length, 10**7)), architecture
 
 
-def register_base_model(name, source, trust_remote_code=False):
-    name, source = (name or "").strip(), (source or "").strip()
+GGUF_CONVERSION_SECONDS = 3600
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check_name(name):
     if not NAME_RE.match(name):
         raise BaseModelError("name", "Use letters, digits, '.', '_' or '-' (up to 100 characters).")
     if BaseModel.objects.filter(name=name).exists():
         raise BaseModelError("name", f"A base model named {name!r} already exists.")
+
+
+def gguf_to_convert(name, source) -> Path | None:
+    """The GGUF file that registering `source` must convert first, once every check that needs no
+    conversion has passed; None when `source` is not a GGUF file."""
+    name, source = (name or "").strip(), (source or "").strip()
+    if not source.lower().endswith(".gguf"):
+        return None
+    _check_name(name)
+    path = _inside_models_dir(source)
+    try:
+        gguf.check(path)
+    except gguf.GGUFError as exc:
+        raise BaseModelError("source", str(exc)) from None
+    if (settings.MODELS_DIR.resolve() / name).exists():
+        raise BaseModelError("name", f"The folder models/{name} already exists; pick another name or remove it.")
+    return path
+
+
+def convert_gguf(name, gguf_path: Path) -> Path:
+    """Convert a checked GGUF file into the folder models/<name>. Touches no database."""
+    target = settings.MODELS_DIR.resolve() / name
+    # In a process of its own: the dequantized weights never sit in the web process's memory.
+    try:
+        done = subprocess.run([sys.executable, "-m", "training.gguf", str(gguf_path), str(target)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=GGUF_CONVERSION_SECONDS)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0 or not target.is_dir():
+        why = "it ran past an hour" if done is None else \
+            ((done.stderr or "").strip().splitlines() or ["no output"])[-1][:500]
+        shutil.rmtree(target.with_name(name + ".building"), ignore_errors=True)
+        raise BaseModelError("source", f"Converting {gguf_path.name} failed: {why}")
+    return target
+
+
+def register_base_model(name, source, trust_remote_code=False):
+    name, source = (name or "").strip(), (source or "").strip()
+    gguf_file = gguf_to_convert(name, source)
+    if gguf_file is not None:
+        source = convert_gguf(name, gguf_file).name
+    _check_name(name)
     if not source:
         raise BaseModelError("source", "Give a Hugging Face model id (org/name) or a folder under the models folder.")
     looks_local = source.startswith(("/", ".", "~")) or not HUB_ID_RE.match(source) or \
