@@ -273,6 +273,10 @@ class JobRun:
 
         job = self.job
         job.job_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.recover_checkpoints()
+        except Exception:  # noqa: BLE001 - the engine's own lines still store what it writes from here
+            log.exception("%s: could not recover its checkpoints", job.public_id)
         spec_path = job.job_dir / "spec.json"
         spec = self.engine_spec()
         spec_path.write_text(json.dumps(spec, indent=2))
@@ -496,13 +500,43 @@ class JobRun:
         checkpoint.job = job
         out = [("checkpoint", payloads.checkpoint_payload(checkpoint))]
         if not final:
-            event, created = JobEvent.objects.get_or_create(
-                job=job, dedupe_key=f"checkpoint-{epoch}",
-                defaults={"message": f"Checkpoint created at step {checkpoint.step} with Snapshot ID: "
-                                     f"{checkpoint.model_name}", "data": {}})
+            event, created = self._checkpoint_event(checkpoint)
             if created:
                 out.append(("event", payloads.event_payload(event)))
         return out
+
+    def _checkpoint_event(self, checkpoint):
+        # Stored in the transaction that stores the row (handle_line), so a kill -9 keeps both or neither.
+        return JobEvent.objects.get_or_create(
+            job=self.job, dedupe_key=f"checkpoint-{checkpoint.epoch}",
+            defaults={"message": f"Checkpoint created at step {checkpoint.step} with Snapshot ID: "
+                                 f"{checkpoint.model_name}", "data": {}})
+
+    def recover_checkpoints(self):
+        """Store what a kill -9 can leave unstored, once each: an epoch checkpoint the engine published on
+        disk before its line was stored (a resumed engine starts after it and never prints it again), and
+        the event of a checkpoint row that lacks one."""
+        from training.engine import checkpoints
+
+        job = self.job
+        stored = set(job.checkpoints.values_list("epoch", flat=True))
+        for folder in checkpoints.epoch_checkpoints(job.job_dir):
+            state = checkpoints.read_state(folder)
+            if state.get("epoch") is None or int(state["epoch"]) in stored:
+                continue
+            log.warning("%s: storing checkpoint %s found on disk", job.public_id, folder.name)
+            self.handle_line({"type": "checkpoint", "epoch": state["epoch"], "step": state["step"],
+                              "path": str(folder), "bytes": checkpoints.folder_bytes(folder),
+                              "metrics": state.get("metrics") or {}})
+        with_event = {int(key.removeprefix("checkpoint-")) for key in job.events.filter(
+            dedupe_key__startswith="checkpoint-").values_list("dedupe_key", flat=True)
+            if key.removeprefix("checkpoint-").isdigit()}
+        for checkpoint in job.checkpoints.filter(is_final=False).exclude(epoch__in=with_event).order_by("epoch"):
+            checkpoint.job = job
+            with transaction.atomic():
+                event, created = self._checkpoint_event(checkpoint)
+            if created:
+                publish_event(job, event)
 
     def on_message(self, line):
         text = str(line.get("text") or "")
@@ -750,6 +784,10 @@ class Worker:
                 status=status, worker="", control="", engine_pid=None, estimated_finish=None):
             return
         job.refresh_from_db()
+        try:
+            JobRun(job, self.name).recover_checkpoints()
+        except Exception:  # noqa: BLE001 - the next run of the job tries again
+            log.exception("%s: could not recover its checkpoints", job.public_id)
         latest = checkpoints.latest_resumable(job.job_dir)
         if latest is not None:
             state = checkpoints.read_state(latest)
