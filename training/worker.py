@@ -22,8 +22,11 @@ embedded default):
   becomes `paused`); resume re-queues and the engine gets `--resume`.
 - Heartbeat every HEARTBEAT_S. Any worker re-queues a running job whose
   heartbeat is older than STALE_S, or at once when its worker was a process
-  on this host that no longer exists; the job resumes from its last complete
-  checkpoint and an event says so.
+  on this host that no longer exists, or an earlier start of this very
+  process (a worker is named `host:pid:boot:label`, with a random token per
+  start: a restarted container is PID 1 again). The job resumes from its last
+  complete checkpoint, an event says so, and a checkpoint a kill -9 left on
+  disk without its row or event gets them.
 - Stopping a worker (SIGTERM/SIGINT) pauses its jobs and puts them back in
   the queue, so another worker continues them.
 - At the end: the results CSV (file of purpose `fine-tune-results`),
@@ -43,6 +46,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -691,12 +695,26 @@ def _is_engine_group(pgid):
     return b"training.engine" in cmdline or b"torch.distributed.run" in cmdline
 
 
+def _worker_process(name):
+    """(host, pid) of a worker name `host:pid:boot:label` (or the older `host:pid:label`); pid None if unknown."""
+    host, _, rest = name.partition(":")
+    pid = rest.split(":", 1)[0]
+    return host, int(pid) if pid.isdigit() else None
+
+
+# The workers whose loop runs in this process: a job of this host and PID that none of them runs is a
+# job of an earlier start of this process.
+_running_here = set()
+
+
 class Worker:
     def __init__(self, slots=1, name=None):
         self.slots = max(1, slots)
-        # host:pid first, so a worker on the same host can tell that this one is gone.
-        self.name = f"{HOST}:{os.getpid()}:{name or 'w'}"
+        # host:pid first, so a worker on the same host can tell that this one is gone; then a token of this
+        # start, because a restarted container runs `serve` as PID 1 again under the same hostname.
+        self.name = f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}:{name or 'w'}"
         self.runs = {}
+        self.job_runs = {}
         self.stopping = threading.Event()
         self.last_recovery = 0.0
 
@@ -704,6 +722,7 @@ class Worker:
         """Claim and run jobs until `stop` is set; then pause the running jobs and queue them again."""
         stop = stop or threading.Event()
         log.info("worker %s: %s slot(s)", self.name, self.slots)
+        _running_here.add(self)
         threading.Thread(target=self._deliver_webhooks, args=(stop,), name="attune-webhooks", daemon=True).start()
         while not stop.is_set():
             try:
@@ -716,6 +735,7 @@ class Worker:
         self.stopping.set()
         for thread in list(self.runs.values()):
             thread.join(timeout=120)
+        _running_here.discard(self)
         connection.close()
 
     def step(self):
@@ -735,10 +755,12 @@ class Worker:
     def _run_job(self, job):
         try:
             log.info("worker %s: running %s (attempt %s)", self.name, job.public_id, job.attempts)
-            JobRun(job, self.name, self.stopping).run()
+            self.job_runs[job.pk] = JobRun(job, self.name, self.stopping)
+            self.job_runs[job.pk].run()
         except Exception:  # noqa: BLE001
             log.exception("job %s", job.public_id)
         finally:
+            self.job_runs.pop(job.pk, None)
             connection.close()
 
     def _deliver_webhooks(self, stop):
@@ -755,26 +777,34 @@ class Worker:
         connection.close()
 
     def recover_stale(self):
-        """Queue again the running jobs whose worker is gone; they resume from their last checkpoint."""
+        """Queue again the running jobs whose worker is gone; they resume from their last checkpoint.
+
+        Gone: a heartbeat older than STALE_S; at once, a worker process on this host that no longer exists,
+        or a worker of this process (same host and PID, an earlier start) whose job no thread here runs.
+        """
         cutoff = timezone.now() - timedelta(seconds=STALE_S)
-        candidates = FineTuningJob.objects.filter(status=FineTuningJob.RUNNING).exclude(worker=self.name)
+        candidates = FineTuningJob.objects.filter(status=FineTuningJob.RUNNING)
         for job in candidates.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True) |
                                      Q(worker__startswith=f"{HOST}:")):
-            host, _, rest = job.worker.partition(":")
-            pid = rest.split(":", 1)[0]
-            local_and_dead = host == HOST and pid.isdigit() and not _pid_alive(int(pid))
+            if any(worker.runs_here(job) for worker in {self, *_running_here}):
+                continue  # a thread of this process runs it
+            host, pid = _worker_process(job.worker)
+            gone = host == HOST and pid is not None and (pid == os.getpid() or not _pid_alive(pid))
             stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
-            if host == HOST and pid.isdigit() and int(pid) == os.getpid():
-                continue  # a thread of this very process runs it
-            if not (stale or local_and_dead):
-                continue
-            self.requeue(job)
+            if stale or gone:
+                self.requeue(job)
+
+    def runs_here(self, job):
+        thread = self.runs.get(job.pk)
+        return job.worker == self.name and thread is not None and thread.is_alive()
 
     def requeue(self, job):
         from training.engine import checkpoints
 
         old_worker = job.worker
-        if job.engine_pid and old_worker.partition(":")[0] == HOST and _is_engine_group(job.engine_pid):
+        ours = {run.process.pid for run in list(self.job_runs.values()) if run.process is not None}
+        if job.engine_pid and job.engine_pid not in ours and _worker_process(old_worker)[0] == HOST \
+                and _is_engine_group(job.engine_pid):
             try:
                 os.killpg(job.engine_pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -5,6 +5,8 @@ the tests in test_worker_engine.py run the real engine.
 """
 
 import json
+import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -288,3 +290,56 @@ def test_recovery_stores_a_checkpoint_published_on_disk_whose_line_was_lost(runn
     assert "resumes from its last complete checkpoint (epoch-1-step-10, step 10)" in messages[-1]
     JobRun(running, "me").recover_checkpoints()
     assert Checkpoint.objects.filter(job=running).count() == 1 and len(checkpoint_messages(running)) == 1
+
+
+def test_each_start_of_a_worker_has_its_own_name(running):
+    first, second = Worker(name="w"), Worker(name="w")
+    assert first.name.startswith(f"{HOST}:{os.getpid()}:") and first.name.endswith(":w")
+    assert first.name != second.name
+
+
+@pytest.mark.parametrize("earlier", ["{host}:{pid}:0ldb00t5:w", "{host}:{pid}:w"], ids=["boot-token", "old-style"])
+def test_a_job_of_an_earlier_start_with_the_same_pid_is_queued_again_at_start(running, earlier):
+    # A restarted container runs `serve` as PID 1 again, under the same hostname.
+    old_name = earlier.format(host=HOST, pid=os.getpid())
+    FineTuningJob.objects.filter(pk=running.pk).update(worker=old_name, heartbeat_at=timezone.now())
+    Worker().recover_stale()
+    running.refresh_from_db()
+    assert (running.status, running.worker) == ("queued", "")
+    assert f"The worker {old_name} stopped responding" in running.events.order_by("-id").first().message
+
+
+def test_a_job_of_this_worker_is_left_alone_while_its_thread_runs_and_queued_again_after(running):
+    worker = Worker()
+    FineTuningJob.objects.filter(pk=running.pk).update(worker=worker.name, heartbeat_at=timezone.now())
+    release = threading.Event()
+    worker.runs[running.pk] = threading.Thread(target=release.wait)
+    worker.runs[running.pk].start()
+    worker.recover_stale()
+    assert FineTuningJob.objects.get(pk=running.pk).status == "running"
+    release.set()
+    worker.runs[running.pk].join()
+    worker.recover_stale()  # its thread ended without ending the job
+    assert FineTuningJob.objects.get(pk=running.pk).status == "queued"
+
+
+def test_recovery_spares_an_engine_of_this_worker_that_reuses_the_recorded_pid(running):
+    import subprocess
+    import sys
+
+    # An engine of this start whose PID the engine of an earlier start had (PIDs restart in a container).
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "training.engine"],
+                              start_new_session=True)
+    try:
+        worker = Worker()
+        other = JobRun(running, worker.name)
+        other.process = engine
+        worker.job_runs[-1] = other
+        FineTuningJob.objects.filter(pk=running.pk).update(worker=f"{HOST}:{os.getpid()}:0ldb00t5:w",
+                                                           engine_pid=engine.pid, heartbeat_at=timezone.now())
+        worker.recover_stale()
+        assert FineTuningJob.objects.get(pk=running.pk).status == "queued"
+        assert engine.poll() is None
+    finally:
+        engine.kill()
+        engine.wait()
