@@ -239,6 +239,7 @@ class JobRun:
         self.done = None
         self.error = None
         self.paused_at = None
+        self.disk_full = None  # what the engine said when a full disk paused it
         self.pause_sent = False
         self.started = False
         self.terminated = False
@@ -277,6 +278,9 @@ class JobRun:
 
         job = self.job
         job.job_dir.mkdir(parents=True, exist_ok=True)
+        # First what a kill left in the folder (a checkpoint moved aside comes back before --resume is chosen).
+        for n, sentence in enumerate(checkpoints.tidy(job.job_dir)):
+            job.record_event(sentence, dedupe_key=f"tidy-{job.attempts}-{n}")
         try:
             self.recover_checkpoints()
         except Exception:  # noqa: BLE001 - the engine's own lines still store what it writes from here
@@ -553,6 +557,9 @@ class JobRun:
 
     def on_paused(self, line):
         self.paused_at = int(line.get("step") or self.job.step)
+        if line.get("reason") == "disk_full":
+            self.disk_full = str(line.get("message") or "The disk holding the job folder is full; the job is "
+                                                         "paused. Free space, then resume it.")
         return []
 
     def on_done(self, line):
@@ -592,13 +599,16 @@ class JobRun:
 
     def finish_paused(self):
         job = self.job
-        requeue = self.stopping.is_set() and job.control != "pause"
+        # A full disk waits for somebody to free space: queued again, it would only fill it again.
+        requeue = self.stopping.is_set() and job.control != "pause" and self.disk_full is None
         status = FineTuningJob.QUEUED if requeue else FineTuningJob.PAUSED
         if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING).update(
                 status=status, control="", worker="", engine_pid=None, estimated_finish=None):
             return
         job.refresh_from_db()
-        if requeue:
+        if self.disk_full is not None:
+            job.record_event(self.disk_full, level="error", dedupe_key=f"disk-full-{job.attempts}")
+        elif requeue:
             job.record_event(f"The worker {self.worker_name} stopped; the job saved its state at step "
                              f"{self.paused_at} and is queued again.", dedupe_key=f"requeued-{job.attempts}")
         else:

@@ -343,3 +343,16 @@ def test_recovery_spares_an_engine_of_this_worker_that_reuses_the_recorded_pid(r
     finally:
         engine.kill()
         engine.wait()
+
+
+def test_a_full_disk_pauses_the_job_with_the_engines_words_even_when_the_worker_stops(running):
+    stopping = threading.Event()
+    stopping.set()  # a queued job would only fill the disk again
+    run = JobRun(running, running.worker, stopping)
+    message = "The disk holding /srv/jobs is full: … then resume it: it continues from epoch-1-step-10 (step 10)."
+    feed(run, [{"type": "paused", "step": 12, "reason": "disk_full", "message": message}])
+    run.finish(0)
+    running.refresh_from_db()
+    assert (running.status, running.worker, running.error) == ("paused", "", {})
+    last = running.events.order_by("-id").first()
+    assert (last.level, last.message) == ("error", message)
