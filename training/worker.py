@@ -27,8 +27,9 @@ embedded default):
   start: a restarted container is PID 1 again). The job resumes from its last
   complete checkpoint, an event says so, and a checkpoint a kill -9 left on
   disk without its row or event gets them.
-- Stopping a worker (SIGTERM/SIGINT) pauses its jobs and puts them back in
-  the queue, so another worker continues them.
+- Stopping a worker (SIGTERM/SIGINT to `trainworker` or to `serve`) pauses
+  its jobs and puts them back in the queue, so another worker (or the next
+  start) continues them from their pause state.
 - At the end: the results CSV (file of purpose `fine-tune-results`),
   `fine_tuned_model`, `trained_tokens`, `finished_at`, the final checkpoint's
   name, webhooks.
@@ -854,3 +855,12 @@ def start_inprocess_worker(slots=1):
     _inprocess.update(worker=worker, stop=stop, thread=thread)
     thread.start()
     return worker
+
+
+def stop_inprocess_worker():
+    """Stop the in-process worker as `trainworker` stops on SIGTERM: each running job saves its state at
+    the end of its current step and goes back to the queue; the next start resumes it from there."""
+    if "thread" not in _inprocess:
+        return
+    _inprocess["stop"].set()
+    _inprocess["thread"].join()
