@@ -727,7 +727,7 @@ class Worker:
         self.runs = {}
         self.job_runs = {}
         self.stopping = threading.Event()
-        self.last_recovery = 0.0
+        self.last_recovery = None  # the first step recovers at once: jobs an earlier start left running
 
     def run(self, stop=None):
         """Claim and run jobs until `stop` is set; then pause the running jobs and queue them again."""
@@ -751,7 +751,7 @@ class Worker:
 
     def step(self):
         self.runs = {pk: t for pk, t in self.runs.items() if t.is_alive()}
-        if time.monotonic() - self.last_recovery > min(5.0, STALE_S / 2):
+        if self.last_recovery is None or time.monotonic() - self.last_recovery > min(5.0, STALE_S / 2):
             self.last_recovery = time.monotonic()
             self.recover_stale()
         while len(self.runs) < self.slots:
