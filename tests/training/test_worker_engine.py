@@ -316,3 +316,33 @@ def test_stopping_serve_pauses_its_job_and_the_next_start_resumes_it_from_there(
     assert not any("stopped responding" in m for m in messages)
     assert sorted(dict(home.points(job_id))) == list(range(1, 25))  # every step once
     assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1, 2, 3]
+
+
+def test_a_full_disk_pauses_the_job_and_resume_finishes_it_once_there_is_room(home):
+    jobs = home.path / "jobs"
+    jobs.mkdir(exist_ok=True)
+    # 1.5 MB: room for one checkpoint of this job (about 1 MB: adapter, optimizer, tokenizer), not two.
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(jobs)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        job_id = home.make_job(n_epochs=2)  # 8 steps per epoch
+        home.start_worker()
+        paused = home.wait(job_id, lambda j: j["status"] == "paused", "the pause for the full disk")
+        assert (paused["error"], paused["engine_pid"]) == ("{}", None)
+        assert home.messages(job_id)[-1] == (
+            f"The disk holding {jobs / job_id} is full: the state at step 16 could not be saved. The job is "
+            "paused. Free space (or set keep_last_n to keep fewer optimizer states), then resume it: it "
+            "continues from epoch-1-step-8 (step 8).")
+        assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1]
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(jobs)], check=True)  # room made
+        home.control(job_id, "resume")
+        done = home.wait(job_id, lambda j: j["status"] == "succeeded", "the job to finish after the resume")
+        assert done["attempts"] == 2
+        assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1, 2]
+        assert "Resuming from epoch-1-step-8 at step 8." in home.messages(job_id)
+    finally:
+        home.stop_workers()
+        subprocess.run(["umount", "-l", str(jobs)], check=True)

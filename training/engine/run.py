@@ -297,6 +297,13 @@ def _is_oom(exc):
         "can't allocate memory" in str(exc).lower()
 
 
+def _log_traceback():
+    try:
+        traceback.print_exc(file=sys.stderr)
+    except OSError:
+        pass  # stderr is the job folder's engine.log, maybe on the disk that is full
+
+
 def _is_disk_full(exc, output_dir=None):
     seen = exc
     while seen is not None:
@@ -365,7 +372,7 @@ def main(argv=None, protocol=None):
         reporter.emit("error", code=exc.code, message=exc.message)
         return 1
     except Exception as exc:  # noqa: BLE001 - every failure must end with an error line
-        traceback.print_exc(file=sys.stderr)
+        _log_traceback()
         spec = getattr(job, "spec", None)
         if _is_oom(exc):
             what = ""
@@ -380,7 +387,7 @@ def main(argv=None, protocol=None):
                 _pause_for_full_disk(job, reporter)
                 return 0
             except Exception:  # noqa: BLE001 - then it ends as a failure that says the disk is full
-                traceback.print_exc(file=sys.stderr)
+                _log_traceback()
                 reporter.emit("error", code="disk_full", message=f"The disk holding {spec.output_dir} is full. "
                               "Free space or set keep_last_n to keep fewer optimizer states.")
         elif _is_disk_full(exc):
