@@ -22,10 +22,14 @@ embedded default):
   becomes `paused`); resume re-queues and the engine gets `--resume`.
 - Heartbeat every HEARTBEAT_S. Any worker re-queues a running job whose
   heartbeat is older than STALE_S, or at once when its worker was a process
-  on this host that no longer exists; the job resumes from its last complete
-  checkpoint and an event says so.
-- Stopping a worker (SIGTERM/SIGINT) pauses its jobs and puts them back in
-  the queue, so another worker continues them.
+  on this host that no longer exists, or an earlier start of this very
+  process (a worker is named `host:pid:boot:label`, with a random token per
+  start: a restarted container is PID 1 again). The job resumes from its last
+  complete checkpoint, an event says so, and a checkpoint a kill -9 left on
+  disk without its row or event gets them.
+- Stopping a worker (SIGTERM/SIGINT to `trainworker` or to `serve`) pauses
+  its jobs and puts them back in the queue, so another worker (or the next
+  start) continues them from their pause state.
 - At the end: the results CSV (file of purpose `fine-tune-results`),
   `fine_tuned_model`, `trained_tokens`, `finished_at`, the final checkpoint's
   name, webhooks.
@@ -43,6 +47,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -235,6 +240,7 @@ class JobRun:
         self.done = None
         self.error = None
         self.paused_at = None
+        self.disk_full = None  # what the engine said when a full disk paused it
         self.pause_sent = False
         self.started = False
         self.terminated = False
@@ -273,6 +279,13 @@ class JobRun:
 
         job = self.job
         job.job_dir.mkdir(parents=True, exist_ok=True)
+        # First what a kill left in the folder (a checkpoint moved aside comes back before --resume is chosen).
+        for n, sentence in enumerate(checkpoints.tidy(job.job_dir)):
+            job.record_event(sentence, dedupe_key=f"tidy-{job.attempts}-{n}")
+        try:
+            self.recover_checkpoints()
+        except Exception:  # noqa: BLE001 - the engine's own lines still store what it writes from here
+            log.exception("%s: could not recover its checkpoints", job.public_id)
         spec_path = job.job_dir / "spec.json"
         spec = self.engine_spec()
         spec_path.write_text(json.dumps(spec, indent=2))
@@ -496,13 +509,43 @@ class JobRun:
         checkpoint.job = job
         out = [("checkpoint", payloads.checkpoint_payload(checkpoint))]
         if not final:
-            event, created = JobEvent.objects.get_or_create(
-                job=job, dedupe_key=f"checkpoint-{epoch}",
-                defaults={"message": f"Checkpoint created at step {checkpoint.step} with Snapshot ID: "
-                                     f"{checkpoint.model_name}", "data": {}})
+            event, created = self._checkpoint_event(checkpoint)
             if created:
                 out.append(("event", payloads.event_payload(event)))
         return out
+
+    def _checkpoint_event(self, checkpoint):
+        # Stored in the transaction that stores the row (handle_line), so a kill -9 keeps both or neither.
+        return JobEvent.objects.get_or_create(
+            job=self.job, dedupe_key=f"checkpoint-{checkpoint.epoch}",
+            defaults={"message": f"Checkpoint created at step {checkpoint.step} with Snapshot ID: "
+                                 f"{checkpoint.model_name}", "data": {}})
+
+    def recover_checkpoints(self):
+        """Store what a kill -9 can leave unstored, once each: an epoch checkpoint the engine published on
+        disk before its line was stored (a resumed engine starts after it and never prints it again), and
+        the event of a checkpoint row that lacks one."""
+        from training.engine import checkpoints
+
+        job = self.job
+        stored = set(job.checkpoints.values_list("epoch", flat=True))
+        for folder in checkpoints.epoch_checkpoints(job.job_dir):
+            state = checkpoints.read_state(folder)
+            if state.get("epoch") is None or int(state["epoch"]) in stored:
+                continue
+            log.warning("%s: storing checkpoint %s found on disk", job.public_id, folder.name)
+            self.handle_line({"type": "checkpoint", "epoch": state["epoch"], "step": state["step"],
+                              "path": str(folder), "bytes": checkpoints.folder_bytes(folder),
+                              "metrics": state.get("metrics") or {}})
+        with_event = {int(key.removeprefix("checkpoint-")) for key in job.events.filter(
+            dedupe_key__startswith="checkpoint-").values_list("dedupe_key", flat=True)
+            if key.removeprefix("checkpoint-").isdigit()}
+        for checkpoint in job.checkpoints.filter(is_final=False).exclude(epoch__in=with_event).order_by("epoch"):
+            checkpoint.job = job
+            with transaction.atomic():
+                event, created = self._checkpoint_event(checkpoint)
+            if created:
+                publish_event(job, event)
 
     def on_message(self, line):
         text = str(line.get("text") or "")
@@ -515,6 +558,9 @@ class JobRun:
 
     def on_paused(self, line):
         self.paused_at = int(line.get("step") or self.job.step)
+        if line.get("reason") == "disk_full":
+            self.disk_full = str(line.get("message") or "The disk holding the job folder is full; the job is "
+                                                         "paused. Free space, then resume it.")
         return []
 
     def on_done(self, line):
@@ -554,13 +600,16 @@ class JobRun:
 
     def finish_paused(self):
         job = self.job
-        requeue = self.stopping.is_set() and job.control != "pause"
+        # A full disk waits for somebody to free space: queued again, it would only fill it again.
+        requeue = self.stopping.is_set() and job.control != "pause" and self.disk_full is None
         status = FineTuningJob.QUEUED if requeue else FineTuningJob.PAUSED
         if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING).update(
                 status=status, control="", worker="", engine_pid=None, estimated_finish=None):
             return
         job.refresh_from_db()
-        if requeue:
+        if self.disk_full is not None:
+            job.record_event(self.disk_full, level="error", dedupe_key=f"disk-full-{job.attempts}")
+        elif requeue:
             job.record_event(f"The worker {self.worker_name} stopped; the job saved its state at step "
                              f"{self.paused_at} and is queued again.", dedupe_key=f"requeued-{job.attempts}")
         else:
@@ -657,19 +706,34 @@ def _is_engine_group(pgid):
     return b"training.engine" in cmdline or b"torch.distributed.run" in cmdline
 
 
+def _worker_process(name):
+    """(host, pid) of a worker name `host:pid:boot:label` (or the older `host:pid:label`); pid None if unknown."""
+    host, _, rest = name.partition(":")
+    pid = rest.split(":", 1)[0]
+    return host, int(pid) if pid.isdigit() else None
+
+
+# The workers whose loop runs in this process: a job of this host and PID that none of them runs is a
+# job of an earlier start of this process.
+_running_here = set()
+
+
 class Worker:
     def __init__(self, slots=1, name=None):
         self.slots = max(1, slots)
-        # host:pid first, so a worker on the same host can tell that this one is gone.
-        self.name = f"{HOST}:{os.getpid()}:{name or 'w'}"
+        # host:pid first, so a worker on the same host can tell that this one is gone; then a token of this
+        # start, because a restarted container runs `serve` as PID 1 again under the same hostname.
+        self.name = f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}:{name or 'w'}"
         self.runs = {}
+        self.job_runs = {}
         self.stopping = threading.Event()
-        self.last_recovery = 0.0
+        self.last_recovery = None  # the first step recovers at once: jobs an earlier start left running
 
     def run(self, stop=None):
         """Claim and run jobs until `stop` is set; then pause the running jobs and queue them again."""
         stop = stop or threading.Event()
         log.info("worker %s: %s slot(s)", self.name, self.slots)
+        _running_here.add(self)
         threading.Thread(target=self._deliver_webhooks, args=(stop,), name="attune-webhooks", daemon=True).start()
         while not stop.is_set():
             try:
@@ -682,11 +746,12 @@ class Worker:
         self.stopping.set()
         for thread in list(self.runs.values()):
             thread.join(timeout=120)
+        _running_here.discard(self)
         connection.close()
 
     def step(self):
         self.runs = {pk: t for pk, t in self.runs.items() if t.is_alive()}
-        if time.monotonic() - self.last_recovery > min(5.0, STALE_S / 2):
+        if self.last_recovery is None or time.monotonic() - self.last_recovery > min(5.0, STALE_S / 2):
             self.last_recovery = time.monotonic()
             self.recover_stale()
         while len(self.runs) < self.slots:
@@ -701,10 +766,12 @@ class Worker:
     def _run_job(self, job):
         try:
             log.info("worker %s: running %s (attempt %s)", self.name, job.public_id, job.attempts)
-            JobRun(job, self.name, self.stopping).run()
+            self.job_runs[job.pk] = JobRun(job, self.name, self.stopping)
+            self.job_runs[job.pk].run()
         except Exception:  # noqa: BLE001
             log.exception("job %s", job.public_id)
         finally:
+            self.job_runs.pop(job.pk, None)
             connection.close()
 
     def _deliver_webhooks(self, stop):
@@ -721,26 +788,34 @@ class Worker:
         connection.close()
 
     def recover_stale(self):
-        """Queue again the running jobs whose worker is gone; they resume from their last checkpoint."""
+        """Queue again the running jobs whose worker is gone; they resume from their last checkpoint.
+
+        Gone: a heartbeat older than STALE_S; at once, a worker process on this host that no longer exists,
+        or a worker of this process (same host and PID, an earlier start) whose job no thread here runs.
+        """
         cutoff = timezone.now() - timedelta(seconds=STALE_S)
-        candidates = FineTuningJob.objects.filter(status=FineTuningJob.RUNNING).exclude(worker=self.name)
+        candidates = FineTuningJob.objects.filter(status=FineTuningJob.RUNNING)
         for job in candidates.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True) |
                                      Q(worker__startswith=f"{HOST}:")):
-            host, _, rest = job.worker.partition(":")
-            pid = rest.split(":", 1)[0]
-            local_and_dead = host == HOST and pid.isdigit() and not _pid_alive(int(pid))
+            if any(worker.runs_here(job) for worker in {self, *_running_here}):
+                continue  # a thread of this process runs it
+            host, pid = _worker_process(job.worker)
+            gone = host == HOST and pid is not None and (pid == os.getpid() or not _pid_alive(pid))
             stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
-            if host == HOST and pid.isdigit() and int(pid) == os.getpid():
-                continue  # a thread of this very process runs it
-            if not (stale or local_and_dead):
-                continue
-            self.requeue(job)
+            if stale or gone:
+                self.requeue(job)
+
+    def runs_here(self, job):
+        thread = self.runs.get(job.pk)
+        return job.worker == self.name and thread is not None and thread.is_alive()
 
     def requeue(self, job):
         from training.engine import checkpoints
 
         old_worker = job.worker
-        if job.engine_pid and old_worker.partition(":")[0] == HOST and _is_engine_group(job.engine_pid):
+        ours = {run.process.pid for run in list(self.job_runs.values()) if run.process is not None}
+        if job.engine_pid and job.engine_pid not in ours and _worker_process(old_worker)[0] == HOST \
+                and _is_engine_group(job.engine_pid):
             try:
                 os.killpg(job.engine_pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -750,6 +825,10 @@ class Worker:
                 status=status, worker="", control="", engine_pid=None, estimated_finish=None):
             return
         job.refresh_from_db()
+        try:
+            JobRun(job, self.name).recover_checkpoints()
+        except Exception:  # noqa: BLE001 - the next run of the job tries again
+            log.exception("%s: could not recover its checkpoints", job.public_id)
         latest = checkpoints.latest_resumable(job.job_dir)
         if latest is not None:
             state = checkpoints.read_state(latest)
@@ -776,3 +855,12 @@ def start_inprocess_worker(slots=1):
     _inprocess.update(worker=worker, stop=stop, thread=thread)
     thread.start()
     return worker
+
+
+def stop_inprocess_worker():
+    """Stop the in-process worker as `trainworker` stops on SIGTERM: each running job saves its state at
+    the end of its current step and goes back to the queue; the next start resumes it from there."""
+    if "thread" not in _inprocess:
+        return
+    _inprocess["stop"].set()
+    _inprocess["thread"].join()

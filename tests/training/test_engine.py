@@ -199,7 +199,7 @@ def test_out_of_memory_says_what_to_lower(tmp_path, tiny_model, files, monkeypat
     assert all(word in error["message"] for word in ("batch_size", "max_seq_length", "lora_r"))
 
 
-def test_disk_full_is_reported(tmp_path, tiny_model, files, monkeypatch):
+def test_a_full_disk_pauses_the_job_and_says_what_to_do(tmp_path, tiny_model, files, monkeypatch):
     from trl import SFTTrainer
 
     def full(self, **kwargs):
@@ -207,8 +207,9 @@ def test_disk_full_is_reported(tmp_path, tiny_model, files, monkeypatch):
 
     monkeypatch.setattr(SFTTrainer, "train", full)
     spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]))
-    error = _error(run_in_process(spec)[1])
-    assert error["code"] == "disk_full" and "keep_last_n" in error["message"]
+    status, lines = run_in_process(spec)
+    assert status == 0 and (lines[-1]["type"], lines[-1]["reason"]) == ("paused", "disk_full")
+    assert "keep_last_n" in lines[-1]["message"] and "from the beginning" in lines[-1]["message"]
 
 
 # --- the demo base model -------------------------------------------------------------

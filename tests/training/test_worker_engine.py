@@ -282,3 +282,67 @@ def test_every_point_reaches_a_websocket_client_in_order(tiny_home, layer_env):
     finally:
         stop_studio(studio.process)
         home.stop_workers()
+
+
+def test_stopping_serve_pauses_its_job_and_the_next_start_resumes_it_from_there(tiny_home):
+    home = Home(tiny_home)
+    job_id = home.make_job(n_epochs=3)  # 24 steps
+    studio = start_studio(tiny_home, ATTUNE_HEARTBEAT_S="0.5")  # the embedded worker claims it
+    try:
+        running = home.wait(job_id, lambda j: j["status"] == "running" and j["step"] >= 2, "two training steps")
+        os.killpg(studio.process.pid, signal.SIGTERM)  # as `make run` is stopped
+        assert studio.process.wait(timeout=180) == 0, studio.log.read_text()[-3000:]
+    finally:
+        stop_studio(studio.process)
+    stopped = home.job(job_id)
+    assert (stopped["status"], stopped["engine_pid"], stopped["attempts"]) == ("queued", None, 1)
+    assert not group_alive(running["engine_pid"])
+    pause = home.path / "jobs" / job_id / "pause-state"
+    assert (pause / "COMPLETE").exists()
+    step = json.loads((pause / "attune_state.json").read_text())["step"]
+    assert 2 <= step < 24
+    worker_said = [m for m in home.messages(job_id) if m.endswith(f"the job saved its state at step {step} "
+                                                                  "and is queued again.")]
+    assert len(worker_said) == 1, home.messages(job_id)
+
+    studio = start_studio(tiny_home, ATTUNE_HEARTBEAT_S="0.5")
+    try:
+        done = home.wait(job_id, lambda j: j["status"] == "succeeded", "the job to finish after the restart")
+    finally:
+        stop_studio(studio.process)
+    assert done["attempts"] == 2
+    messages = home.messages(job_id)
+    assert f"Resuming from pause-state at step {step}." in messages
+    assert not any("stopped responding" in m for m in messages)
+    assert sorted(dict(home.points(job_id))) == list(range(1, 25))  # every step once
+    assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1, 2, 3]
+
+
+def test_a_full_disk_pauses_the_job_and_resume_finishes_it_once_there_is_room(home):
+    jobs = home.path / "jobs"
+    jobs.mkdir(exist_ok=True)
+    # 1.5 MB: room for one checkpoint of this job (about 1 MB: adapter, optimizer, tokenizer), not two.
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(jobs)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        job_id = home.make_job(n_epochs=2)  # 8 steps per epoch
+        home.start_worker()
+        paused = home.wait(job_id, lambda j: j["status"] == "paused", "the pause for the full disk")
+        assert (paused["error"], paused["engine_pid"]) == ("{}", None)
+        assert home.messages(job_id)[-1] == (
+            f"The disk holding {jobs / job_id} is full: the state at step 16 could not be saved. The job is "
+            "paused. Free space (or set keep_last_n to keep fewer optimizer states), then resume it: it "
+            "continues from epoch-1-step-8 (step 8).")
+        assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1]
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(jobs)], check=True)  # room made
+        home.control(job_id, "resume")
+        done = home.wait(job_id, lambda j: j["status"] == "succeeded", "the job to finish after the resume")
+        assert done["attempts"] == 2
+        assert [epoch for epoch, *_ in home.checkpoints(job_id)] == [1, 2]
+        assert "Resuming from epoch-1-step-8 at step 8." in home.messages(job_id)
+    finally:
+        home.stop_workers()
+        subprocess.run(["umount", "-l", str(jobs)], check=True)

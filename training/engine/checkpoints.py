@@ -10,7 +10,14 @@ adapter_config.json, or model.safetensors + config.json), the tokenizer,
 `attune_spec.json` (the resolved spec), `attune_state.json` (epoch, step,
 metrics, trained tokens) and Trainer's resume state (optimizer.pt,
 scheduler.pt, rng_state*.pth, trainer_state.json). `COMPLETE` is written
-last, then the folder is renamed into place in one `os.replace`.
+last, every file and the folder are flushed to the disk (fsync), then the
+folder is renamed into place in one `os.replace` and its parent flushed, so
+a power cut never publishes a folder whose files are not all there.
+
+What a kill can leave behind is tidied before a run starts (`tidy`): an
+unfinished `.trainer/checkpoint-<N>` is removed; a `<name>.old` (the folder
+being replaced) is removed, or put back when the kill came before its
+replacement took its place. A `.old` folder is never taken for a checkpoint.
 
 `keep_last_n` removes the resume state of older epoch checkpoints (their
 weights stay servable); only the newest can then be resumed from.
@@ -19,6 +26,7 @@ weights stay servable); only the newest can then be resumed from.
 import json
 import os
 import pathlib
+import re
 import shutil
 
 MARKER = "COMPLETE"
@@ -28,6 +36,8 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json
 
 # The spec fields that may differ between a run and its resume without changing the training.
 IGNORED_ON_RESUME = {"integrations", "job_id", "output_dir", "suffix", "n_gpus"}
+EPOCH_FOLDER = re.compile(r"epoch-\d+-step-\d+")
+TRASH_SUFFIX = ".old"
 
 
 def checkpoints_dir(output_dir):
@@ -52,17 +62,59 @@ def finalize(written, final, spec_dict, state):
     (written / SPEC_FILE).write_text(json.dumps(spec_dict, indent=2, sort_keys=True))
     (written / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
     (written / MARKER).write_text("")
+    _sync_tree(written)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         # Replacing (a pause state, or an epoch re-saved after a resume): move the old one aside first.
-        trash = final.with_name(final.name + ".old")
+        trash = final.with_name(final.name + TRASH_SUFFIX)
         shutil.rmtree(trash, ignore_errors=True)
         os.replace(final, trash)
         os.replace(written, final)
+        _sync(final.parent)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(written, final)
+        _sync(final.parent)
     return final
+
+
+def _sync(path):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(folder):
+    """fsync every file under `folder`, then each folder, deepest first, `folder` itself last."""
+    folders = []
+    for root, _dirs, files in os.walk(folder):
+        folders.append(root)
+        for name in files:
+            _sync(os.path.join(root, name))
+    for root in reversed(folders):
+        _sync(root)
+
+
+def tidy(output_dir):
+    """Clear what a kill left in the job folder; returns one sentence per thing done."""
+    done = []
+    for partial in sorted(trainer_dir(output_dir).glob("checkpoint-*")):
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+            done.append(f"Removed the unfinished checkpoint folder {partial.name} of an earlier run.")
+    trash = sorted(checkpoints_dir(output_dir).glob(f"*{TRASH_SUFFIX}"))
+    pause_trash = pause_dir(output_dir).with_name(pause_dir(output_dir).name + TRASH_SUFFIX)
+    for old in trash + ([pause_trash] if pause_trash.is_dir() else []):
+        kept = old.with_name(old.name.removesuffix(TRASH_SUFFIX))
+        if not kept.exists() and is_complete(old):
+            os.replace(old, kept)  # killed between moving it aside and putting its replacement in place
+            _sync(kept.parent)
+            done.append(f"Put back {kept.name}, whose replacement was not written.")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return done
 
 
 def folder_bytes(folder):
@@ -88,7 +140,8 @@ def is_resumable(folder):
 def epoch_checkpoints(output_dir):
     """Complete epoch checkpoints, oldest first."""
     root = checkpoints_dir(output_dir)
-    found = [p for p in root.glob("epoch-*-step-*") if p.is_dir() and is_complete(p)]
+    found = [p for p in root.glob("epoch-*-step-*")
+             if EPOCH_FOLDER.fullmatch(p.name) and p.is_dir() and is_complete(p)]
     return sorted(found, key=lambda p: read_state(p)["step"])
 
 

@@ -2,7 +2,9 @@
 
 `main(argv, protocol_stream)` is what `python -m training.engine` runs; tests
 call it in-process with a StringIO. It returns the exit status: 0 when done
-or paused, 1 on an `error` line, 143 when cancelled by SIGTERM.
+or paused, 1 on an `error` line, 143 when cancelled by SIGTERM. A full disk
+pauses the job (a `paused` line with `reason: disk_full` and what to do)
+rather than failing it: the last complete checkpoint is intact.
 """
 
 import argparse
@@ -234,6 +236,9 @@ class Job:
     # --- train / save / report ---------------------------------------------------
 
     def train(self):
+        if self.is_main:
+            for sentence in checkpoints.tidy(self.spec.output_dir):
+                self.reporter.message(sentence)
         resume_from = checkpoints.latest_resumable(self.spec.output_dir) if self.resume else None
         if self.resume and resume_from is None:
             self.reporter.message("No complete checkpoint to resume from; starting from the beginning.",
@@ -292,8 +297,48 @@ def _is_oom(exc):
         "can't allocate memory" in str(exc).lower()
 
 
-def _is_disk_full(exc):
-    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "no space left" in str(exc).lower()
+def _log_traceback():
+    try:
+        traceback.print_exc(file=sys.stderr)
+    except OSError:
+        pass  # stderr is the job folder's engine.log, maybe on the disk that is full
+
+
+def _is_disk_full(exc, output_dir=None):
+    seen = exc
+    while seen is not None:
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "no space left" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if output_dir is None:
+        return False
+    # torch.save reports a write that did not fit without the errno ("unexpected pos …"): the free space
+    # left on the job folder's disk tells.
+    import shutil
+
+    folder = pathlib.Path(output_dir)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return False
+    return usage.free < min(64 << 20, usage.total // 100)
+
+
+def _pause_for_full_disk(job, reporter):
+    """Drop the unfinished save (it holds the space), say where resume will continue from, and stop."""
+    output_dir = job.spec.output_dir
+    step = job.trainer.state.global_step if hasattr(job, "trainer") else 0
+    if job.is_main:
+        checkpoints.tidy(output_dir)
+    latest = checkpoints.latest_resumable(output_dir)
+    where = (f"{latest.name} (step {checkpoints.read_state(latest)['step']})" if latest is not None
+             else "the beginning (no complete checkpoint yet)")
+    reporter.emit("paused", step=step, reason="disk_full",
+                  message=f"The disk holding {output_dir} is full: the state at step {step} could not be saved. "
+                          "The job is paused. Free space (or set keep_last_n to keep fewer optimizer states), "
+                          f"then resume it: it continues from {where}.")
 
 
 def main(argv=None, protocol=None):
@@ -327,7 +372,7 @@ def main(argv=None, protocol=None):
         reporter.emit("error", code=exc.code, message=exc.message)
         return 1
     except Exception as exc:  # noqa: BLE001 - every failure must end with an error line
-        traceback.print_exc(file=sys.stderr)
+        _log_traceback()
         spec = getattr(job, "spec", None)
         if _is_oom(exc):
             what = ""
@@ -337,10 +382,17 @@ def main(argv=None, protocol=None):
             reporter.emit("error", code="out_of_memory",
                           message=f"Out of memory{what}. Lower batch_size, max_seq_length or lora_r, or raise "
                                   "gradient_accumulation_steps and lower batch_size per step.")
+        elif spec is not None and _is_disk_full(exc, spec.output_dir):
+            try:
+                _pause_for_full_disk(job, reporter)
+                return 0
+            except Exception:  # noqa: BLE001 - then it ends as a failure that says the disk is full
+                _log_traceback()
+                reporter.emit("error", code="disk_full", message=f"The disk holding {spec.output_dir} is full. "
+                              "Free space or set keep_last_n to keep fewer optimizer states.")
         elif _is_disk_full(exc):
-            where = spec.output_dir if spec is not None else "the job folder"
             reporter.emit("error", code="disk_full",
-                          message=f"The disk holding {where} is full. Free space or set keep_last_n to keep "
+                          message="The disk holding the job folder is full. Free space or set keep_last_n to keep "
                                   "fewer optimizer states.")
         else:
             reporter.emit("error", code="internal_error", message=f"{exc.__class__.__name__}: {exc}")

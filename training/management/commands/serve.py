@@ -3,8 +3,13 @@ training worker (embedded default) and built-in inference.
 
 On first start it creates the admin user `admin` with a random password,
 saved under ATTUNE_HOME so later starts can print it again.
+
+SIGTERM or Ctrl-C stops it as it stops `trainworker`: the in-process worker's
+running jobs save their state and go back to the queue, and the next start
+resumes them from there.
 """
 
+import signal
 import sys
 
 from django.conf import settings
@@ -53,7 +58,8 @@ class Command(BaseCommand):
         self.stdout.write("")
         sys.stdout.flush()
 
-        if settings.ATTUNE_INPROCESS_WORKER and not no_worker:
+        worker = settings.ATTUNE_INPROCESS_WORKER and not no_worker
+        if worker:
             from training.worker import start_inprocess_worker
 
             start_inprocess_worker(slots=settings.ATTUNE_WORKER_SLOTS)
@@ -61,4 +67,17 @@ class Command(BaseCommand):
 
         from daphne.cli import CommandLineInterface
 
+        # Returns once SIGTERM or Ctrl-C has stopped the server.
         CommandLineInterface().run(["-b", host, "-p", str(port), "--proxy-headers", "config.asgi:application"])
+        if worker:
+            from training.worker import stop_inprocess_worker
+
+            # A second Ctrl-C or SIGTERM ends the process at once; its jobs then resume from their last
+            # complete checkpoint.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self.stdout.write("Stopping: running jobs save their state and are queued again "
+                              "(Ctrl-C again to stop at once) …")
+            self.stdout.flush()
+            stop_inprocess_worker()
+            self.stdout.write("Worker stopped.")

@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--slots", type=int, default=settings.ATTUNE_WORKER_SLOTS,
                             help="How many jobs run at once (one per GPU on a GPU host).")
-        parser.add_argument("--name", default=None, help="Worker name shown on its jobs (default host:pid).")
+        parser.add_argument("--name", default=None, help="Label shown on its jobs after host:pid:boot (default w).")
 
     def handle(self, slots, name, **options):
         from training.worker import Worker
