@@ -116,6 +116,8 @@ def event_object(event):
 
 def checkpoint_object(checkpoint):
     metrics = {name: checkpoint.metrics.get(name) for name in CHECKPOINT_METRICS}
+    # A DPO checkpoint adds its reward figures (`train_reward_margin`, `full_valid_reward_accuracy`, …).
+    metrics.update({name: value for name, value in checkpoint.metrics.items() if "_reward_" in name})
     metrics["step"] = float(checkpoint.step) if metrics["step"] is None else metrics["step"]
     return {
         "id": checkpoint.public_id,

@@ -10,6 +10,7 @@
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
+| ATTUNE_DEFAULT_BASE_MODEL| smollm2-135m (the base the forms pick first) |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 """
@@ -137,6 +138,8 @@ ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
+# The base model the new-job form, the datasets' token statistics and the playground start from.
+ATTUNE_DEFAULT_BASE_MODEL = os.environ.get("ATTUNE_DEFAULT_BASE_MODEL", "smollm2-135m")
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -18,7 +18,8 @@ Protocol (server → client, JSON text frames; the client sends nothing):
 
    Trace NAMEs: `train_loss`, `train_accuracy`, `learning_rate` (scope train),
    `valid_loss`, `valid_accuracy` (scope sampled), `full_valid_loss`,
-   `full_valid_accuracy` (scope full). Each trace holds at most
+   `full_valid_accuracy` (scope full), and for DPO jobs `<prefix>_reward_margin`
+   and `<prefix>_reward_accuracy` with the same three prefixes. Each trace holds at most
    MAX_TRACE_POINTS points (LTTB downsampling, first and last kept); null
    values are left out. `events` holds every message event and the newest
    METRICS_EVENTS metrics events.
@@ -26,7 +27,8 @@ Protocol (server → client, JSON text frames; the client sends nothing):
 2. Then the live messages, as the worker stores rows (shapes from
    training/payloads.py):
 
-       {"kind": "metric",     "data": {"scope", "step", "epoch", "loss", "accuracy", "learning_rate", "tokens_per_second"}}
+       {"kind": "metric",     "data": {"scope", "step", "epoch", "loss", "accuracy", "learning_rate", "tokens_per_second",
+                                        "reward_margin", "reward_accuracy"}}
        {"kind": "event",      "data": {"id", "created_at", "level", "message", "type", "data"}}
        {"kind": "checkpoint", "data": {"id", "epoch", "step", "model_name", "metrics", "bytes", "created_at"}}
        {"kind": "status",     "data": {...status payload...}}
@@ -54,11 +56,20 @@ from training import payloads
 MAX_TRACE_POINTS = 1000
 METRICS_EVENTS = 200
 
+# A metric point's fields, in the order build_traces reads them, and the trace each feeds per scope.
+POINT_FIELDS = ("loss", "accuracy", "learning_rate", "reward_margin", "reward_accuracy")
 TRACES = {
-    "train": {"loss": "train_loss", "accuracy": "train_accuracy", "learning_rate": "learning_rate"},
-    "sampled": {"loss": "valid_loss", "accuracy": "valid_accuracy"},
-    "full": {"loss": "full_valid_loss", "accuracy": "full_valid_accuracy"},
+    scope: {"loss": f"{prefix}_loss", "accuracy": f"{prefix}_accuracy",
+            "reward_margin": f"{prefix}_reward_margin", "reward_accuracy": f"{prefix}_reward_accuracy",
+            **({"learning_rate": "learning_rate"} if scope == "train" else {})}
+    for scope, prefix in (("train", "train"), ("sampled", "valid"), ("full", "full_valid"))
 }
+
+
+def point_rows(job):
+    """The job's metric points as build_traces reads them, oldest step first."""
+    return job.metric_points.order_by("step").values_list("scope", "step", *POINT_FIELDS).iterator(
+        chunk_size=5000)
 
 
 def lttb(xs, ys, threshold=MAX_TRACE_POINTS):
@@ -90,14 +101,14 @@ def lttb(xs, ys, threshold=MAX_TRACE_POINTS):
 
 
 def build_traces(rows):
-    """rows: (scope, step, loss, accuracy, learning_rate) ordered by step → the history's traces."""
+    """rows: (scope, step, *POINT_FIELDS) ordered by step → the history's traces."""
     columns = {name: ([], []) for fields in TRACES.values() for name in fields.values()}
     counts = {scope: 0 for scope in TRACES}
     last = {scope: None for scope in TRACES}
-    for scope, step, loss, accuracy, learning_rate in rows:
+    for scope, step, *values in rows:
         counts[scope] += 1
         last[scope] = step
-        for field, value in (("loss", loss), ("accuracy", accuracy), ("learning_rate", learning_rate)):
+        for field, value in zip(POINT_FIELDS, values, strict=True):
             name = TRACES[scope].get(field)
             if name and value is not None and math.isfinite(value):
                 columns[name][0].append(step)
@@ -111,8 +122,7 @@ def build_traces(rows):
 
 def job_history(job):
     """Everything the page needs to draw a job as stored now (see the protocol above)."""
-    rows = job.metric_points.order_by("step").values_list("scope", "step", "loss", "accuracy", "learning_rate")
-    traces, counts, last = build_traces(rows.iterator(chunk_size=5000))
+    traces, counts, last = build_traces(point_rows(job))
     messages = list(job.events.filter(type="message").order_by("id"))
     metrics = list(job.events.filter(type="metrics").order_by("-id")[:METRICS_EVENTS])
     events = sorted(messages + metrics, key=lambda e: e.pk)

@@ -106,7 +106,8 @@ class JobForm(forms.Form):
         common = {"required": False, "help_text": help_text, "label": name.rsplit(".", 1)[-1]}
         if name == "model":
             return forms.ModelChoiceField(queryset=BaseModel.objects.all(), to_field_name="name",
-                                          empty_label=None, **{**common, "required": True})
+                                          empty_label=None, initial=BaseModel.default(),
+                                          **{**common, "required": True})
         if name in ("training_file", "validation_file"):
             unusable = [fid for fid, f in self.files.items() if not f.usable]
             choices = [(fid, _file_label(f)) for fid, f in self.files.items()]

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.access import admin_required, is_admin
 from config.streaming import FileStream
-from dashboard.consumers import build_traces
+from dashboard.consumers import build_traces, point_rows
 from dashboard.forms import (
     BaseModelForm,
     CompareForm,
@@ -69,7 +69,7 @@ def datasets(request):
         if form.is_valid():
             upload = form.cleaned_data["file"]
             data_file, report = store_upload(upload.chunks(), upload.name, owner=request.user,
-                                             base_model=BaseModel.objects.first())
+                                             base_model=BaseModel.default())
             if report.ok:
                 messages.success(request, f"{data_file.filename}: {report.n_examples} examples, no errors.")
             else:
@@ -78,7 +78,7 @@ def datasets(request):
             return redirect("dataset_detail", file_id=data_file.public_id)
     files = DataFile.objects.filter(purpose="fine-tune").select_related("owner")
     page = Paginator(files, 50).get_page(request.GET.get("page"))
-    default_model = BaseModel.objects.first()
+    default_model = BaseModel.default()
     rows = [(f, f.stats.get(default_model.name, {}) if default_model else {}) for f in page]
     return render(request, "dashboard/datasets.html",
                   {"form": form, "page": page, "rows": rows, "default_model": default_model})
@@ -89,7 +89,7 @@ def dataset_detail(request, file_id):
     data_file = _get_file(file_id)
     chosen = StatsModelForm(request.GET or None)
     base_model = chosen.cleaned_data["base_model"] if chosen.is_valid() else None
-    base_model = base_model or BaseModel.objects.first()
+    base_model = base_model or BaseModel.default()
     form = StatsModelForm(initial={"base_model": base_model})
     stats = stats_for(data_file, base_model) if base_model else {}
     examples = []
@@ -188,8 +188,6 @@ JOBS_PER_PAGE = 25
 EVENTS_ON_PAGE = 100
 # One colour per compared job (colour-blind safe, Okabe–Ito).
 COMPARE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
-CHECKPOINT_METRICS = ["train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-                      "full_valid_loss", "full_valid_mean_token_accuracy"]
 
 
 def _get_job_for_user(request, job_id):
@@ -301,15 +299,32 @@ def _hyperparameters(job):
     return rows
 
 
+# The checkpoints table's figures: (heading, metric name), per method.
+CHECKPOINT_COLUMNS = {
+    "supervised": [("Train loss", "train_loss"), ("Train acc.", "train_mean_token_accuracy"),
+                   ("Valid loss", "valid_loss"), ("Valid acc.", "valid_mean_token_accuracy"),
+                   ("Full valid loss", "full_valid_loss"), ("Full valid acc.", "full_valid_mean_token_accuracy")],
+    "dpo": [("Train loss", "train_loss"), ("Train reward margin", "train_reward_margin"),
+            ("Train reward acc.", "train_reward_accuracy"), ("Full valid loss", "full_valid_loss"),
+            ("Full valid reward margin", "full_valid_reward_margin"),
+            ("Full valid reward acc.", "full_valid_reward_accuracy")],
+}
+
+
+def _checkpoint_columns(job):
+    return CHECKPOINT_COLUMNS["dpo" if job.spec.get("method") == "dpo" else "supervised"]
+
+
 def _checkpoint_rows(job):
     playground = _url_or_none("playground")
+    columns = _checkpoint_columns(job)
     rows = []
     for checkpoint in job.checkpoints.all():
         checkpoint.job = job  # model_name reads the job's base model: no query per row
         model_name = checkpoint.model_name
         rows.append({
             "checkpoint": checkpoint, "model_name": model_name,
-            "metrics": [checkpoint.metrics.get(key) for key in CHECKPOINT_METRICS],
+            "metrics": [checkpoint.metrics.get(key) for _heading, key in columns],
             "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}" if playground else None,
             "download_url": _url_or_none("checkpoint_download", checkpoint.public_id),
         })
@@ -318,7 +333,8 @@ def _checkpoint_rows(job):
 
 def _job_context(job):
     return {"job": job, "eta": _eta(job), "method": job.spec.get("method", "supervised"),
-            "adapter": job.spec.get("adapter", "lora")}
+            "adapter": job.spec.get("adapter", "lora"),
+            "checkpoint_headings": [heading for heading, _key in _checkpoint_columns(job)]}
 
 
 JOB_PARTS = {"header": "dashboard/job_header.html", "checkpoints": "dashboard/job_checkpoints.html"}
@@ -337,7 +353,6 @@ def job_detail(request, job_id):
     reruns = list(job.reruns.select_related("created_by").order_by("created_at"))
     context.update({
         "checkpoints": _checkpoint_rows(job),
-        "checkpoint_metrics": CHECKPOINT_METRICS,
         "events": job.events.all()[:EVENTS_ON_PAGE],
         "hyperparameters": _hyperparameters(job),
         "spec_json": json.dumps(job.spec, indent=2),
@@ -394,8 +409,7 @@ def job_resume(request, job_id):
 def _curves(job):
     """The job's curves as the job page's websocket history draws them: {trace name: {"x", "y"}},
     each thinned to at most 1,000 points by the same downsampling (LTTB)."""
-    rows = job.metric_points.order_by("step").values_list("scope", "step", "loss", "accuracy", "learning_rate")
-    traces, _counts, _last = build_traces(rows.iterator(chunk_size=5000))
+    traces, _counts, _last = build_traces(point_rows(job))
     return {name: trace for name, trace in traces.items() if trace["x"] and name != "learning_rate"}
 
 

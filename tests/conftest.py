@@ -70,16 +70,36 @@ def manage(home, *args, env=None, check=True, timeout=600):
                           capture_output=True, text=True, check=check, timeout=timeout)
 
 
+def link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+    return dst
+
+
+def copy_home(source, target):
+    """Copy a data folder; model weights, which nothing writes to, are hard links, not copies."""
+    models = Path(source) / "models"
+
+    def copy(src, dst):
+        return link_or_copy(src, dst) if Path(src).is_relative_to(models) else shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy, dirs_exist_ok=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def demo_home_template(tmp_path_factory):
-    """A migrated, bootstrapped data folder. The demo model that `make test` built in var/ is
-    reused when it comes from the same builder code (bootstrap_demo checks its build stamp)."""
-    from training.management.commands.bootstrap_demo import DEMO_MODEL, is_current
+    """A migrated, bootstrapped data folder. The demo models that `make test` built in var/ are
+    reused when they come from the same builder code (bootstrap_demo checks their build stamps)."""
+    from training.management.commands.bootstrap_demo import DEMO_MODEL, PRETRAINED_MODEL, is_current
 
     home = tmp_path_factory.mktemp("demo-home")
-    built = ROOT / "var" / "models" / DEMO_MODEL
-    if is_current(built):
-        shutil.copytree(built, home / "models" / DEMO_MODEL)
+    for name in (DEMO_MODEL, PRETRAINED_MODEL):
+        built = ROOT / "var" / "models" / name
+        if is_current(built, name):
+            shutil.copytree(built, home / "models" / name, copy_function=link_or_copy)
     manage(home, "migrate", "--noinput")
     manage(home, "bootstrap_demo", timeout=1800)
     return home
@@ -87,9 +107,7 @@ def demo_home_template(tmp_path_factory):
 
 @pytest.fixture
 def demo_home(demo_home_template, tmp_path):
-    home = tmp_path / "home"
-    shutil.copytree(demo_home_template, home)
-    return home
+    return copy_home(demo_home_template, tmp_path / "home")
 
 
 @dataclass

@@ -4,9 +4,9 @@ Each example is a chat: a fixed system prompt, a customer message, and the
 intent label as the assistant's answer. The generator is deterministic (one
 seeded `random.Random`), needs no download, and produces three disjoint sets:
 training lines, validation lines, and held-out prompts for the playground.
-Held-out prompts are built from phrasings and slot values that the training
-set never shows in that combination, so exact match on them measures
-learning rather than recall.
+Held-out prompts are built from wordings that the training and validation
+sets never use (`HELDOUT_WORDINGS`), so exact match on them measures what a
+model learned about each intent, not recall of its phrasings.
 """
 
 import json
@@ -100,6 +100,30 @@ INTENTS = {
     ],
 }
 
+# Other ways to ask for each intent; only the held-out prompts use them.
+HELDOUT_WORDINGS = {
+    "cancel_order": ["scrap order {order}, i do not want it anymore",
+                     "i ordered the {item} by mistake, please call off the order"],
+    "track_order": ["any news on the shipment of order {order}",
+                    "i am still waiting for the {item}, is it on its way"],
+    "refund_request": ["give me back what i paid for order {order}",
+                       "i sent the {item} back and want the money returned"],
+    "change_address": ["deliver order {order} to my office in {city} rather than my home",
+                       "my address changed, the {item} should go to {city} now"],
+    "reset_password": ["the login page says my password is wrong, help me set a new one",
+                       "i need a new password, the old one is gone from my memory"],
+    "update_payment": ["my bank issued me a new card, switch my billing to it",
+                       "charge my {card} card from now on, not the old one"],
+    "report_damage": ["the {item} came in pieces",
+                      "the {item} in order {order} was dented when i opened the box"],
+    "product_question": ["can you tell me how heavy the {item} is",
+                         "which colours does the {item} come in"],
+    "close_account": ["erase my account and everything you store about me",
+                      "i am leaving your shop for good, shut down my account"],
+    "speak_to_human": ["transfer me to a member of your staff",
+                       "is there a live person i could chat with instead"],
+}
+
 ITEMS = ["lamp", "blender", "jacket", "headphones", "kettle", "backpack", "monitor",
          "chair", "camera", "toaster", "keyboard", "watch", "speaker", "mattress"]
 CITIES = ["berlin", "lisbon", "denver", "osaka", "toronto", "dublin", "madrid",
@@ -132,10 +156,10 @@ def make_demo_data(seed=0, n_train=480, n_valid=60, n_heldout=50):
     labels = sorted(INTENTS)
     seen = set()
 
-    def draw():
+    def draw(wordings=INTENTS):
         while True:
             label = labels[rng.randrange(len(labels))]
-            text = rng.choice(OPENERS) + _fill(rng.choice(INTENTS[label]), rng) + rng.choice(CLOSERS)
+            text = rng.choice(OPENERS) + _fill(rng.choice(wordings[label]), rng) + rng.choice(CLOSERS)
             if text not in seen:
                 seen.add(text)
                 return text, label
@@ -144,7 +168,7 @@ def make_demo_data(seed=0, n_train=480, n_valid=60, n_heldout=50):
     valid = [_example(*draw()) for _ in range(n_valid)]
     heldout = []
     for _ in range(n_heldout):
-        text, label = draw()
+        text, label = draw(HELDOUT_WORDINGS)
         heldout.append({"messages": [{"role": "system", "content": SYSTEM_PROMPT},
                                      {"role": "user", "content": text}],
                         "expected": label})

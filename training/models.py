@@ -78,6 +78,11 @@ class BaseModel(models.Model):
     def __str__(self):
         return self.name
 
+    @classmethod
+    def default(cls):
+        """The base model forms start from: ATTUNE_DEFAULT_BASE_MODEL when registered, else the first."""
+        return cls.objects.filter(name=settings.ATTUNE_DEFAULT_BASE_MODEL).first() or cls.objects.first()
+
     @property
     def local_path(self) -> Path | None:
         """The folder the weights are in, when they are on this disk."""
@@ -362,6 +367,9 @@ class MetricPoint(models.Model):
     accuracy = models.FloatField(null=True, blank=True)
     learning_rate = models.FloatField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
+    # DPO only: the mean margin of the implicit rewards (chosen − rejected), and how often chosen wins.
+    reward_margin = models.FloatField(null=True, blank=True)
+    reward_accuracy = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -15,7 +15,8 @@ def group_name(job):
 def metric_payload(point):
     return {"scope": point.scope, "step": point.step, "epoch": point.epoch, "loss": point.loss,
             "accuracy": point.accuracy, "learning_rate": point.learning_rate,
-            "tokens_per_second": point.tokens_per_second}
+            "tokens_per_second": point.tokens_per_second, "reward_margin": point.reward_margin,
+            "reward_accuracy": point.reward_accuracy}
 
 
 def event_payload(event):

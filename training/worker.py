@@ -224,6 +224,9 @@ def _metrics_message(data):
         parts.append(f"validation loss={data['valid_loss']:.2f}")
     if data.get("full_valid_loss") is not None:
         parts.append(f"full validation loss={data['full_valid_loss']:.2f}")
+    for prefix, what in (("train", "training"), ("valid", "validation"), ("full_valid", "full validation")):
+        if data.get(f"{prefix}_reward_margin") is not None:
+            parts.append(f"{what} reward margin={data[f'{prefix}_reward_margin']:.2f}")
     total = data.get("total_steps")
     where = f"Step {data['step']}/{total}" if total else f"Step {data['step']}"
     return f"{where}: {', '.join(parts)}" if parts else where
@@ -450,7 +453,9 @@ class JobRun:
         point = self._upsert_point("train", step, epoch=line.get("epoch") or 0, loss=line.get("train_loss"),
                                    accuracy=line.get("train_mean_token_accuracy"),
                                    learning_rate=line.get("learning_rate"),
-                                   tokens_per_second=line.get("tokens_per_second"))
+                                   tokens_per_second=line.get("tokens_per_second"),
+                                   reward_margin=line.get("train_reward_margin"),
+                                   reward_accuracy=line.get("train_reward_accuracy"))
         now = time.monotonic()
         if self.t0 is None:
             self.t0, self.step0 = now, step
@@ -467,7 +472,9 @@ class JobRun:
                                                        estimated_finish=job.estimated_finish)
         event = self._merge_metrics_event(step, {
             "total_steps": job.total_steps, "train_loss": line.get("train_loss"),
-            "train_mean_token_accuracy": line.get("train_mean_token_accuracy")})
+            "train_mean_token_accuracy": line.get("train_mean_token_accuracy"),
+            "train_reward_margin": line.get("train_reward_margin"),
+            "train_reward_accuracy": line.get("train_reward_accuracy")})
         return [("metric", payloads.metric_payload(point)), ("event", payloads.event_payload(event))]
 
     def on_eval(self, line):
@@ -477,8 +484,12 @@ class JobRun:
         step = int(line["step"])
         prefix = "valid" if scope == "sampled" else "full_valid"
         loss, accuracy = line.get(f"{prefix}_loss"), line.get(f"{prefix}_mean_token_accuracy")
-        point = self._upsert_point(scope, step, epoch=line.get("epoch") or 0, loss=loss, accuracy=accuracy)
-        event = self._merge_metrics_event(step, {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": accuracy})
+        margin, wins = line.get(f"{prefix}_reward_margin"), line.get(f"{prefix}_reward_accuracy")
+        point = self._upsert_point(scope, step, epoch=line.get("epoch") or 0, loss=loss, accuracy=accuracy,
+                                   reward_margin=margin, reward_accuracy=wins)
+        event = self._merge_metrics_event(step, {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": accuracy,
+                                                 f"{prefix}_reward_margin": margin,
+                                                 f"{prefix}_reward_accuracy": wins})
         return [("metric", payloads.metric_payload(point)), ("event", payloads.event_payload(event))]
 
     def on_checkpoint(self, line):

@@ -13,18 +13,29 @@
   const stateLabel = document.getElementById("stream-state");
   let finished = live.dataset.finished === "1";
 
-  // Trace names as the socket's history names them, per chart.
-  const CHARTS = {
+  // Trace names as the socket's history names them, per chart; the page holds the charts its job's
+  // method draws (token accuracy for supervised jobs, the reward margin and accuracy for DPO).
+  const ALL_CHARTS = {
     "chart-loss": { title: "Loss", traces: ["train_loss", "valid_loss", "full_valid_loss"] },
     "chart-accuracy": { title: "Token accuracy", traces: ["train_accuracy", "valid_accuracy", "full_valid_accuracy"] },
+    "chart-reward-margin": { title: "Reward margin (chosen − rejected)",
+                             traces: ["train_reward_margin", "valid_reward_margin", "full_valid_reward_margin"] },
+    "chart-reward-accuracy": { title: "Reward accuracy (chosen wins)",
+                               traces: ["train_reward_accuracy", "valid_reward_accuracy", "full_valid_reward_accuracy"] },
     "chart-lr": { title: "Learning rate", traces: ["learning_rate"], exponent: true },
   };
+  const CHARTS = {};
+  Object.keys(ALL_CHARTS).forEach(function (id) { if (document.getElementById(id)) CHARTS[id] = ALL_CHARTS[id]; });
   // A live metric (scope + step) feeds these traces.
-  const FROM_SCOPE = {
-    train: { loss: "train_loss", accuracy: "train_accuracy", learning_rate: "learning_rate" },
-    sampled: { loss: "valid_loss", accuracy: "valid_accuracy" },
-    full: { loss: "full_valid_loss", accuracy: "full_valid_accuracy" },
-  };
+  const FROM_SCOPE = {};
+  [["train", "train"], ["sampled", "valid"], ["full", "full_valid"]].forEach(function (pair) {
+    const names = {};
+    ["loss", "accuracy", "reward_margin", "reward_accuracy"].forEach(function (field) {
+      names[field] = pair[1] + "_" + field;
+    });
+    if (pair[0] === "train") names.learning_rate = "learning_rate";
+    FROM_SCOPE[pair[0]] = names;
+  });
   const TRAIN = { mode: "lines", line: { color: "#2a6fd6", width: 1.5 } };
   const SAMPLED = { mode: "lines+markers", line: { color: "#d9822b", width: 1.5 }, marker: { size: 4 } };
   const FULL = { mode: "markers", marker: { color: "#1f8a4c", size: 12, symbol: "diamond", line: { color: "#fff", width: 1 } } };
@@ -36,6 +47,11 @@
     full_valid_loss: Object.assign({ name: "full valid (epoch end)" }, FULL),
     full_valid_accuracy: Object.assign({ name: "full valid (epoch end)" }, FULL),
   };
+  ["reward_margin", "reward_accuracy"].forEach(function (figure) {
+    STYLE["train_" + figure] = Object.assign({ name: "train" }, TRAIN);
+    STYLE["valid_" + figure] = Object.assign({ name: "valid (sampled)" }, SAMPLED);
+    STYLE["full_valid_" + figure] = Object.assign({ name: "full valid (epoch end)" }, FULL);
+  });
 
   // name -> {x: [steps, ascending], y: [values], at: Map(step -> index)}
   let traces = {};

@@ -87,6 +87,37 @@ def test_a_metrics_event_reads_like_openais_and_gains_validation_figures(running
     assert step10.data["full_valid_mean_token_accuracy"] == 0.4
 
 
+def test_dpo_reward_figures_are_stored_in_points_events_and_checkpoints(running, client, staff):
+    running.spec = {**running.spec, "method": "dpo"}
+    running.save(update_fields=["spec"])
+    run = JobRun(running, running.worker)
+    figures = {"train_reward_margin": 0.75, "train_reward_accuracy": 0.625}
+    checkpoint_metrics = {"step": 10, "train_loss": 0.6, **figures, "full_valid_reward_margin": 0.5,
+                          "full_valid_reward_accuracy": 0.8}
+    feed(run, [{"type": "started", "total_steps": 20, "n_epochs": 2, "steps_per_epoch": 10},
+               {"type": "metrics", "step": 10, "total_steps": 20, "epoch": 1.0, "train_loss": 0.6, **figures},
+               {"type": "eval", "scope": "full", "step": 10, "epoch": 1, "full_valid_loss": 0.65,
+                "full_valid_reward_margin": 0.5, "full_valid_reward_accuracy": 0.8},
+               {"type": "checkpoint", "epoch": 1, "step": 10, "path": str(running.job_dir / "checkpoints" / "e1"),
+                "bytes": 10, "metrics": checkpoint_metrics}])
+    train = MetricPoint.objects.get(job=running, scope="train", step=10)
+    full = MetricPoint.objects.get(job=running, scope="full", step=10)
+    assert (train.reward_margin, train.reward_accuracy, full.reward_margin, full.reward_accuracy) == \
+        (0.75, 0.625, 0.5, 0.8)
+    event = JobEvent.objects.get(job=running, dedupe_key="metrics-10")
+    assert event.data["train_reward_margin"] == 0.75 and event.data["full_valid_reward_accuracy"] == 0.8
+    assert "training reward margin=0.75" in event.message
+
+    client.force_login(staff)
+    page = client.get(f"/jobs/{running.public_id}/").content.decode()
+    assert 'id="chart-reward-margin"' in page and 'id="chart-accuracy"' not in page
+    assert "Full valid reward acc." in page and "0.8000" in page
+    from api.objects import checkpoint_object
+
+    metrics = checkpoint_object(Checkpoint.objects.get(job=running)).get("metrics")
+    assert metrics["full_valid_reward_margin"] == 0.5 and metrics["train_loss"] == 0.6
+
+
 def test_replayed_lines_make_no_duplicates(running):
     run = JobRun(running, running.worker)
     lines = protocol(running)

