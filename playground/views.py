@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 # Helpers ---------------------------------------------------------------------
 
 
+def _bad_request(message):
+    """A 400 in plain text: the message may quote what the request sent, and text is never run as a page."""
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
 def _get_comparison_for_user(request, comparison_id):
     """A comparison is its creator's own: nobody else may stream, rate or read it."""
     comparison = get_object_or_404(Comparison, public_id=comparison_id)
@@ -363,11 +368,10 @@ def rating_task_rate(request, task_id):
     if asked.strip():
         index = _whole(asked)
         if index is None:
-            return HttpResponseBadRequest(f"item must be a prompt number from 0 to {task.n_items - 1}; "
-                                          f"got {asked[:40]!r}.")
+            return _bad_request(f"item must be a prompt number from 0 to {task.n_items - 1}; got {asked[:40]!r}.")
         item = get_object_or_404(TaskItem, task=task, index=index)
     elif request.method == "POST":
-        return HttpResponseBadRequest("item: which prompt this rating is for is missing.")
+        return _bad_request("item: which prompt this rating is for is missing.")
     else:
         item = task.next_item_for(request.user)
         if item is None:
@@ -498,9 +502,9 @@ def _rating_records(ratings):
 def leaderboard_export(request):
     kind, fmt = request.GET.get("kind", "leaderboard"), request.GET.get("format", "csv")
     if kind not in ("leaderboard", "ratings"):
-        return HttpResponseBadRequest("kind must be leaderboard or ratings.")
+        return _bad_request("kind must be leaderboard or ratings.")
     if fmt not in ("csv", "jsonl"):
-        return HttpResponseBadRequest("format must be csv or jsonl.")
+        return _bad_request("format must be csv or jsonl.")
     task = _leaderboard_task(request)
     ratings = _ratings_for(request, task).select_related("item__task", "comparison")
     if kind == "ratings":
@@ -534,7 +538,7 @@ def _checkpoint_to_export(request, checkpoint_id, fmt):
     if not is_admin(request.user):
         raise PermissionDenied("Only admins download checkpoints.")
     if fmt not in ("adapter", "merged"):
-        return HttpResponseBadRequest("format must be adapter or merged."), False
+        return _bad_request("format must be adapter or merged."), False
     if not checkpoint.full_path.is_dir():
         return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
                             status=410, content_type="text/plain"), False
