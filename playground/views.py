@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from config.access import is_admin, rater_required
+from config.spreadsheet import safe_row
 from config.streaming import in_thread
 from playground import leaderboard as vote_math
 from playground.forms import CompareForm, RatingTaskForm
@@ -523,7 +524,7 @@ def leaderboard_export(request):
         fields = list(records[0]) if records else ["snapshot"]
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows(safe_row(r) for r in records)
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
