@@ -24,8 +24,18 @@ POLICY = {
 }
 
 
-def policy_header():
+# The pages that draw plotly charts. plotly.js writes style attributes and style rules while it draws (the
+# mode bar, legend, hover labels); its strict mode instead needs its plotly.css, which the plotly Python
+# package that serves plotly.min.js here does not ship. Measured in Chromium: with style-src 'self' the
+# charts lose their layout. These pages alone allow inline style; scripts stay 'self' everywhere, and their
+# markup holds no style of its own (tests/test_page_security.py).
+INLINE_STYLE_PAGES = {"job_detail", "compare_jobs"}
+
+
+def policy_header(inline_style=False):
     policy = {**POLICY, **getattr(settings, "CONTENT_SECURITY_POLICY", {})}
+    if inline_style:
+        policy["style-src"] = policy["style-src"] + " 'unsafe-inline'"
     return "; ".join(f"{directive} {sources}" for directive, sources in policy.items())
 
 
@@ -37,17 +47,20 @@ class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.header = policy_header()
+        self.chart_header = policy_header(inline_style=True)
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
     def __call__(self, request):
         if iscoroutinefunction(self):
             return self._acall(request)
-        response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", self.header)
-        return response
+        return self._with_policy(request, self.get_response(request))
 
     async def _acall(self, request):
-        response = await self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", self.header)
+        return self._with_policy(request, await self.get_response(request))
+
+    def _with_policy(self, request, response):
+        match = getattr(request, "resolver_match", None)
+        charts = match is not None and match.url_name in INLINE_STYLE_PAGES
+        response.headers.setdefault("Content-Security-Policy", self.chart_header if charts else self.header)
         return response

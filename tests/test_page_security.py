@@ -90,7 +90,7 @@ def _directives(header):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["/login/", "/jobs/", "/datasets/", "/jobs/compare/", "/playground/", "/playground/tasks/",
+@pytest.mark.parametrize("path", ["/login/", "/jobs/", "/datasets/", "/playground/", "/playground/tasks/",
                                   "/playground/leaderboard/", "/v1/models"])
 def test_every_page_carries_a_content_security_policy(client, admin_user, path):
     if path != "/login/":
@@ -101,6 +101,13 @@ def test_every_page_carries_a_content_security_policy(client, admin_user, path):
     assert directives["script-src"] == ["'self'"]
     assert directives["style-src"] == ["'self'"]
     assert directives["object-src"] == ["'none'"] and directives["frame-ancestors"] == ["'none'"]
+
+
+@pytest.mark.django_db
+def test_only_the_chart_pages_allow_inline_style_and_never_inline_script(admin_client):
+    directives = _directives(admin_client.get("/jobs/compare/")["Content-Security-Policy"])
+    assert directives["style-src"] == ["'self'", "'unsafe-inline'"]  # plotly.js styles what it draws
+    assert directives["script-src"] == ["'self'"]
 
 
 def test_no_template_holds_inline_script_event_handlers_or_style():
