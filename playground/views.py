@@ -73,15 +73,20 @@ def _get_task_for_user(request, task_id, admin=False):
 
 def _columns(comparison, reveal):
     return [{"position": o.position, "label": column_label(o.position),
-             **({"snapshot": o.snapshot_name, "error": o.error} if reveal else {})}
+             **({"snapshot": o.snapshot_name, "error": o.error, **_timing(o)} if reveal else {})}
             for o in comparison.ordered_outputs]
+
+
+def _timing(output):
+    """How fast and how long an output was: shown only with the names, since speed tells a small base
+    model from a full fine-tune as surely as a name does."""
+    return {"n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms, "tokens_per_second": output.tokens_per_second}
 
 
 def _output_payload(output, reveal):
     return {"position": output.position, "status": output.status, "text": output.text,
-            "error": output.error_for(reveal),
-            "finish_reason": output.finish_reason, "n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms,
-            "tokens_per_second": output.tokens_per_second}
+            "error": output.error_for(reveal), "finish_reason": output.finish_reason,
+            **(_timing(output) if reveal else {})}
 
 
 def _sse(data):
@@ -333,7 +338,8 @@ def rating_task_detail(request, task_id):
     items = task.items.all()
     own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}
     context = {"task": task, "items": [{"item": i, "rating": own.get(i.pk)} for i in items],
-               "rated": len(own), "next_item": task.next_item_for(request.user)}
+               "rated": len(own), "next_item": task.next_item_for(request.user),
+               "final": task.names_revealed_to(request.user)}
     if is_admin(request.user):
         ratings = Rating.objects.filter(item__task=task)
         context["n_ratings"] = ratings.count()
@@ -384,9 +390,15 @@ def rating_task_rate(request, task_id):
     shown = task.order_for(request.user, item)
     rating = Rating.objects.filter(item=item, rater=request.user).first()
     errors = {}
+    final = task.names_revealed_to(request.user)
     if request.method == "POST":
         if not task.is_open:
             raise PermissionDenied("This rating task is closed: its ratings can no longer change.")
+        if final:
+            # A rating changed after the names showed would not be blind.
+            return HttpResponse("You have rated every prompt of this task, and its leaderboard shows the snapshot "
+                                "names now, so your ratings are final.", status=409,
+                                content_type="text/plain; charset=utf-8")
         scores, comments, verdict, best = _read_scores(request.POST, len(shown))
         try:
             Rating.save_for(request.user, shown, scores, comments, verdict, best, item=item)
@@ -400,7 +412,7 @@ def rating_task_rate(request, task_id):
     best_position = next((i for i, o in enumerate(shown) if rating and rating.best_id == o.pk), None)
     return render(request, "playground/task_rate.html", {
         "task": task, "item": item, "columns": columns, "rating": rating, "errors": errors,
-        "rated": task.rated_count(request.user), "best_position": best_position,
+        "rated": task.rated_count(request.user), "best_position": best_position, "final": final,
     }, status=400 if errors else 200)
 
 
