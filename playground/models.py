@@ -155,6 +155,13 @@ class RatingTask(models.Model):
         random.Random(key).shuffle(outputs)
         return outputs
 
+    def snapshot_alias(self, user, name):
+        """The opaque name one rater knows a task's snapshot by while blind: keyed by the server's secret,
+        the same on every visit, and different for every rater and task."""
+        digest = hmac.new(settings.SECRET_KEY.encode(), f"snapshot-alias:{self.public_id}:{user.pk}:{name}".encode(),
+                          hashlib.sha256).hexdigest()
+        return f"blind-{digest[:16]}"
+
     def names_revealed_to(self, user):
         """Whether this rater may see the snapshot names of the task's ratings (its leaderboard, their
         export): once their queue is done or the task has closed. From then on their ratings are final."""

@@ -53,6 +53,14 @@ def _bad_request(message):
     return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 
+def _refuse_evaluators_running_snapshots(request):
+    """Evaluators rate the outputs their tasks stored; they do not send prompts to snapshots of their own
+    choosing, which would let them match a task's blind columns to names."""
+    if not is_admin(request.user):
+        raise PermissionDenied("Evaluators rate in the rating tasks assigned to them; running snapshots on the "
+                               "compare page is for admins.")
+
+
 def _get_comparison_for_user(request, comparison_id):
     """A comparison is its creator's own: nobody else may stream, rate or read it."""
     comparison = get_object_or_404(Comparison, public_id=comparison_id)
@@ -125,6 +133,7 @@ def _read_scores(post, n):
 @rater_required
 @require_GET
 def playground(request):
+    _refuse_evaluators_running_snapshots(request)
     preselected = []
     name = request.GET.get("snapshot", "").strip()
     if name:
@@ -142,6 +151,7 @@ def playground(request):
 @rater_required
 @require_GET
 def snapshot_search(request):
+    _refuse_evaluators_running_snapshots(request)
     raw_epoch = request.GET.get("epoch", "").strip()
     epoch = _whole(raw_epoch)
     if raw_epoch and epoch is None:
@@ -154,6 +164,7 @@ def snapshot_search(request):
 @require_POST
 @rater_required
 def compare_start(request):
+    _refuse_evaluators_running_snapshots(request)
     form = CompareForm(request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in form.errors.items()}}, status=400)

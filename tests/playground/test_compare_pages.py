@@ -121,10 +121,15 @@ def test_an_admin_may_compare_with_names_shown(admin_client, snapshots):
     assert [c["snapshot"] for c in started["columns"]] == snapshots.names[:2]
 
 
-def test_evaluators_always_compare_blind(evaluator_client, snapshots):
-    started = _start(evaluator_client, snapshots.names[:2], blind=False).json()
-    assert started["blind"] is True
-    assert all("snapshot" not in c for c in started["columns"])
+def test_evaluators_cannot_search_or_run_snapshots(evaluator_client, snapshots):
+    assert evaluator_client.get("/playground/").status_code == 403
+    search = evaluator_client.get("/playground/snapshots/", {"q": ""})
+    assert search.status_code == 403 and b"ftjob-" not in search.content
+    assert _start(evaluator_client, snapshots.names[:2]).status_code == 403
+    assert not Comparison.objects.exists()
+    home = evaluator_client.get("/")
+    assert home.status_code == 302 and home["Location"] == "/playground/tasks/"
+    assert 'href="/playground/"' not in evaluator_client.get("/playground/tasks/").content.decode()
 
 
 def test_rating_waits_until_every_output_has_finished(admin_client, snapshots):
