@@ -430,11 +430,16 @@ async def chat_completions(request):
     from django.http import StreamingHttpResponse
 
     from playground.inference import get_backend
+    from playground.inference.limits import HeldStream, TooManyGenerations, take_slot
 
     body = json_body(request)
     model, messages, params, stream = _chat_request(body)
     snapshot = await sync_to_async(_resolve)(model)
     backend = get_backend()
+    try:
+        slot = take_slot(request.user)  # given back when the answer is complete or the client leaves
+    except TooManyGenerations as exc:
+        raise ApiError(str(exc), status=429, code="rate_limit_exceeded") from None
     completion_id, created = _completion_id(), int(time.time())
 
     def chunk(delta, finish_reason=None):
@@ -456,7 +461,7 @@ async def chat_completions(request):
                                           "code": "inference_error"}})
             yield "data: [DONE]\n\n"
 
-        response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        response = StreamingHttpResponse(HeldStream(events(), slot), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
@@ -467,6 +472,8 @@ async def chat_completions(request):
         (final,) = await collect(backend.generate([snapshot], messages, params), 1)
     except InferenceError as exc:
         raise ApiError(exc.message, param=exc.param, code=exc.code) from None
+    finally:
+        slot.release()
     if final is not None and final.type == "error" and final.param:
         raise ApiError(final.error, param=final.param, code="invalid_value")  # the request's fault: a 400
     if final is None or final.type == "error":

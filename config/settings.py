@@ -10,6 +10,9 @@
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
+| INFERENCE_MAX_LOADED_MB  | 8192 MB of loaded models (builtin) |
+| INFERENCE_MAX_PROMPT_TOKENS | 4096 prompt tokens (builtin)   |
+| INFERENCE_MAX_CONCURRENT_PER_USER | 2 generations at once per user |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 """
@@ -138,6 +141,13 @@ ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
+# The built-in backend's budget for the models it keeps loaded (bases and full-weight snapshots, with their
+# adapters); past it, the least recently used go first.
+INFERENCE_MAX_LOADED_MB = int(os.environ.get("INFERENCE_MAX_LOADED_MB", "8192"))
+# The longest prompt (the rendered chat, in tokens) the built-in backend accepts.
+INFERENCE_MAX_PROMPT_TOKENS = int(os.environ.get("INFERENCE_MAX_PROMPT_TOKENS", "4096"))
+# Generations (compare streams, chat completions) one user may run at once, per web process.
+INFERENCE_MAX_CONCURRENT_PER_USER = int(os.environ.get("INFERENCE_MAX_CONCURRENT_PER_USER", "2"))
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -30,6 +30,7 @@ from config.streaming import in_thread
 from playground import leaderboard as vote_math
 from playground.forms import CompareForm, RatingTaskForm
 from playground.inference import InferenceError, SamplingParams, get_backend
+from playground.inference.limits import HeldStream, TooManyGenerations, take_slot
 from playground.models import (
     Comparison,
     Output,
@@ -185,14 +186,24 @@ def compare_stream(request, comparison_id):
     """Server-sent events: {"position", "delta"} as text arrives, {"position", "done", …} per output,
     then {"finished": true}. Positions only: the snapshot names never travel in the stream."""
     comparison = _get_comparison_for_user(request, comparison_id)
-    claimed = Comparison.objects.filter(pk=comparison.pk, status=Comparison.PENDING).update(
-        status=Comparison.STREAMING)
-    if claimed:
-        events = _generate_events(comparison)
-    elif comparison.status == Comparison.FINISHED:
+    events = None
+    if comparison.status == Comparison.PENDING:
+        try:
+            slot = take_slot(request.user)  # given back when the stream ends or the client leaves
+        except TooManyGenerations as exc:
+            return JsonResponse({"error": {"message": str(exc), "param": "INFERENCE_MAX_CONCURRENT_PER_USER"}},
+                                status=429)
+        if Comparison.objects.filter(pk=comparison.pk, status=Comparison.PENDING).update(
+                status=Comparison.STREAMING):
+            events = HeldStream(_generate_events(comparison), slot)
+        else:  # somebody else got there first
+            slot.release()
+            comparison.refresh_from_db()
+    if events is None:
+        if comparison.status != Comparison.FINISHED:
+            return JsonResponse({"error": {"message": "This comparison is already streaming elsewhere."}},
+                                status=409)
         events = _replay_events(comparison)
-    else:
-        return JsonResponse({"error": {"message": "This comparison is already streaming elsewhere."}}, status=409)
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -485,12 +496,35 @@ def _leaderboard_task(request):
     return task
 
 
+# A board is recomputed only when its ratings change; an entry also expires after this long.
+LEADERBOARD_CACHE_S = 24 * 3600
+
+
+def _leaderboard_rows(ratings):
+    """(rows, battles) of a queryset of ratings, from the cache when the same ratings were counted before.
+
+    The bootstrap refits the strengths 100 times: cached under a key made from the ratings' ids and update
+    times, so a new, changed or deleted rating makes a new key (in every process sharing the cache)."""
+    import hashlib
+
+    from django.core.cache import cache
+
+    stamp = sorted(ratings.prefetch_related(None).order_by().values_list("pk", "updated_at"))
+    key = "leaderboard:" + hashlib.sha256(repr(stamp).encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = vote_math.leaderboard_rows(list(ratings))
+        cache.set(key, found, LEADERBOARD_CACHE_S)
+    return found
+
+
 @rater_required
 @require_GET
 def leaderboard(request):
     task = _leaderboard_task(request)
-    ratings = list(_ratings_for(request, task))
-    rows, battles = vote_math.leaderboard_rows(ratings)
+    queryset = _ratings_for(request, task)
+    rows, battles = _leaderboard_rows(queryset)
+    ratings = list(queryset) if task is not None else None  # the agreement reads every score
     matrix = vote_math.head_to_head(battles)
     names = [r["snapshot"] for r in rows]
     grid = [{"name": a, "cells": [matrix.get(a, {}).get(b) if a != b else "self" for b in names]} for a in names]
@@ -501,7 +535,7 @@ def leaderboard(request):
                      "ordinal": vote_math.task_agreement(ratings, "ordinal")}
     return render(request, "playground/leaderboard.html", {
         "rows": rows, "grid": grid, "names": names, "task": task, "tasks": tasks, "agreement": agreement,
-        "n_ratings": len(ratings), "n_battles": len(battles),
+        "n_ratings": len(ratings) if ratings is not None else queryset.count(), "n_battles": len(battles),
     })
 
 
@@ -536,7 +570,7 @@ def leaderboard_export(request):
             ratings = ratings.filter(rater=request.user)  # an evaluator exports only their own ratings
         records = list(_rating_records(ratings))
     else:
-        records, _ = vote_math.leaderboard_rows(list(ratings))
+        records, _ = _leaderboard_rows(ratings)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     name = f"{kind}-{task.public_id if task else 'all'}-{stamp}.{fmt}"
     if fmt == "jsonl":

@@ -161,3 +161,27 @@ def test_a_csv_cell_that_would_start_a_formula_gets_a_quote(value, written):
     from config.spreadsheet import safe_cell
 
     assert safe_cell(value) == written
+
+
+def test_the_leaderboard_is_computed_once_until_a_rating_changes(admin_client, admin_user, monkeypatch):
+    from django.core.cache import cache
+
+    from playground import leaderboard
+
+    cache.clear()
+    real, runs = leaderboard.bootstrap_bradley_terry, []
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(leaderboard, "bootstrap_bradley_terry", counted)
+    _rate(admin_user, ["model-a", "model-b"], [5, 1], "best", best="model-a")
+    for _ in range(2):
+        assert admin_client.get("/playground/leaderboard/").status_code == 200
+    assert len(runs) == 1
+    _rate(admin_user, ["model-a", "model-b"], [2, 4], "best", best="model-b")
+    page = admin_client.get("/playground/leaderboard/").content.decode()
+    assert len(runs) == 2 and "2 ratings" in page
+    export = admin_client.get("/playground/leaderboard/export/?kind=leaderboard&format=jsonl")
+    assert len(export.content.decode().splitlines()) == 2 and len(runs) == 2  # the export reads the same entry
