@@ -164,8 +164,9 @@ class RatingTask(models.Model):
 
     def names_revealed_to(self, user):
         """Whether this rater may see the snapshot names of the task's ratings (its leaderboard, their
-        export): once their queue is done or the task has closed. From then on their ratings are final."""
-        return not self.is_open or self.next_item_for(user) is None
+        export): once their queue is done or the task has closed. From then on their ratings are final.
+        A task generating again (failed outputs of unrated prompts) or whose generation failed is not closed."""
+        return self.status == self.CLOSED or self.next_item_for(user) is None
 
     def rated_count(self, user):
         return Rating.objects.filter(item__task=self, rater=user).count()

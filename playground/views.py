@@ -480,8 +480,7 @@ def _ratings_for(request, task):
     if task is not None:
         return ratings.filter(item__task=task)
     if not is_admin(request.user):
-        visible = [t.pk for t in request.user.rating_tasks.all()
-                   if not t.is_open or t.next_item_for(request.user) is None]
+        visible = [t.pk for t in request.user.rating_tasks.all() if t.names_revealed_to(request.user)]
         ratings = ratings.filter(Q(item__isnull=True) | Q(item__task__in=visible))
     return ratings
 
@@ -491,7 +490,7 @@ def _leaderboard_task(request):
     if not task_id:
         return None
     task = _get_task_for_user(request, task_id)
-    if not is_admin(request.user) and task.next_item_for(request.user) is not None and task.is_open:
+    if not is_admin(request.user) and not task.names_revealed_to(request.user):
         raise PermissionDenied("The task's leaderboard opens once you have rated all its prompts.")
     return task
 

@@ -133,6 +133,22 @@ def test_a_raters_task_ratings_are_final_once_their_queue_is_done(ready_task, ev
     assert "?item=0\">Edit" not in client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
 
 
+def test_a_task_generating_again_shows_no_names_to_a_rater_who_has_not_finished(ready_task, evaluator_user,
+                                                                                   second_evaluator):
+    from api.models import ApiKey
+    from tests.api.conftest import ApiClient
+
+    for index in (0, 1):
+        _rate(_client_for(second_evaluator), ready_task, index)
+    _rate(_client_for(evaluator_user), ready_task, 0)
+    RatingTask.objects.filter(pk=ready_task.pk).update(status=RatingTask.GENERATING)  # failed outputs again
+    eve = _client_for(evaluator_user)
+    assert eve.get(f"/playground/leaderboard/?task={ready_task.public_id}").status_code == 403
+    assert "data-snapshot=" not in eve.get("/playground/leaderboard/").content.decode()
+    api = ApiClient(Client(), ApiKey.issue(evaluator_user, "tests")[1])
+    assert all(m["id"].startswith("blind-") for m in api.get("/v1/models").json()["data"])
+
+
 def test_evaluators_do_not_see_the_seed_of_a_task(ready_task, evaluator_user, admin_client):
     assert ready_task.params["seed"] == 0
     assert "seed 0" in admin_client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
