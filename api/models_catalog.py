@@ -69,6 +69,24 @@ def list_models():
     return data
 
 
+RATER_OWNER = "org-attune"
+
+
+def rater_models(user):
+    """What an evaluator's key lists: the snapshots of the rating tasks assigned to them, each under its
+    opaque alias while the task is blind to them and under its name once the names show; never a job id
+    or an admin's user name."""
+    data, seen = [], set()
+    for task in user.rating_tasks.order_by("created_at", "id"):
+        revealed = task.names_revealed_to(user)
+        names = [name if revealed else task.snapshot_alias(user, name) for name in task.snapshot_names]
+        for name in sorted(names):
+            if name not in seen:
+                seen.add(name)
+                data.append(model_object(name, unix(task.created_at), RATER_OWNER))
+    return data
+
+
 def find_model(name):
     """A base model or a checkpoint by its API name, or None."""
     base = BaseModel.objects.filter(name=name).first()

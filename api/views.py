@@ -25,7 +25,7 @@ from api import objects
 from api.auth import RATERS, api_view
 from api.errors import ApiError, error_response, not_found
 from api.job_requests import request_param, spec_from_request
-from api.models_catalog import find_model, list_models
+from api.models_catalog import find_model, list_models, rater_models
 from config.streaming import FileStream
 from training.datasets import store_upload
 from training.models import DataFile, FineTuningJob
@@ -322,20 +322,29 @@ def job_checkpoints(request, job_id):
 
 @api_view("GET", allow=RATERS)
 def models(request):
-    return JsonResponse({"object": "list", "data": list_models()})
+    from config.access import is_admin
+
+    data = list_models() if is_admin(request.user) else rater_models(request.user)
+    return JsonResponse({"object": "list", "data": data})
 
 
 @api_view("GET", "DELETE", allow=RATERS)
 def model_detail(request, model_id):
+    from config.access import is_admin
+
+    if not is_admin(request.user):
+        if request.method == "DELETE":
+            raise ApiError("Only admins may delete models.", status=403, code="permission_denied")
+        found = next((m for m in rater_models(request.user) if m["id"] == model_id), None)
+        if found is None:
+            raise ApiError(f"The model '{model_id}' does not exist.", status=404, param="model",
+                           code="model_not_found")
+        return JsonResponse(found)
     found = find_model(model_id)
     if found is None:
         raise ApiError(f"The model '{model_id}' does not exist.", status=404, param="model", code="model_not_found")
     if request.method == "GET":
         return JsonResponse(found.as_object())
-    from config.access import is_admin
-
-    if not is_admin(request.user):
-        raise ApiError("Only admins may delete models.", status=403, code="permission_denied")
     found.delete()
     return JsonResponse({"id": model_id, "object": "model", "deleted": True})
 
@@ -411,7 +420,9 @@ def _completion_id():
     return "chatcmpl-" + secrets.token_urlsafe(18).replace("-", "").replace("_", "")[:24]
 
 
-@api_view("POST", allow=RATERS)
+# Admins only: an evaluator who could run the snapshots of a task could match their answers to its blind
+# columns. Evaluators rate the outputs their tasks stored.
+@api_view("POST")
 async def chat_completions(request):
     import time
 
@@ -419,11 +430,16 @@ async def chat_completions(request):
     from django.http import StreamingHttpResponse
 
     from playground.inference import get_backend
+    from playground.inference.limits import HeldStream, TooManyGenerations, take_slot
 
     body = json_body(request)
     model, messages, params, stream = _chat_request(body)
     snapshot = await sync_to_async(_resolve)(model)
     backend = get_backend()
+    try:
+        slot = take_slot(request.user)  # given back when the answer is complete or the client leaves
+    except TooManyGenerations as exc:
+        raise ApiError(str(exc), status=429, code="rate_limit_exceeded") from None
     completion_id, created = _completion_id(), int(time.time())
 
     def chunk(delta, finish_reason=None):
@@ -445,7 +461,7 @@ async def chat_completions(request):
                                           "code": "inference_error"}})
             yield "data: [DONE]\n\n"
 
-        response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        response = StreamingHttpResponse(HeldStream(events(), slot), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
@@ -456,6 +472,8 @@ async def chat_completions(request):
         (final,) = await collect(backend.generate([snapshot], messages, params), 1)
     except InferenceError as exc:
         raise ApiError(exc.message, param=exc.param, code=exc.code) from None
+    finally:
+        slot.release()
     if final is not None and final.type == "error" and final.param:
         raise ApiError(final.error, param=final.param, code="invalid_value")  # the request's fault: a 400
     if final is None or final.type == "error":

@@ -11,6 +11,9 @@
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | ATTUNE_DEFAULT_BASE_MODEL| smollm2-135m (the base the forms pick first) |
+| INFERENCE_MAX_LOADED_MB  | 8192 MB of loaded models (builtin) |
+| INFERENCE_MAX_PROMPT_TOKENS | 4096 prompt tokens (builtin)   |
+| INFERENCE_MAX_CONCURRENT_PER_USER | 2 generations at once per user |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 """
@@ -74,6 +77,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,6 +144,13 @@ VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
 # The base model the new-job form, the datasets' token statistics and the playground start from.
 ATTUNE_DEFAULT_BASE_MODEL = os.environ.get("ATTUNE_DEFAULT_BASE_MODEL", "smollm2-135m")
+# The built-in backend's budget for the models it keeps loaded (bases and full-weight snapshots, with their
+# adapters); past it, the least recently used go first.
+INFERENCE_MAX_LOADED_MB = int(os.environ.get("INFERENCE_MAX_LOADED_MB", "8192"))
+# The longest prompt (the rendered chat, in tokens) the built-in backend accepts.
+INFERENCE_MAX_PROMPT_TOKENS = int(os.environ.get("INFERENCE_MAX_PROMPT_TOKENS", "4096"))
+# Generations (compare streams, chat completions) one user may run at once, per web process.
+INFERENCE_MAX_CONCURRENT_PER_USER = int(os.environ.get("INFERENCE_MAX_CONCURRENT_PER_USER", "2"))
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -53,7 +53,7 @@ def _first_page(*names):
 def home(request):
     if is_admin(request.user):
         return redirect(_first_page("jobs", "datasets"))
-    target = _first_page("playground", "rating_tasks")
+    target = _first_page("rating_tasks")
     if target:
         return redirect(target)
     return render(request, "error.html", {"code": 200, "title": "Welcome",

@@ -9,9 +9,13 @@
 - A `Rating` is one person's verdict on one comparison or one task item:
   a 1–5 `Score` (and comment) per output, the order the outputs were shown
   in, and the best pick (or "tie" / "all bad"). One per rater per
-  comparison or item; a task's ratings can be edited until it closes.
+  comparison or item. A rater's task ratings can be edited until their
+  queue is done (from then on the task's leaderboard and their export
+  show the snapshot names, so the ratings are final) or the task closes.
 """
 
+import hashlib
+import hmac
 import random
 import string
 from datetime import timedelta
@@ -141,10 +145,28 @@ class RatingTask(models.Model):
         return self.evaluators.filter(pk=user.pk).exists()
 
     def order_for(self, user, item):
-        """The order one rater sees one item's outputs in: shuffled, and the same on every visit."""
+        """The order one rater sees one item's outputs in: shuffled, and the same on every visit.
+
+        The shuffle is keyed by the server's secret: from the ids a rater can see (the task's, the item's,
+        their own) nobody can work out which column holds which snapshot."""
         outputs = sorted(item.outputs.all(), key=lambda o: o.position)
-        random.Random(f"{self.public_id}:{user.pk}:{item.index}").shuffle(outputs)
+        key = hmac.new(settings.SECRET_KEY.encode(), f"rating-order:{self.public_id}:{user.pk}:{item.index}".encode(),
+                       hashlib.sha256).digest()
+        random.Random(key).shuffle(outputs)
         return outputs
+
+    def snapshot_alias(self, user, name):
+        """The opaque name one rater knows a task's snapshot by while blind: keyed by the server's secret,
+        the same on every visit, and different for every rater and task."""
+        digest = hmac.new(settings.SECRET_KEY.encode(), f"snapshot-alias:{self.public_id}:{user.pk}:{name}".encode(),
+                          hashlib.sha256).hexdigest()
+        return f"blind-{digest[:16]}"
+
+    def names_revealed_to(self, user):
+        """Whether this rater may see the snapshot names of the task's ratings (its leaderboard, their
+        export): once their queue is done or the task has closed. From then on their ratings are final.
+        A task generating again (failed outputs of unrated prompts) or whose generation failed is not closed."""
+        return self.status == self.CLOSED or self.next_item_for(user) is None
 
     def rated_count(self, user):
         return Rating.objects.filter(item__task=self, rater=user).count()

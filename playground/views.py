@@ -25,10 +25,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from config.access import is_admin, rater_required
+from config.spreadsheet import safe_row
 from config.streaming import in_thread
 from playground import leaderboard as vote_math
 from playground.forms import CompareForm, RatingTaskForm
 from playground.inference import InferenceError, SamplingParams, get_backend
+from playground.inference.limits import HeldStream, TooManyGenerations, take_slot
 from playground.models import (
     Comparison,
     Output,
@@ -45,6 +47,19 @@ from training.models import Checkpoint
 log = logging.getLogger(__name__)
 
 # Helpers ---------------------------------------------------------------------
+
+
+def _bad_request(message):
+    """A 400 in plain text: the message may quote what the request sent, and text is never run as a page."""
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+def _refuse_evaluators_running_snapshots(request):
+    """Evaluators rate the outputs their tasks stored; they do not send prompts to snapshots of their own
+    choosing, which would let them match a task's blind columns to names."""
+    if not is_admin(request.user):
+        raise PermissionDenied("Evaluators rate in the rating tasks assigned to them; running snapshots on the "
+                               "compare page is for admins.")
 
 
 def _get_comparison_for_user(request, comparison_id):
@@ -67,15 +82,20 @@ def _get_task_for_user(request, task_id, admin=False):
 
 def _columns(comparison, reveal):
     return [{"position": o.position, "label": column_label(o.position),
-             **({"snapshot": o.snapshot_name, "error": o.error} if reveal else {})}
+             **({"snapshot": o.snapshot_name, "error": o.error, **_timing(o)} if reveal else {})}
             for o in comparison.ordered_outputs]
+
+
+def _timing(output):
+    """How fast and how long an output was: shown only with the names, since speed tells a small base
+    model from a full fine-tune as surely as a name does."""
+    return {"n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms, "tokens_per_second": output.tokens_per_second}
 
 
 def _output_payload(output, reveal):
     return {"position": output.position, "status": output.status, "text": output.text,
-            "error": output.error_for(reveal),
-            "finish_reason": output.finish_reason, "n_tokens": output.n_tokens, "ttft_ms": output.ttft_ms,
-            "tokens_per_second": output.tokens_per_second}
+            "error": output.error_for(reveal), "finish_reason": output.finish_reason,
+            **(_timing(output) if reveal else {})}
 
 
 def _sse(data):
@@ -114,6 +134,7 @@ def _read_scores(post, n):
 @rater_required
 @require_GET
 def playground(request):
+    _refuse_evaluators_running_snapshots(request)
     preselected = []
     name = request.GET.get("snapshot", "").strip()
     if name:
@@ -131,6 +152,7 @@ def playground(request):
 @rater_required
 @require_GET
 def snapshot_search(request):
+    _refuse_evaluators_running_snapshots(request)
     raw_epoch = request.GET.get("epoch", "").strip()
     epoch = _whole(raw_epoch)
     if raw_epoch and epoch is None:
@@ -143,6 +165,7 @@ def snapshot_search(request):
 @require_POST
 @rater_required
 def compare_start(request):
+    _refuse_evaluators_running_snapshots(request)
     form = CompareForm(request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in form.errors.items()}}, status=400)
@@ -163,14 +186,24 @@ def compare_stream(request, comparison_id):
     """Server-sent events: {"position", "delta"} as text arrives, {"position", "done", …} per output,
     then {"finished": true}. Positions only: the snapshot names never travel in the stream."""
     comparison = _get_comparison_for_user(request, comparison_id)
-    claimed = Comparison.objects.filter(pk=comparison.pk, status=Comparison.PENDING).update(
-        status=Comparison.STREAMING)
-    if claimed:
-        events = _generate_events(comparison)
-    elif comparison.status == Comparison.FINISHED:
+    events = None
+    if comparison.status == Comparison.PENDING:
+        try:
+            slot = take_slot(request.user)  # given back when the stream ends or the client leaves
+        except TooManyGenerations as exc:
+            return JsonResponse({"error": {"message": str(exc), "param": "INFERENCE_MAX_CONCURRENT_PER_USER"}},
+                                status=429)
+        if Comparison.objects.filter(pk=comparison.pk, status=Comparison.PENDING).update(
+                status=Comparison.STREAMING):
+            events = HeldStream(_generate_events(comparison), slot)
+        else:  # somebody else got there first
+            slot.release()
+            comparison.refresh_from_db()
+    if events is None:
+        if comparison.status != Comparison.FINISHED:
+            return JsonResponse({"error": {"message": "This comparison is already streaming elsewhere."}},
+                                status=409)
         events = _replay_events(comparison)
-    else:
-        return JsonResponse({"error": {"message": "This comparison is already streaming elsewhere."}}, status=409)
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -327,7 +360,8 @@ def rating_task_detail(request, task_id):
     items = task.items.all()
     own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}
     context = {"task": task, "items": [{"item": i, "rating": own.get(i.pk)} for i in items],
-               "rated": len(own), "next_item": task.next_item_for(request.user)}
+               "rated": len(own), "next_item": task.next_item_for(request.user),
+               "final": task.names_revealed_to(request.user)}
     if is_admin(request.user):
         ratings = Rating.objects.filter(item__task=task)
         context["n_ratings"] = ratings.count()
@@ -363,11 +397,10 @@ def rating_task_rate(request, task_id):
     if asked.strip():
         index = _whole(asked)
         if index is None:
-            return HttpResponseBadRequest(f"item must be a prompt number from 0 to {task.n_items - 1}; "
-                                          f"got {asked[:40]!r}.")
+            return _bad_request(f"item must be a prompt number from 0 to {task.n_items - 1}; got {asked[:40]!r}.")
         item = get_object_or_404(TaskItem, task=task, index=index)
     elif request.method == "POST":
-        return HttpResponseBadRequest("item: which prompt this rating is for is missing.")
+        return _bad_request("item: which prompt this rating is for is missing.")
     else:
         item = task.next_item_for(request.user)
         if item is None:
@@ -379,9 +412,15 @@ def rating_task_rate(request, task_id):
     shown = task.order_for(request.user, item)
     rating = Rating.objects.filter(item=item, rater=request.user).first()
     errors = {}
+    final = task.names_revealed_to(request.user)
     if request.method == "POST":
         if not task.is_open:
             raise PermissionDenied("This rating task is closed: its ratings can no longer change.")
+        if final:
+            # A rating changed after the names showed would not be blind.
+            return HttpResponse("You have rated every prompt of this task, and its leaderboard shows the snapshot "
+                                "names now, so your ratings are final.", status=409,
+                                content_type="text/plain; charset=utf-8")
         scores, comments, verdict, best = _read_scores(request.POST, len(shown))
         try:
             Rating.save_for(request.user, shown, scores, comments, verdict, best, item=item)
@@ -395,7 +434,7 @@ def rating_task_rate(request, task_id):
     best_position = next((i for i, o in enumerate(shown) if rating and rating.best_id == o.pk), None)
     return render(request, "playground/task_rate.html", {
         "task": task, "item": item, "columns": columns, "rating": rating, "errors": errors,
-        "rated": task.rated_count(request.user), "best_position": best_position,
+        "rated": task.rated_count(request.user), "best_position": best_position, "final": final,
     }, status=400 if errors else 200)
 
 
@@ -441,8 +480,7 @@ def _ratings_for(request, task):
     if task is not None:
         return ratings.filter(item__task=task)
     if not is_admin(request.user):
-        visible = [t.pk for t in request.user.rating_tasks.all()
-                   if not t.is_open or t.next_item_for(request.user) is None]
+        visible = [t.pk for t in request.user.rating_tasks.all() if t.names_revealed_to(request.user)]
         ratings = ratings.filter(Q(item__isnull=True) | Q(item__task__in=visible))
     return ratings
 
@@ -452,17 +490,40 @@ def _leaderboard_task(request):
     if not task_id:
         return None
     task = _get_task_for_user(request, task_id)
-    if not is_admin(request.user) and task.next_item_for(request.user) is not None and task.is_open:
+    if not is_admin(request.user) and not task.names_revealed_to(request.user):
         raise PermissionDenied("The task's leaderboard opens once you have rated all its prompts.")
     return task
+
+
+# A board is recomputed only when its ratings change; an entry also expires after this long.
+LEADERBOARD_CACHE_S = 24 * 3600
+
+
+def _leaderboard_rows(ratings):
+    """(rows, battles) of a queryset of ratings, from the cache when the same ratings were counted before.
+
+    The bootstrap refits the strengths 100 times: cached under a key made from the ratings' ids and update
+    times, so a new, changed or deleted rating makes a new key (in every process sharing the cache)."""
+    import hashlib
+
+    from django.core.cache import cache
+
+    stamp = sorted(ratings.prefetch_related(None).order_by().values_list("pk", "updated_at"))
+    key = "leaderboard:" + hashlib.sha256(repr(stamp).encode()).hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = vote_math.leaderboard_rows(list(ratings))
+        cache.set(key, found, LEADERBOARD_CACHE_S)
+    return found
 
 
 @rater_required
 @require_GET
 def leaderboard(request):
     task = _leaderboard_task(request)
-    ratings = list(_ratings_for(request, task))
-    rows, battles = vote_math.leaderboard_rows(ratings)
+    queryset = _ratings_for(request, task)
+    rows, battles = _leaderboard_rows(queryset)
+    ratings = list(queryset) if task is not None else None  # the agreement reads every score
     matrix = vote_math.head_to_head(battles)
     names = [r["snapshot"] for r in rows]
     grid = [{"name": a, "cells": [matrix.get(a, {}).get(b) if a != b else "self" for b in names]} for a in names]
@@ -473,7 +534,7 @@ def leaderboard(request):
                      "ordinal": vote_math.task_agreement(ratings, "ordinal")}
     return render(request, "playground/leaderboard.html", {
         "rows": rows, "grid": grid, "names": names, "task": task, "tasks": tasks, "agreement": agreement,
-        "n_ratings": len(ratings), "n_battles": len(battles),
+        "n_ratings": len(ratings) if ratings is not None else queryset.count(), "n_battles": len(battles),
     })
 
 
@@ -498,9 +559,9 @@ def _rating_records(ratings):
 def leaderboard_export(request):
     kind, fmt = request.GET.get("kind", "leaderboard"), request.GET.get("format", "csv")
     if kind not in ("leaderboard", "ratings"):
-        return HttpResponseBadRequest("kind must be leaderboard or ratings.")
+        return _bad_request("kind must be leaderboard or ratings.")
     if fmt not in ("csv", "jsonl"):
-        return HttpResponseBadRequest("format must be csv or jsonl.")
+        return _bad_request("format must be csv or jsonl.")
     task = _leaderboard_task(request)
     ratings = _ratings_for(request, task).select_related("item__task", "comparison")
     if kind == "ratings":
@@ -508,7 +569,7 @@ def leaderboard_export(request):
             ratings = ratings.filter(rater=request.user)  # an evaluator exports only their own ratings
         records = list(_rating_records(ratings))
     else:
-        records, _ = vote_math.leaderboard_rows(list(ratings))
+        records, _ = _leaderboard_rows(ratings)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     name = f"{kind}-{task.public_id if task else 'all'}-{stamp}.{fmt}"
     if fmt == "jsonl":
@@ -519,7 +580,7 @@ def leaderboard_export(request):
         fields = list(records[0]) if records else ["snapshot"]
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows(safe_row(r) for r in records)
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
@@ -534,7 +595,7 @@ def _checkpoint_to_export(request, checkpoint_id, fmt):
     if not is_admin(request.user):
         raise PermissionDenied("Only admins download checkpoints.")
     if fmt not in ("adapter", "merged"):
-        return HttpResponseBadRequest("format must be adapter or merged."), False
+        return _bad_request("format must be adapter or merged."), False
     if not checkpoint.full_path.is_dir():
         return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
                             status=410, content_type="text/plain"), False

@@ -1,5 +1,5 @@
 """The role matrix over every URL the project has: anonymous users go to login,
-evaluators reach only the playground, rating and API-key pages, admins are never
+evaluators reach only the rating, leaderboard and API-key pages, admins are never
 refused and never meet a 500."""
 
 import re
@@ -11,8 +11,10 @@ from django.urls import URLPattern, URLResolver, get_resolver
 PUBLIC = {"login", "logout"}
 RATER_PREFIXES = ("/playground/", "/settings/")
 RATER_NAMES = {"home"}
-# Under /playground/ but for admins: creating and closing rating tasks, exporting checkpoints.
-ADMIN_ONLY_NAMES = {"rating_task_new", "rating_task_close", "rating_task_restart", "checkpoint_download"}
+# Under /playground/ but for admins: running snapshots on the compare page, creating and closing rating
+# tasks, exporting checkpoints.
+ADMIN_ONLY_NAMES = {"playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close",
+                    "rating_task_restart", "checkpoint_download"}
 
 CONVERTER_VALUES = {"int": "999999", "str": "nope-0", "slug": "nope-0", "path": "nope/0",
                     "uuid": str(uuid.UUID(int=7))}

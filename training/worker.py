@@ -62,6 +62,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.spreadsheet import safe_row
 from training import payloads
 from training.models import Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
 
@@ -674,7 +675,7 @@ def results_csv(job):
     rows = job.metric_points.filter(scope="train").order_by("step").values_list("step", "loss", "accuracy")
     for step, loss, accuracy in rows:
         v_loss, v_accuracy = valid.get(step, (None, None))
-        writer.writerow([step, _fmt(loss), _fmt(accuracy), _fmt(v_loss), _fmt(v_accuracy)])
+        writer.writerow(safe_row([step, _fmt(loss), _fmt(accuracy), _fmt(v_loss), _fmt(v_accuracy)]))
     return out.getvalue()
 
 

@@ -27,13 +27,18 @@ _backend = None
 _lock = threading.Lock()
 
 
-def make_backend(kind, url="", max_full_models=2):
+def make_backend(kind, url="", max_full_models=2, max_loaded_mb=8192, max_prompt_tokens=4096):
     if kind == "builtin":
         from playground.inference.builtin import BuiltinBackend
 
         if max_full_models < 1:
             raise InferenceError(f"INFERENCE_MAX_FULL_MODELS must be at least 1; got {max_full_models}.")
-        return BuiltinBackend(max_full_models=max_full_models)
+        if max_loaded_mb < 1:
+            raise InferenceError(f"INFERENCE_MAX_LOADED_MB must be at least 1; got {max_loaded_mb}.")
+        if max_prompt_tokens < 1:
+            raise InferenceError(f"INFERENCE_MAX_PROMPT_TOKENS must be at least 1; got {max_prompt_tokens}.")
+        return BuiltinBackend(max_full_models=max_full_models, max_loaded_mb=max_loaded_mb,
+                              max_prompt_tokens=max_prompt_tokens)
     if kind == "vllm":
         from playground.inference.vllm import VLLMBackend
 
@@ -50,5 +55,6 @@ def get_backend():
         if _backend is None:
             from django.conf import settings
 
-            _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL, settings.INFERENCE_MAX_FULL_MODELS)
+            _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL, settings.INFERENCE_MAX_FULL_MODELS,
+                                    settings.INFERENCE_MAX_LOADED_MB, settings.INFERENCE_MAX_PROMPT_TOKENS)
         return _backend

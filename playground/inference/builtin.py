@@ -9,6 +9,12 @@
   mixed-adapter inference (`generate(..., adapter_names=[...])`).
 - A full-weight checkpoint is its own model; at most `max_full_models` of
   them stay loaded (least recently used is dropped first).
+- All loaded models together (bases with their adapters, full-weight
+  snapshots) stay within `max_loaded_mb` of weights: past it, the least
+  recently used are unloaded, base models included. A model bigger than
+  the whole budget still loads, alone.
+- A prompt longer than `max_prompt_tokens` (the rendered chat) is refused,
+  naming `messages`.
 - A request for one LoRA snapshot alone makes it the active adapter
   (PEFT's plain path, faster than the mixed-batch one).
 - Loading runs in worker threads, decoding in ONE decoding thread; the event
@@ -63,6 +69,14 @@ class _Loaded:
                 self.stacks.popitem(last=False)
         self.stacks.move_to_end(key)
         return self.stacks[key]
+
+
+def _footprint_mb(model):
+    """Megabytes of weights and buffers a model holds (its adapters included)."""
+    import itertools
+
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def _pick_device():
@@ -231,11 +245,15 @@ def _adapter_mode(loaded, adapter_names, kwargs):
 class BuiltinBackend:
     name = "builtin"
 
-    def __init__(self, max_full_models=2, max_adapters=64):
+    def __init__(self, max_full_models=2, max_adapters=64, max_loaded_mb=8192, max_prompt_tokens=4096):
         self.max_full_models = max_full_models
         self.max_adapters = max_adapters
+        self.max_loaded_mb = max_loaded_mb
+        self.max_prompt_tokens = max_prompt_tokens
         self._bases = {}                 # base_path -> _Loaded
         self._full = OrderedDict()       # weights_path -> _Loaded, least recently used first
+        self._last_used = {}             # ("base" | "full", path) -> a count that grows with each use
+        self._uses = 0
         self._registry_lock = threading.Lock()
         self._key_locks = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attune-inference")
@@ -247,17 +265,47 @@ class BuiltinBackend:
         with self._registry_lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
+    def _touch(self, key):
+        with self._registry_lock:
+            self._uses += 1
+            self._last_used[key] = self._uses
+
+    def _fit_budget(self, keep):
+        """Unload the least recently used models until the loaded ones fit in max_loaded_mb; `keep`
+        (the model a request is about to use) stays. A request still decoding with an unloaded model
+        finishes with it: the memory goes when it is done."""
+        with self._registry_lock:
+            loaded = {("base", p): m for p, m in self._bases.items()}
+            loaded.update({("full", p): m for p, m in self._full.items()})
+            sizes = {key: _footprint_mb(m.model) for key, m in loaded.items()}
+            total = sum(sizes.values())
+            for key in sorted(loaded, key=lambda k: self._last_used.get(k, 0)):
+                if total <= self.max_loaded_mb:
+                    break
+                if key == keep:
+                    continue
+                (self._bases if key[0] == "base" else self._full).pop(key[1])
+                self._last_used.pop(key, None)
+                total -= sizes[key]
+                log.info("Unloading %s (%.0f MB): the loaded models passed INFERENCE_MAX_LOADED_MB=%d",
+                         key[1], sizes[key], self.max_loaded_mb)
+
     def _base(self, snapshot):
-        with self._key_lock(("base", snapshot.base_path)):
+        key = ("base", snapshot.base_path)
+        with self._key_lock(key):
             loaded = self._bases.get(snapshot.base_path)
+            self._touch(key)
             if loaded is None:
                 log.info("Loading base model %s from %s", snapshot.base_model, snapshot.base_path)
                 loaded = _load_model(snapshot.base_path, snapshot.trust_remote_code)
-                self._bases[snapshot.base_path] = loaded
+                with self._registry_lock:
+                    self._bases[snapshot.base_path] = loaded
+                self._fit_budget(keep=key)
             return loaded
 
     def _full_model(self, snapshot):
         path = snapshot.weights_path
+        self._touch(("full", path))
         with self._key_lock(("full", path)):
             with self._registry_lock:
                 loaded = self._full.get(path)
@@ -271,6 +319,7 @@ class BuiltinBackend:
                 while len(self._full) > self.max_full_models:
                     dropped, _ = self._full.popitem(last=False)
                     log.info("Unloading %s (more than %d full models loaded)", dropped, self.max_full_models)
+            self._fit_budget(keep=("full", path))
             return loaded
 
     def _adapter_names(self, loaded, snapshots):
@@ -333,6 +382,8 @@ class BuiltinBackend:
                 if cancel.is_set():  # the client left while this waited its turn
                     return
                 names = None if full else self._adapter_names(loaded, snapshots)
+                if not full:
+                    self._fit_budget(keep=("base", snapshots[0].base_path))  # its adapters weigh too
                 # Adapters that cannot be stacked go through PEFT's mixed batch, which fails when any loaded
                 # adapter carries whole-module copies: then one generation per snapshot.
                 if names and len(set(names)) > 1 and loaded.stack(names) is None and \
@@ -358,6 +409,10 @@ class BuiltinBackend:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         prompt = render_prompt(loaded.tokenizer, messages)
+        if self.max_prompt_tokens and len(prompt) > self.max_prompt_tokens:
+            raise InferenceError(f"messages: the prompt is {len(prompt)} tokens, more than the "
+                                 f"{self.max_prompt_tokens} this server accepts (INFERENCE_MAX_PROMPT_TOKENS). "
+                                 "Shorten the conversation.", param="messages")
         limit = getattr(loaded.model.config, "max_position_embeddings", None)
         if limit and len(prompt) + params.max_tokens > limit:
             raise InferenceError(f"The prompt is {len(prompt)} tokens; with max_tokens {params.max_tokens} it "

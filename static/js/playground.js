@@ -145,14 +145,21 @@
     const out = box.querySelector(".output");
     if (event.status === "error") { out.classList.add("error"); out.textContent = event.error; }
     else out.textContent = event.text;
-    const parts = [];
-    if (event.ttft_ms !== null && event.ttft_ms !== undefined) parts.push("TTFT " + Math.round(event.ttft_ms) + " ms");
-    if (event.tokens_per_second) parts.push(event.tokens_per_second.toFixed(1) + " tok/s");
-    parts.push(event.n_tokens + " tokens");
-    if (event.finish_reason === "length") parts.push("hit max tokens");
-    box.querySelector(".timing").textContent = parts.join(" · ");
+    showTiming(box, event);
+    box.dataset.finishReason = event.finish_reason || "";
     box.dataset.done = "1";
     current.finished.add(event.position);
+  }
+
+  // Blind columns get their timing with the names: until then only "finished".
+  function showTiming(box, figures) {
+    const parts = [];
+    if (figures.n_tokens === undefined) parts.push("finished");
+    if (figures.ttft_ms !== null && figures.ttft_ms !== undefined) parts.push("TTFT " + Math.round(figures.ttft_ms) + " ms");
+    if (figures.tokens_per_second) parts.push(figures.tokens_per_second.toFixed(1) + " tok/s");
+    if (figures.n_tokens !== undefined) parts.push(figures.n_tokens + " tokens");
+    if (figures.finish_reason === "length") parts.push("hit max tokens");
+    box.querySelector(".timing").textContent = parts.join(" · ");
   }
 
   function unlock(broken) {
@@ -173,6 +180,7 @@
       const box = columnsBox.querySelector(`[data-position="${c.position}"]`);
       box.querySelector(".snapshot-name").textContent = c.snapshot;
       if (c.error) box.querySelector(".output").textContent = c.error;  // the reason, now that names show
+      showTiming(box, {...c, finish_reason: box.dataset.finishReason});
     });
     rateForm.querySelectorAll("input, textarea").forEach(i => { i.disabled = true; });
     submitRating.disabled = true;

@@ -43,10 +43,10 @@ def test_a_bad_chat_request_names_its_field(chat, body, status, param):
     assert_error(chat(**body), status, param=param)
 
 
-def test_an_evaluators_key_reaches_chat_completions(evaluator_api, base_model):
+def test_an_evaluators_key_is_refused_at_chat_completions(evaluator_api, base_model):
     resp = evaluator_api.post("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user",
                                                                                        "content": "hi"}]})
-    assert_error(resp, 404, param="model", code="model_not_found")
+    assert_error(resp, 403, code="permission_denied")
 
 
 def test_chat_needs_a_key(anonymous_api, base_model):

@@ -111,15 +111,57 @@ def test_a_key_of_a_deactivated_user_is_refused(api, admin_user):
     ("post", "/v1/fine_tuning/jobs/ftjob-x/pause"), ("post", "/v1/fine_tuning/jobs/ftjob-x/resume"),
     ("get", "/v1/fine_tuning/jobs/ftjob-x/events"), ("get", "/v1/fine_tuning/jobs/ftjob-x/checkpoints"),
 ])
-def test_an_evaluators_key_is_refused_outside_chat_and_models(evaluator_api, method, path):
+def test_an_evaluators_key_is_refused_outside_the_model_list(evaluator_api, method, path):
     resp = getattr(evaluator_api, method)(path)
     assert_error(resp, 403, code="permission_denied")
 
 
-def test_an_evaluators_key_lists_models(evaluator_api, base_model):
+def test_an_evaluators_key_cannot_run_a_snapshot(evaluator_api, base_model):
+    resp = evaluator_api.post("/v1/chat/completions", {"model": "attune-tiny",
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+    assert_error(resp, 403, code="permission_denied")
+
+
+TASK_SNAPSHOTS = ["attune-tiny", "ft:attune-tiny:intents:abc123", "ft:attune-tiny:intents:abc123:ckpt-step-40"]
+
+
+def _assigned_task(admin_user, evaluator_user, names=TASK_SNAPSHOTS):
+    from playground.models import RatingTask, TaskItem
+
+    task = RatingTask.objects.create(name="blind", created_by=admin_user, snapshot_names=names,
+                                     status=RatingTask.READY, n_items=1)
+    task.evaluators.add(evaluator_user)
+    item = TaskItem.objects.create(task=task, index=0, messages=[{"role": "user", "content": "hi"}])
+    return task, item
+
+
+def test_an_evaluators_key_lists_only_the_snapshots_they_rate_under_opaque_aliases(
+        evaluator_api, evaluator_user, admin_user, base_model):
+    from playground.models import RatingTask
+
+    task, _ = _assigned_task(admin_user, evaluator_user)
+    RatingTask.objects.create(name="not theirs", created_by=admin_user, snapshot_names=["ft:x:y:zzz"])
     resp = evaluator_api.get("/v1/models")
     assert resp.status_code == 200
-    assert [m["id"] for m in resp.json()["data"]] == ["attune-tiny"]
+    listed = resp.json()["data"]
+    assert len(listed) == 3 and all(m["id"].startswith("blind-") for m in listed)
+    assert {m["owned_by"] for m in listed} == {"org-attune"}
+    body = resp.content.decode()
+    assert not any(name in body for name in TASK_SNAPSHOTS + ["ft:x:y:zzz", admin_user.username, "ftjob-"])
+    assert evaluator_api.get("/v1/models").json()["data"] == listed  # the same aliases every time
+    alias = listed[0]["id"]
+    assert evaluator_api.get(f"/v1/models/{alias}").json()["id"] == alias
+    assert_error(evaluator_api.get("/v1/models/attune-tiny"), 404, param="model")
+
+
+def test_an_evaluators_key_lists_the_names_once_their_queue_is_done(evaluator_api, evaluator_user, admin_user):
+    from playground.models import Rating
+
+    _, item = _assigned_task(admin_user, evaluator_user)
+    Rating.objects.create(rater=evaluator_user, item=item, verdict="tie")
+    listed = evaluator_api.get("/v1/models").json()["data"]
+    assert sorted(m["id"] for m in listed) == sorted(TASK_SNAPSHOTS)
+    assert {m["owned_by"] for m in listed} == {"org-attune"}
 
 
 def test_an_evaluator_cannot_delete_a_model(evaluator_api, base_model):

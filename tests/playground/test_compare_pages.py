@@ -50,6 +50,29 @@ def test_blind_mode_hides_names_in_the_page_answer_and_stream_until_rated(admin_
     assert all(name in page for name in names)
 
 
+TIMING = ("n_tokens", "ttft_ms", "tokens_per_second")
+
+
+def test_blind_outputs_carry_no_timing_until_the_names_show(admin_client, snapshots):
+    started = _start(admin_client, snapshots.names[:2]).json()
+    _, events = _stream(admin_client, started["stream_url"])
+    done = [e for e in events if e.get("done")]
+    assert len(done) == 2 and not any(key in e for e in done for key in TIMING)
+    _, replayed = _stream(admin_client, started["stream_url"])
+    assert not any(key in e for e in replayed for key in TIMING)
+    page = admin_client.get(started["page_url"]).content.decode()
+    assert "tokens</div>" not in page and "tok/s" not in page
+    rated = admin_client.post(started["rate_url"], _rating_form(2)).json()
+    assert all(c["n_tokens"] > 0 for c in rated["columns"])
+    assert "tokens</div>" in admin_client.get(started["page_url"]).content.decode()
+
+
+def test_an_open_comparison_shows_its_timing_as_it_streams(admin_client, snapshots):
+    started = _start(admin_client, snapshots.names[:2], blind=False).json()
+    _, events = _stream(admin_client, started["stream_url"])
+    assert all(e["n_tokens"] > 0 and "ttft_ms" in e for e in events if e.get("done"))
+
+
 def test_a_failed_output_does_not_name_its_snapshot_until_rated(admin_client, snapshots):
     gone = snapshots.checkpoints[0]
     names = [gone.model_name, snapshots.names[-1]]
@@ -98,10 +121,15 @@ def test_an_admin_may_compare_with_names_shown(admin_client, snapshots):
     assert [c["snapshot"] for c in started["columns"]] == snapshots.names[:2]
 
 
-def test_evaluators_always_compare_blind(evaluator_client, snapshots):
-    started = _start(evaluator_client, snapshots.names[:2], blind=False).json()
-    assert started["blind"] is True
-    assert all("snapshot" not in c for c in started["columns"])
+def test_evaluators_cannot_search_or_run_snapshots(evaluator_client, snapshots):
+    assert evaluator_client.get("/playground/").status_code == 403
+    search = evaluator_client.get("/playground/snapshots/", {"q": ""})
+    assert search.status_code == 403 and b"ftjob-" not in search.content
+    assert _start(evaluator_client, snapshots.names[:2]).status_code == 403
+    assert not Comparison.objects.exists()
+    home = evaluator_client.get("/")
+    assert home.status_code == 302 and home["Location"] == "/playground/tasks/"
+    assert 'href="/playground/"' not in evaluator_client.get("/playground/tasks/").content.decode()
 
 
 def test_rating_waits_until_every_output_has_finished(admin_client, snapshots):

@@ -129,3 +129,59 @@ def test_an_evaluator_exports_only_their_own_ratings(evaluator_client, evaluator
 def test_bad_export_parameters_are_refused_with_a_reason(admin_client):
     resp = admin_client.get("/playground/leaderboard/export/?format=xml")
     assert resp.status_code == 400 and b"format" in resp.content
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+
+
+def test_the_csv_exports_write_user_text_that_starts_a_formula_as_text(admin_client, admin_user):
+    from playground.models import Score
+
+    _rate(admin_user, ["=cmd|' /C calc'!A0", "model-b"], [5, 1], "best", best="model-b")
+    rated = Score.objects.order_by("pk")
+    for score, comment in zip(rated, FORMULAS, strict=False):
+        score.comment = comment
+        score.save(update_fields=["comment"])
+    table = list(csv.DictReader(io.StringIO(admin_client.get(
+        "/playground/leaderboard/export/?kind=ratings&format=csv").content.decode())))
+    assert sorted(r["comment"] for r in table) == sorted("'" + f for f in FORMULAS[:2])
+    assert {r["snapshot"] for r in table} == {"'=cmd|' /C calc'!A0", "model-b"}
+    assert {r["score"] for r in table} == {"5", "1"}
+    board = list(csv.DictReader(io.StringIO(admin_client.get(
+        "/playground/leaderboard/export/?kind=leaderboard&format=csv").content.decode())))
+    assert {r["snapshot"] for r in board} == {"'=cmd|' /C calc'!A0", "model-b"}
+    # The same ratings as JSONL keep the text as it was typed.
+    lines = admin_client.get("/playground/leaderboard/export/?kind=ratings&format=jsonl").content.decode()
+    assert sorted(json.loads(line)["comment"] for line in lines.splitlines()) == sorted(FORMULAS[:2])
+
+
+@pytest.mark.parametrize("value, written", [(f, "'" + f) for f in FORMULAS] + [
+    ("-0.25", "-0.25"), ("+3", "+3"), ("1e-05", "1e-05"), (-0.5, -0.5), ("a=b", "a=b"), ("", "")])
+def test_a_csv_cell_that_would_start_a_formula_gets_a_quote(value, written):
+    from config.spreadsheet import safe_cell
+
+    assert safe_cell(value) == written
+
+
+def test_the_leaderboard_is_computed_once_until_a_rating_changes(admin_client, admin_user, monkeypatch):
+    from django.core.cache import cache
+
+    from playground import leaderboard
+
+    cache.clear()
+    real, runs = leaderboard.bootstrap_bradley_terry, []
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(leaderboard, "bootstrap_bradley_terry", counted)
+    _rate(admin_user, ["model-a", "model-b"], [5, 1], "best", best="model-a")
+    for _ in range(2):
+        assert admin_client.get("/playground/leaderboard/").status_code == 200
+    assert len(runs) == 1
+    _rate(admin_user, ["model-a", "model-b"], [2, 4], "best", best="model-b")
+    page = admin_client.get("/playground/leaderboard/").content.decode()
+    assert len(runs) == 2 and "2 ratings" in page
+    export = admin_client.get("/playground/leaderboard/export/?kind=leaderboard&format=jsonl")
+    assert len(export.content.decode().splitlines()) == 2 and len(runs) == 2  # the export reads the same entry

@@ -117,6 +117,56 @@ def test_the_shown_order_is_stored_with_the_rating(ready_task, evaluator_user):
         (0, shown[0].pk, 5), (1, shown[1].pk, 3), (2, shown[2].pk, 1)]
 
 
+def test_a_raters_task_ratings_are_final_once_their_queue_is_done(ready_task, evaluator_user):
+    client = _client_for(evaluator_user)
+    assert _rate(client, ready_task, 0, best=0).status_code == 302
+    assert _rate(client, ready_task, 0, best=1).status_code == 302  # still blind: may change
+    assert _rate(client, ready_task, 1, best=0).status_code == 302
+    # The queue is done: the board and the export show the names now.
+    assert client.get(f"/playground/leaderboard/?task={ready_task.public_id}").status_code == 200
+    again = _rate(client, ready_task, 0, best=2)
+    assert again.status_code == 409 and "final" in again.content.decode()
+    item = ready_task.items.get(index=0)
+    assert Rating.objects.get(rater=evaluator_user, item=item).best == ready_task.order_for(evaluator_user, item)[1]
+    page = client.get(f"/playground/tasks/{ready_task.public_id}/rate/?item=0").content.decode()
+    assert "Save and next" not in page and "final" in page
+    assert "?item=0\">Edit" not in client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+
+
+def test_a_task_generating_again_shows_no_names_to_a_rater_who_has_not_finished(ready_task, evaluator_user,
+                                                                                   second_evaluator):
+    from api.models import ApiKey
+    from tests.api.conftest import ApiClient
+
+    for index in (0, 1):
+        _rate(_client_for(second_evaluator), ready_task, index)
+    _rate(_client_for(evaluator_user), ready_task, 0)
+    RatingTask.objects.filter(pk=ready_task.pk).update(status=RatingTask.GENERATING)  # failed outputs again
+    eve = _client_for(evaluator_user)
+    assert eve.get(f"/playground/leaderboard/?task={ready_task.public_id}").status_code == 403
+    assert "data-snapshot=" not in eve.get("/playground/leaderboard/").content.decode()
+    api = ApiClient(Client(), ApiKey.issue(evaluator_user, "tests")[1])
+    assert all(m["id"].startswith("blind-") for m in api.get("/v1/models").json()["data"])
+
+
+def test_evaluators_do_not_see_the_seed_of_a_task(ready_task, evaluator_user, admin_client):
+    assert ready_task.params["seed"] == 0
+    assert "seed 0" in admin_client.get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+    page = _client_for(evaluator_user).get(f"/playground/tasks/{ready_task.public_id}/").content.decode()
+    assert "seed" not in page
+
+
+def test_the_shuffle_comes_from_the_server_secret_not_from_ids_a_rater_sees(ready_task, evaluator_user):
+    from django.test import override_settings
+
+    items = list(ready_task.items.all())
+    orders = set()
+    for secret in ("one-secret", "another-secret", "a-third", "a-fourth", "a-fifth"):
+        with override_settings(SECRET_KEY=secret):
+            orders.add(tuple(o.pk for i in items for o in ready_task.order_for(evaluator_user, i)))
+    assert len(orders) > 1
+
+
 def test_one_rating_per_evaluator_per_item_editable_until_the_task_closes(ready_task, evaluator_user):
     client = _client_for(evaluator_user)
     _rate(client, ready_task, 0, best=0)
