@@ -293,9 +293,9 @@ def _hyperparameters(job):
             continue
         rows.append((name, job.spec.get(name, "auto"), resolved.get(name)))
     multiplier = resolved.get("learning_rate_multiplier")
-    adapter = job.spec.get("adapter", "lora")
-    rows.append(("learning_rate", f"{BASE_LEARNING_RATE[adapter]:g} × multiplier",
-                 f"{BASE_LEARNING_RATE[adapter] * multiplier:g}" if isinstance(multiplier, int | float) else None))
+    base_rate = BASE_LEARNING_RATE[job.spec.get("method", "supervised")][job.spec.get("adapter", "lora")]
+    rows.append(("learning_rate", f"{base_rate:g} × multiplier",
+                 f"{base_rate * multiplier:g}" if isinstance(multiplier, int | float) else None))
     return rows
 
 

@@ -147,6 +147,25 @@ def resolve_snapshot(model_name):
     return snapshot_for_checkpoint(checkpoint)
 
 
+def first_lineup():
+    """What the compare page offers before anything is picked: the default base model, its newest
+    succeeded fine-tune and that job's first epoch checkpoint, when they exist."""
+    from training.models import BaseModel, Checkpoint, FineTuningJob
+
+    base = BaseModel.default()
+    if base is None:
+        return []
+    lineup = [_base_snapshot(base)]
+    job = FineTuningJob.objects.filter(base_model=base, status=FineTuningJob.SUCCEEDED).select_related(
+        "base_model").order_by("-finished_at").first()
+    checkpoints = list(Checkpoint.objects.filter(job=job).order_by("epoch")) if job else []
+    for checkpoint in {id(c): c for c in (checkpoints[-1:] + checkpoints[:1])}.values():
+        checkpoint.job = job
+        if checkpoint.full_path.is_dir():
+            lineup.append(snapshot_for_checkpoint(checkpoint))
+    return lineup
+
+
 def list_snapshots(query="", job=None, suffix=None, epoch=None, limit=200):
     """Base models, then checkpoints newest job first; `query` matches a name, job id or suffix."""
     from django.db.models import Q

@@ -41,7 +41,7 @@ from playground.models import (
     TaskItem,
     column_label,
 )
-from playground.snapshots import UnknownModel, list_snapshots, resolve_snapshot
+from playground.snapshots import UnknownModel, first_lineup, list_snapshots, resolve_snapshot
 from training.models import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,30 @@ def playground(request):
             preselected.append(resolve_snapshot(name).as_dict())
         except UnknownModel as exc:
             messages.error(request, str(exc))
+    first_prompt = {}
+    if not name:
+        # Nothing asked for: base vs fine-tuned vs an earlier epoch, on a prompt the training never saw.
+        preselected = [snapshot.as_dict() for snapshot in first_lineup()]
+        first_prompt = _first_heldout_prompt()
     return render(request, "playground/compare.html", {
-        "preselected": preselected, "form": CompareForm(), "max_snapshots": Comparison.MAX_SNAPSHOTS,
+        "preselected": preselected, "first_prompt": first_prompt, "form": CompareForm(),
+        "max_snapshots": Comparison.MAX_SNAPSHOTS,
         "blind_forced": not is_admin(request.user),
         "recent": Comparison.objects.filter(created_by=request.user)[:10],
     })
+
+
+def _first_heldout_prompt():
+    """{"system", "user"} of the first demo held-out prompt, or {} when the demo is not built."""
+    from training.management.commands.bootstrap_demo import heldout_path
+
+    try:
+        with heldout_path().open(encoding="utf-8") as handle:
+            messages_ = json.loads(handle.readline())["messages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    by_role = {m.get("role"): m.get("content", "") for m in messages_ if isinstance(m, dict)}
+    return {"system": by_role.get("system", ""), "user": by_role.get("user", "")}
 
 
 @rater_required

@@ -73,7 +73,8 @@
     const last = turns.lastElementChild && turns.lastElementChild.querySelector("select").value;
     addTurn(last === "user" ? "assistant" : "user", "");
   });
-  addTurn("user", "");
+  const firstMessage = document.getElementById("first-user-message");
+  addTurn("user", firstMessage ? JSON.parse(firstMessage.textContent) : "");
 
   function conversation() {
     const messages = [];

@@ -194,3 +194,26 @@ def test_snapshot_search_filters_by_epoch(admin_client, snapshots):
     found = admin_client.get("/playground/snapshots/", {"q": snapshots.job.public_id, "epoch": 2}).json()["data"]
     assert [s["epoch"] for s in found] == [2]
     assert admin_client.get("/playground/snapshots/", {"epoch": "two"}).status_code == 400
+
+
+def test_the_first_screen_offers_base_fine_tuned_and_an_earlier_epoch_on_a_heldout_prompt(
+        admin_client, snapshots, settings):
+    import re
+
+    from training.demo_data import SYSTEM_PROMPT
+    from training.management.commands.bootstrap_demo import heldout_path
+
+    settings.ATTUNE_DEFAULT_BASE_MODEL = snapshots.base.name
+    heldout_path().parent.mkdir(parents=True, exist_ok=True)
+    heldout_path().write_text(json.dumps({"messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                                                       {"role": "user", "content": "scrap order 12345"}],
+                                          "expected": "cancel_order"}) + "\n")
+    page = admin_client.get("/playground/").content.decode()
+    picked = json.loads(re.search(r'id="preselected-data" type="application/json">(.*?)</script>', page).group(1))
+    first, last = snapshots.checkpoints[0], snapshots.checkpoints[-1]
+    assert [s["name"] for s in picked] == [snapshots.base.name, last.model_name, first.model_name]
+    assert SYSTEM_PROMPT.replace("'", "&#x27;") in page and '"scrap order 12345"' in page
+    # Asked for one snapshot, the page offers that one alone.
+    page = admin_client.get("/playground/", {"snapshot": first.model_name}).content.decode()
+    picked = json.loads(re.search(r'id="preselected-data" type="application/json">(.*?)</script>', page).group(1))
+    assert [s["name"] for s in picked] == [first.model_name]

@@ -75,7 +75,7 @@ def test_resolve_auto_fills_every_auto_and_keeps_explicit_values():
     spec = parse_spec({**BASE, "batch_size": 4, "method": "dpo"})
     resolved, summary = resolve_auto(spec, 480)
     assert summary == {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0,
-                       "learning_rate": BASE_LEARNING_RATE["lora"], "beta": 0.1}
+                       "learning_rate": BASE_LEARNING_RATE["dpo"]["lora"], "beta": 0.1}
     assert "auto" not in resolved.model_dump().values()
 
 
@@ -104,3 +104,16 @@ def test_importing_the_spec_loads_no_torch():
     code = "import sys, training.engine.spec; sys.exit('torch' in sys.modules)"
     repo = pathlib.Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo).returncode == 0
+
+
+@pytest.mark.parametrize(("n", "size"), [(80, 8), (5, 4), (1000, 16), (3, 2)])
+def test_auto_batch_size_for_dpo_takes_at_least_eight_pairs(n, size):
+    resolved, _ = resolve_auto(parse_spec({**BASE, "method": "dpo"}), n)
+    assert resolved.batch_size == size
+
+
+def test_dpo_learns_at_a_gentler_base_rate_than_supervised():
+    for adapter in ("lora", "full"):
+        dpo = parse_spec({**BASE, "method": "dpo", "adapter": adapter, "learning_rate_multiplier": 1})
+        sft = parse_spec({**BASE, "adapter": adapter, "learning_rate_multiplier": 1})
+        assert dpo.learning_rate == BASE_LEARNING_RATE["dpo"][adapter] <= sft.learning_rate / 10

@@ -21,10 +21,13 @@ Rules for "auto" (resolved once, at job start):
   min(25, 100 // n); if n × 3 > 25,000 use max(1, 25,000 // n).
 - batch_size: about 1/50th of the examples, rounded down to a power of two,
   between 1 and 32 (480 examples → 8, 10 → 1). Capped at 32 so an "auto" job
-  fits the memory of one GPU for the models Attune expects.
+  fits the memory of one GPU for the models Attune expects. DPO takes at least
+  8 pairs a step (or every pair of a smaller file): one pair a step at a
+  supervised rate drove a real model to answer nothing at all.
 - learning_rate_multiplier: 1.0. The learning rate is the multiplier times a
-  base rate per adapter type: LoRA 2e-4, full fine-tuning 2e-5
-  (`BASE_LEARNING_RATE`).
+  base rate per method and adapter type (`BASE_LEARNING_RATE`): supervised
+  LoRA 2e-4, full 2e-5; DPO LoRA 2e-5, full 1e-6, since DPO's loss pushes
+  whole answers up and down and needs a far gentler step.
 - beta (DPO): 0.1, TRL's default.
 
 Not supported: the reinforcement method, per-field "auto" for the advanced
@@ -40,8 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 AUTO = "auto"
 
-# The learning rate is learning_rate_multiplier × this, by adapter type.
-BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+# The learning rate is learning_rate_multiplier × this, by method and adapter type.
+BASE_LEARNING_RATE = {"supervised": {"lora": 2e-4, "full": 2e-5}, "dpo": {"lora": 2e-5, "full": 1e-6}}
+DPO_MIN_AUTO_BATCH_SIZE = 8
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
 DEFAULT_BETA = 0.1
 AUTO_BATCH_SIZE_CAP = 32
@@ -115,8 +119,11 @@ class JobSpec(_Strict):
                           "packed rows per step.",
         json_schema_extra={"min": 1, "max": 256, "auto": True})
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=MAX_LEARNING_RATE_MULTIPLIER)] | Literal["auto"] = _field(
-        AUTO, description=f"Multiplies the base learning rate (LoRA {BASE_LEARNING_RATE['lora']:g}, full "
-                          f"{BASE_LEARNING_RATE['full']:g}); > 0 and ≤ {MAX_LEARNING_RATE_MULTIPLIER:g}, or auto.",
+        AUTO, description=f"Multiplies the base learning rate (supervised: LoRA "
+                          f"{BASE_LEARNING_RATE['supervised']['lora']:g}, full "
+                          f"{BASE_LEARNING_RATE['supervised']['full']:g}; DPO: LoRA "
+                          f"{BASE_LEARNING_RATE['dpo']['lora']:g}, full {BASE_LEARNING_RATE['dpo']['full']:g}); "
+                          f"> 0 and ≤ {MAX_LEARNING_RATE_MULTIPLIER:g}, or auto.",
         json_schema_extra={"min": 0, "max": MAX_LEARNING_RATE_MULTIPLIER, "auto": True})
     beta: Annotated[float, Field(gt=0, le=2)] | Literal["auto"] = _field(
         AUTO, description="DPO only: how close the model stays to the base model; higher is closer "
@@ -193,7 +200,7 @@ class JobSpec(_Strict):
     def learning_rate(self) -> float | None:
         if self.learning_rate_multiplier == AUTO:
             return None
-        return BASE_LEARNING_RATE[self.adapter] * self.learning_rate_multiplier
+        return BASE_LEARNING_RATE[self.method][self.adapter] * self.learning_rate_multiplier
 
 
 def spec_errors(data: Any) -> list[tuple[str, str]]:
@@ -292,10 +299,13 @@ def auto_n_epochs(n_examples: int) -> int:
     return 3
 
 
-def auto_batch_size(n_examples: int, per_step: int = 1) -> int:
-    """≈ n/50 rounded down to a power of two, in [1, 32], and a multiple of `per_step`."""
+def auto_batch_size(n_examples: int, per_step: int = 1, method: str = "supervised") -> int:
+    """≈ n/50 rounded down to a power of two, in [1, 32] (DPO: at least 8, or n), and a multiple of
+    `per_step`."""
     target = max(1, n_examples // 50)
     size = min(AUTO_BATCH_SIZE_CAP, 2 ** int(math.log2(target)))
+    if method == "dpo":
+        size = max(size, min(DPO_MIN_AUTO_BATCH_SIZE, 2 ** int(math.log2(max(1, n_examples)))))
     return max(per_step, size - size % per_step)
 
 
@@ -306,7 +316,7 @@ def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
     if spec.n_epochs == AUTO:
         updates["n_epochs"] = auto_n_epochs(n_train_examples)
     if spec.batch_size == AUTO:
-        updates["batch_size"] = auto_batch_size(n_train_examples, per_step)
+        updates["batch_size"] = auto_batch_size(n_train_examples, per_step, spec.method)
     if spec.learning_rate_multiplier == AUTO:
         updates["learning_rate_multiplier"] = 1.0
     if spec.beta == AUTO:
