@@ -8,6 +8,7 @@
 | ATTUNE_INPROCESS_WORKER  | 1 without REDIS_URL, else 0       |
 | ATTUNE_WORKER_SLOTS      | 1                                 |
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
+| ATTUNE_MAX_LINE_MB       | 8 (longest line of a data file)   |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | DEBUG                    | off                               |
@@ -134,6 +135,7 @@ else:
 ATTUNE_INPROCESS_WORKER = _env_bool("ATTUNE_INPROCESS_WORKER", default=not REDIS_URL)
 ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
 ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
+ATTUNE_MAX_LINE_MB = int(os.environ.get("ATTUNE_MAX_LINE_MB", "8"))
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))

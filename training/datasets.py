@@ -26,10 +26,13 @@ from pathlib import Path
 
 MIN_EXAMPLES = 10
 MAX_STORED_ERRORS = 500
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+_SKIP_CHUNK = 1024 * 1024
 
 CODES = {
     "empty_file": "The file has no examples.",
     "file_too_large": "The file is larger than the upload limit.",
+    "line_too_long": "The line is longer than the line limit (ATTUNE_MAX_LINE_MB).",
     "invalid_utf8": "The line is not valid UTF-8 text.",
     "invalid_json": "The line is not valid JSON.",
     "data_type": "The line is JSON but not an object.",
@@ -277,17 +280,44 @@ def _check_preference(obj):
     return errors
 
 
-def validate_lines(stream, max_bytes=None) -> Report:
-    """Validate a binary stream of JSONL, one line at a time."""
+def _read_lines(stream, max_line_bytes):
+    """(raw line or None, its size in bytes) for each line of a binary stream.
+
+    A line longer than `max_line_bytes` (its line end not counted) is never held
+    whole: it is read past in chunks and given as None.
+    """
+    while True:
+        raw = stream.readline(max_line_bytes + 2)
+        if not raw:
+            return
+        if len(raw) <= max_line_bytes or len(raw.rstrip(b"\r\n")) <= max_line_bytes:
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n"):
+            raw = stream.readline(_SKIP_CHUNK)
+            if not raw:
+                break
+            size += len(raw)
+        yield None, size
+
+
+def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES) -> Report:
+    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long."""
     report = Report()
-    for number, raw in enumerate(stream, start=1):
+    for number, (raw, size) in enumerate(_read_lines(stream, max_line_bytes), start=1):
         report.n_lines = number
-        report.bytes += len(raw)
+        report.bytes += size
         if max_bytes is not None and report.bytes > max_bytes:
             report.add(None, "file_too_large",
                        f"The file is larger than the limit of {max_bytes // (1024 * 1024)} MB "
                        "(ATTUNE_MAX_UPLOAD_MB); split it or raise the limit.")
             return report
+        if raw is None:
+            report.add(number, "line_too_long",
+                       f"Line {number} is {size:,} bytes long, over the limit of {max_line_bytes:,} bytes "
+                       f"(ATTUNE_MAX_LINE_MB); shorten the example or raise the limit.")
+            continue
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -296,8 +326,7 @@ def validate_lines(stream, max_bytes=None) -> Report:
             report.add(number, "invalid_utf8",
                        f"Line {number} is not valid UTF-8 (byte {exc.start}); save the file as UTF-8.")
             continue
-        text = text.rstrip("\r\n")
-        if not text.strip():
+        if not text or text.isspace():  # no stripped copy of a long line
             report.n_blank_lines += 1
             continue
         try:
@@ -445,7 +474,7 @@ def store_upload(chunks, filename, owner=None, purpose="fine-tune", base_model=N
                        "(ATTUNE_MAX_UPLOAD_MB); split it or raise the limit.")
         else:
             with open(dest, "rb") as fh:
-                report = validate_lines(fh)
+                report = validate_lines(fh, max_line_bytes=settings.ATTUNE_MAX_LINE_MB * 1024 * 1024)
     except OSError:
         shutil.rmtree(dest.parent, ignore_errors=True)
         raise

@@ -2,10 +2,11 @@
 
 import io
 import json
+import tracemalloc
 
 import pytest
 
-from training.datasets import MIN_EXAMPLES, validate_lines
+from training.datasets import DEFAULT_MAX_LINE_BYTES, MIN_EXAMPLES, validate_lines
 
 
 def chat(user="hi", answer="hello", **extra):
@@ -218,3 +219,36 @@ def test_every_error_is_reported_not_only_the_first():
     report = report_for(rows)
     assert [(e["line"], e["code"]) for e in report.errors] == [
         (11, "invalid_json"), (12, "missing_messages_list"), (13, "data_type")]
+
+
+def test_a_line_over_the_line_limit_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "long.jsonl"
+    rows = good(10)
+    with open(path, "wb") as out:
+        out.write(jsonl(rows[:5]))
+        out.write(b'{"messages": [{"role": "user", "content": "')
+        for _ in range(48):  # 48 MB of content, six times the default limit
+            out.write(b"a" * (1024 * 1024))
+        out.write(b'"}, {"role": "assistant", "content": "y"}]}\n')
+        out.write(jsonl(rows[5:]))
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as fh:
+            report = validate_lines(fh)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = only_error(report)
+    assert err["code"] == "line_too_long" and err["line"] == 6 and err["message"].startswith("Line 6 is ")
+    assert "ATTUNE_MAX_LINE_MB" in err["message"]
+    assert report.n_examples == 10 and report.n_lines == 11
+    assert peak < 3 * DEFAULT_MAX_LINE_BYTES, f"peak {peak:,} bytes"  # the line alone is 6 times the limit
+
+
+def test_a_line_at_the_line_limit_is_read():
+    row = json.dumps(chat("x" * 100)).encode()
+    for ending in (b"\n", b"\r\n", b""):
+        data = jsonl(good(10)) + row + ending
+        assert report_for(data, max_line_bytes=len(row)).ok
+        err = only_error(report_for(data, max_line_bytes=len(row) - 1))
+        assert err["code"] == "line_too_long" and err["line"] == 11
