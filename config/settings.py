@@ -13,6 +13,8 @@
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
+| TRUST_PROXY_HEADERS      | off (X-Forwarded-* ignored)       |
+| FORWARDED_ALLOW_IPS      | 127.0.0.1                         |
 """
 
 import os
@@ -136,6 +138,11 @@ ATTUNE_INPROCESS_WORKER = _env_bool("ATTUNE_INPROCESS_WORKER", default=not REDIS
 ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
 ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 ATTUNE_MAX_LINE_MB = int(os.environ.get("ATTUNE_MAX_LINE_MB", "8"))
+# Behind a reverse proxy: trust its X-Forwarded-For / X-Forwarded-Proto, from FORWARDED_ALLOW_IPS only.
+TRUST_PROXY_HEADERS = _env_bool("TRUST_PROXY_HEADERS")
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+if TRUST_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))

@@ -30,7 +30,7 @@ def ensure_admin():
 
 
 class Command(BaseCommand):
-    help = "Serve Attune (HTTP + websockets + worker) with daphne."
+    help = "Serve Attune (HTTP + websockets + worker) with uvicorn."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -59,6 +59,11 @@ class Command(BaseCommand):
             start_inprocess_worker(slots=settings.ATTUNE_WORKER_SLOTS)
             self.stdout.write(f"Training worker running in this process ({settings.ATTUNE_WORKER_SLOTS} slot(s)).")
 
-        from daphne.cli import CommandLineInterface
+        import uvicorn
 
-        CommandLineInterface().run(["-b", host, "-p", str(port), "--proxy-headers", "config.asgi:application"])
+        # uvicorn hands a request to the application once its headers are in, so config.body_limit can
+        # refuse an oversized body before it is read; daphne receives the whole body first. Forwarded
+        # headers (X-Forwarded-For, X-Forwarded-Proto) are ignored unless TRUST_PROXY_HEADERS is on.
+        uvicorn.run("config.asgi:application", host=host, port=port, ws="websockets-sansio", lifespan="off",
+                    log_level="warning", server_header=False, proxy_headers=settings.TRUST_PROXY_HEADERS,
+                    forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS)
