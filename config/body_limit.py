@@ -38,10 +38,11 @@ def _header(scope, name):
 
 @sync_to_async
 def _signed_in(scope):
+    from importlib import import_module
+
     from django.contrib.auth import SESSION_KEY
     from django.contrib.auth.models import User
     from django.http.cookie import parse_cookie
-    from importlib import import_module
 
     from api.models import ApiKey, digest
 

@@ -165,7 +165,7 @@ def post_oversized_body(url, path, declared=4_000_000_000, most=256 * 1024 * 102
             pass  # the server answered and closed; its answer can still be read
         try:
             response = sock.recv(4096)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
     status = int(response.split(b" ")[1]) if response.startswith(b"HTTP/") else None
     return status, sent
