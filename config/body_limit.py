@@ -5,9 +5,9 @@ before any view or middleware can look at it, and for anyone, signed in or
 not. `BodyLimit` wraps the ASGI application and acts first:
 
 - a body may be at most DATA_UPLOAD_MAX_MEMORY_SIZE plus ENVELOPE bytes;
-- on an upload route (UPLOAD_PATHS) a caller who is signed in (a session) or
-  holds a live API key may send up to ATTUNE_MAX_UPLOAD_MB plus ENVELOPE (the
-  multipart framing around the file);
+- on an upload route (UPLOAD_ROUTES) an admin, signed in (a session) or with
+  a live API key, may send up to ATTUNE_MAX_UPLOAD_MB plus ENVELOPE (the
+  multipart framing around the file): only admins upload;
 - a Content-Length over the limit is answered at once, nothing of the body
   read; a body without one (chunked) is counted as it arrives and answered
   once it passes the limit, the rest never read.
@@ -20,13 +20,19 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 ENVELOPE = 1024 * 1024
-UPLOAD_PATHS = ("/v1/files", "/datasets/", "/tasks/new/")
+UPLOAD_ROUTES = ("api_files", "datasets", "rating_task_new")  # the views that take a file
 
 
 def body_limits():
-    """(the limit for any request, the limit on an upload route for a signed-in caller), in bytes."""
+    """(the limit for any request, the limit on an upload route for an admin), in bytes."""
     return (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + ENVELOPE,
             settings.ATTUNE_MAX_UPLOAD_MB * 1024 * 1024 + ENVELOPE)
+
+
+def upload_paths():
+    from django.urls import reverse
+
+    return {reverse(name) for name in UPLOAD_ROUTES}
 
 
 def _header(scope, name):
@@ -37,7 +43,7 @@ def _header(scope, name):
 
 
 @sync_to_async
-def _signed_in(scope):
+def _is_admin(scope):
     from importlib import import_module
 
     from django.contrib.auth import SESSION_KEY
@@ -49,12 +55,12 @@ def _signed_in(scope):
     scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return ApiKey.objects.filter(hashed_key=digest(token.strip()), revoked_at__isnull=True,
-                                     owner__is_active=True).exists()
+                                     owner__is_active=True, owner__is_staff=True).exists()
     session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
     if not session_key:
         return False
     user_id = import_module(settings.SESSION_ENGINE).SessionStore(session_key).get(SESSION_KEY)
-    return user_id is not None and User.objects.filter(pk=user_id, is_active=True).exists()
+    return user_id is not None and User.objects.filter(pk=user_id, is_active=True, is_staff=True).exists()
 
 
 async def _refuse(scope, send, limit):
@@ -86,7 +92,7 @@ class BodyLimit:
 
         async def limit():
             if not known:
-                upload = scope["path"].startswith(UPLOAD_PATHS) and await _signed_in(scope)
+                upload = scope["path"] in upload_paths() and await _is_admin(scope)
                 known.append(large if upload else small)
             return known[0]
 

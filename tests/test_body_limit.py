@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from config.asgi import application
+from config.body_limit import upload_paths
 from tests.conftest import manage, post_oversized_body
 
 
@@ -41,6 +42,17 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit():
     status, body, read = asgi_post("/login/", [bytes(1024 * 1024)] * 100)
     assert status == 413 and read == 12  # 12 MB passes the 11 MB limit; the other 88 chunks are never read
 
+
+
+def test_the_upload_routes_are_the_views_that_take_a_file():
+    from django.urls import resolve
+
+    import api.views
+    import dashboard.views
+    import playground.views
+
+    assert {resolve(path).func for path in upload_paths()} == {
+        api.views.files, dashboard.views.datasets, playground.views.rating_task_new}
 
 
 def rss_mb(pid):
@@ -78,6 +90,9 @@ def test_a_multi_gigabyte_body_is_refused_at_once_and_memory_stays_flat(studio):
     resp = httpx.post(studio.url + "/v1/files", files={"file": ("big.jsonl", big)}, data={"purpose": "fine-tune"},
                       headers={"Authorization": f"Bearer {key}"}, timeout=120)
     assert resp.status_code == 200 and resp.json()["status"] == "error", resp.text
-    resp = httpx.post(studio.url + "/v1/files", files={"file": ("big.jsonl", big)}, data={"purpose": "fine-tune"},
-                      timeout=120)
-    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+    manage(studio.home, "create_user", "rater1", "--role", "evaluator", env=studio.env)
+    rater_key = manage(studio.home, "create_api_key", "rater1", env=studio.env).stdout.strip()
+    for headers in ({}, {"Authorization": f"Bearer {rater_key}"}):  # nobody, and an evaluator, who may not upload
+        resp = httpx.post(studio.url + "/v1/files", files={"file": ("big.jsonl", big)},
+                          data={"purpose": "fine-tune"}, headers=headers, timeout=120)
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
