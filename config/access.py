@@ -54,3 +54,14 @@ def roles(request):
     if user is None or not user.is_authenticated:
         return {"is_admin": False, "is_evaluator": False}
     return {"is_admin": is_admin(user), "is_evaluator": is_evaluator(user)}
+
+
+def login_locked_out(request, response=None, credentials=None):
+    """The login page saying that this user name is locked out from this address for a while (django-axes)."""
+    from django.conf import settings
+    from django.shortcuts import render
+
+    return render(request, "login.html", {
+        "locked_out": True, "lockout_minutes": settings.ATTUNE_LOGIN_LOCKOUT_MINUTES,
+        "username": (credentials or {}).get("username") or "",
+    }, status=429)

@@ -8,6 +8,7 @@
 | ATTUNE_INPROCESS_WORKER  | 1 without REDIS_URL, else 0       |
 | ATTUNE_WORKER_SLOTS      | 1                                 |
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
+| ATTUNE_MAX_LINE_MB       | 8 (longest line of a data file)   |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | ATTUNE_DEFAULT_BASE_MODEL| smollm2-135m (the base the forms pick first) |
@@ -16,12 +17,18 @@
 | INFERENCE_MAX_CONCURRENT_PER_USER | 2 generations at once per user |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
+| TRUST_PROXY_HEADERS      | off (X-Forwarded-* ignored)       |
+| FORWARDED_ALLOW_IPS      | 127.0.0.1                         |
+| ATTUNE_LOGIN_FAILURE_LIMIT / ATTUNE_LOGIN_LOCKOUT_MINUTES | 5 / 15 |
+| SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE | off              |
+| SECURE_HSTS_SECONDS (SECURE_HSTS_INCLUDE_SUBDOMAINS) | 0 (off) |
 """
 
 import os
 import secrets
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -73,6 +80,7 @@ INSTALLED_APPS = [
     "dashboard",
     "playground",
     "api",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -85,6 +93,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -139,6 +148,12 @@ else:
 ATTUNE_INPROCESS_WORKER = _env_bool("ATTUNE_INPROCESS_WORKER", default=not REDIS_URL)
 ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
 ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
+ATTUNE_MAX_LINE_MB = int(os.environ.get("ATTUNE_MAX_LINE_MB", "8"))
+# Behind a reverse proxy: trust its X-Forwarded-For / X-Forwarded-Proto, from FORWARDED_ALLOW_IPS only.
+TRUST_PROXY_HEADERS = _env_bool("TRUST_PROXY_HEADERS")
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+if TRUST_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
@@ -159,8 +174,30 @@ FILE_UPLOAD_TEMP_DIR = str(ATTUNE_HOME / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes): after ATTUNE_LOGIN_FAILURE_LIMIT failed logins with one user name from one
+# address, that pair is locked out for ATTUNE_LOGIN_LOCKOUT_MINUTES. API keys do not log in and are unaffected.
+ATTUNE_LOGIN_FAILURE_LIMIT = int(os.environ.get("ATTUNE_LOGIN_FAILURE_LIMIT", "5"))
+ATTUNE_LOGIN_LOCKOUT_MINUTES = int(os.environ.get("ATTUNE_LOGIN_LOCKOUT_MINUTES", "15"))
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = ATTUNE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ATTUNE_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.access.login_locked_out"
+# The address is the connection's own (REMOTE_ADDR), which the server sets from X-Forwarded-For only for
+# the proxies in FORWARDED_ALLOW_IPS when TRUST_PROXY_HEADERS is on.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -8,6 +8,7 @@
 """
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -162,6 +163,30 @@ def wait_until_serving(process, probe_url, log, what, seconds):
             stop_studio(process)
             raise RuntimeError(f"{what} did not answer in {seconds} s:\n{log.read_text()}")
         time.sleep(0.3)
+
+
+def post_oversized_body(url, path, declared=4_000_000_000, most=256 * 1024 * 1024, headers=None):
+    """POST `path` declaring a Content-Length of `declared` bytes and stream zeros until the server answers,
+    closes, or `most` bytes went out; return (the response's status or None, bytes sent)."""
+    host, port = url.removeprefix("http://").split(":")
+    sent, response = 0, b""
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                      + f"Content-Length: {declared}\r\n\r\n").encode())
+        chunk = bytes(64 * 1024)
+        try:
+            while sent < most and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed; its answer can still be read
+        try:
+            response = sock.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    status = int(response.split(b" ")[1]) if response.startswith(b"HTTP/") else None
+    return status, sent
 
 
 def stop_studio(process):

@@ -26,10 +26,13 @@ from pathlib import Path
 
 MIN_EXAMPLES = 10
 MAX_STORED_ERRORS = 500
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+_SKIP_CHUNK = 1024 * 1024
 
 CODES = {
     "empty_file": "The file has no examples.",
     "file_too_large": "The file is larger than the upload limit.",
+    "line_too_long": "The line is longer than the line limit (ATTUNE_MAX_LINE_MB).",
     "invalid_utf8": "The line is not valid UTF-8 text.",
     "invalid_json": "The line is not valid JSON.",
     "data_type": "The line is JSON but not an object.",
@@ -42,7 +45,15 @@ CODES = {
     "missing_content": "A message's content is empty or not text.",
     "invalid_weight": "`weight` must be 0 or 1.",
     "weight_not_on_assistant": "`weight` is only allowed on assistant messages.",
-    "invalid_tool_calls": "`tool_calls` must be a list of function calls.",
+    "invalid_tool_calls": "`tool_calls` must be a non-empty list of objects on an assistant message.",
+    "tool_call_missing_id": "A tool call has no `id` (a non-empty string).",
+    "duplicate_tool_call_id": "Two tool calls of one conversation share an `id`.",
+    "invalid_tool_call_type": "A tool call's `type` is not \"function\".",
+    "tool_call_missing_name": "A tool call has no `function.name` (a non-empty string).",
+    "tool_call_missing_arguments": "A tool call has no `function.arguments`.",
+    "invalid_tool_call_arguments": "A tool call's `function.arguments` is not a string holding JSON.",
+    "tool_message_missing_tool_call_id": "A tool message has no `tool_call_id`.",
+    "unknown_tool_call_id": "A tool message answers a `tool_call_id` no earlier assistant message issued.",
     "example_missing_assistant_message": "The example has no assistant message.",
     "no_trained_assistant_message": "Every assistant message has weight 0, so nothing would be trained.",
     "invalid_preference_input": "`input` must be an object with a non-empty `messages` list.",
@@ -110,11 +121,14 @@ def _check_message(msg, where, errors):
     if "tool_calls" in msg:
         calls = msg["tool_calls"]
         if role != "assistant" or not isinstance(calls, list) or not calls or not all(
-                isinstance(c, dict) and isinstance(c.get("function"), dict)
-                and isinstance(c["function"].get("name"), str) for c in calls):
+                isinstance(c, dict) for c in calls):
             errors.append(("invalid_tool_calls",
                            f"{where}: `tool_calls` must be a non-empty list of "
-                           "{{\"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}} on an assistant message."))
+                           "{\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}} "
+                           "on an assistant message."))
+        else:
+            for j, call in enumerate(calls):
+                _check_tool_call(call, f"{where}.tool_calls[{j}]", errors)
     if "content" not in msg:
         if not has_calls:
             errors.append(("message_missing_key", f"{where} has no `content`."))
@@ -140,6 +154,74 @@ def _check_message(msg, where, errors):
             errors.append(("invalid_weight", f"{where} has weight {msg['weight']!r}; use 0 or 1."))
 
 
+_JSON_KINDS = {dict: "object", list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _check_tool_call(call, where, errors):
+    """Append (code, message) pairs for one entry of an assistant message's `tool_calls`."""
+    if not isinstance(call.get("id"), str) or not call["id"].strip():
+        errors.append(("tool_call_missing_id",
+                       f"{where} has no `id`; give each call an id (e.g. \"call_1\") that its tool message "
+                       "answers with `tool_call_id`."))
+    if call.get("type") != "function":
+        errors.append(("invalid_tool_call_type",
+                       f"{where} has type {call.get('type')!r}; it must be \"function\"."))
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"].strip():
+        errors.append(("tool_call_missing_name",
+                       f"{where} has no `function.name`; a call is "
+                       "{\"function\": {\"name\": …, \"arguments\": \"{…}\"}}."))
+    if not isinstance(function, dict):
+        return
+    if "arguments" not in function:
+        errors.append(("tool_call_missing_arguments",
+                       f"{where} has no `function.arguments`; give the arguments as a JSON string, "
+                       "\"{}\" for none."))
+        return
+    arguments = function["arguments"]
+    if not isinstance(arguments, str):
+        errors.append(("invalid_tool_call_arguments",
+                       f"{where}: `function.arguments` is a JSON {_JSON_KINDS.get(type(arguments), 'value')}; "
+                       "it must be a string holding JSON, e.g. \"{\\\"id\\\": 1}\"."))
+        return
+    try:
+        json.loads(arguments)
+    except (ValueError, RecursionError):
+        errors.append(("invalid_tool_call_arguments",
+                       f"{where}: `function.arguments` does not parse as JSON; it starts with: "
+                       f"{_hint(arguments)!r}"))
+
+
+def _check_tool_answers(messages, prefix, errors):
+    """Each tool message answers a call an earlier assistant message issued in the same conversation."""
+    issued = set()
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            continue
+        calls = msg.get("tool_calls") if msg.get("role") == "assistant" else None
+        if isinstance(calls, list):
+            for j, call in enumerate(calls):
+                call_id = call.get("id") if isinstance(call, dict) else None
+                if not isinstance(call_id, str) or not call_id.strip():
+                    continue
+                if call_id in issued:
+                    errors.append(("duplicate_tool_call_id",
+                                   f"{prefix}[{i}].tool_calls[{j}] reuses the id {call_id!r}; each call of a "
+                                   "conversation needs its own id."))
+                issued.add(call_id)
+        if msg.get("role") != "tool":
+            continue
+        answered = msg.get("tool_call_id")
+        if not isinstance(answered, str) or not answered.strip():
+            errors.append(("tool_message_missing_tool_call_id",
+                           f"{prefix}[{i}] is a tool message without `tool_call_id`; give the id of the call "
+                           "it answers."))
+        elif answered not in issued:
+            errors.append(("unknown_tool_call_id",
+                           f"{prefix}[{i}] answers tool_call_id {answered!r}, which no earlier assistant message "
+                           "in this conversation issued."))
+
+
 def check_example(obj):
     """Return (format, [(code, message), ...]) for one decoded line."""
     errors = []
@@ -159,6 +241,7 @@ def check_example(obj):
                        f"{', '.join(sorted(CHAT_KEYS))}."))
     for i, msg in enumerate(messages):
         _check_message(msg, f"messages[{i}]", errors)
+    _check_tool_answers(messages, "messages", errors)
     assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
     if not assistants:
         errors.append(("example_missing_assistant_message",
@@ -183,6 +266,7 @@ def _check_preference(obj):
     else:
         for i, msg in enumerate(inp["messages"]):
             _check_message(msg, f"input.messages[{i}]", errors)
+        _check_tool_answers(inp["messages"], "input.messages", errors)
     for name in ("preferred_output", "non_preferred_output"):
         value = obj.get(name, obj.get(name.replace("_output", "_completion")))
         if value is None:
@@ -196,17 +280,44 @@ def _check_preference(obj):
     return errors
 
 
-def validate_lines(stream, max_bytes=None) -> Report:
-    """Validate a binary stream of JSONL, one line at a time."""
+def _read_lines(stream, max_line_bytes):
+    """(raw line or None, its size in bytes) for each line of a binary stream.
+
+    A line longer than `max_line_bytes` (its line end not counted) is never held
+    whole: it is read past in chunks and given as None.
+    """
+    while True:
+        raw = stream.readline(max_line_bytes + 2)
+        if not raw:
+            return
+        if len(raw) <= max_line_bytes or len(raw.rstrip(b"\r\n")) <= max_line_bytes:
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n"):
+            raw = stream.readline(_SKIP_CHUNK)
+            if not raw:
+                break
+            size += len(raw)
+        yield None, size
+
+
+def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES) -> Report:
+    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long."""
     report = Report()
-    for number, raw in enumerate(stream, start=1):
+    for number, (raw, size) in enumerate(_read_lines(stream, max_line_bytes), start=1):
         report.n_lines = number
-        report.bytes += len(raw)
+        report.bytes += size
         if max_bytes is not None and report.bytes > max_bytes:
             report.add(None, "file_too_large",
                        f"The file is larger than the limit of {max_bytes // (1024 * 1024)} MB "
                        "(ATTUNE_MAX_UPLOAD_MB); split it or raise the limit.")
             return report
+        if raw is None:
+            report.add(number, "line_too_long",
+                       f"Line {number} is {size:,} bytes long, over the limit of {max_line_bytes:,} bytes "
+                       f"(ATTUNE_MAX_LINE_MB); shorten the example or raise the limit.")
+            continue
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -215,8 +326,7 @@ def validate_lines(stream, max_bytes=None) -> Report:
             report.add(number, "invalid_utf8",
                        f"Line {number} is not valid UTF-8 (byte {exc.start}); save the file as UTF-8.")
             continue
-        text = text.rstrip("\r\n")
-        if not text.strip():
+        if not text or text.isspace():  # no stripped copy of a long line
             report.n_blank_lines += 1
             continue
         try:
@@ -364,7 +474,7 @@ def store_upload(chunks, filename, owner=None, purpose="fine-tune", base_model=N
                        "(ATTUNE_MAX_UPLOAD_MB); split it or raise the limit.")
         else:
             with open(dest, "rb") as fh:
-                report = validate_lines(fh)
+                report = validate_lines(fh, max_line_bytes=settings.ATTUNE_MAX_LINE_MB * 1024 * 1024)
     except OSError:
         shutil.rmtree(dest.parent, ignore_errors=True)
         raise

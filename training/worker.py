@@ -11,7 +11,9 @@ embedded default):
   as `python -m training.engine spec.json [--resume]` (under `torchrun` when
   the spec asks for several GPUs; the command is then shown in an event) in
   its own process group, and dies with its worker (PR_SET_PDEATHSIG). Its
-  stderr goes to `<job_dir>/engine.log`.
+  stderr goes to `<job_dir>/engine.log`. It inherits only the variables
+  `engine_env` lets through (ENGINE_ENV_NAMES and ENGINE_ENV_PREFIXES; a
+  tracker's own only when the job uses it), never the studio's secrets.
 - Store: each stdout line becomes MetricPoint / JobEvent / Checkpoint rows.
   Storing is idempotent: a metric point is keyed by (scope, step), an event
   by a dedupe key, a checkpoint by its epoch, so the lines a resumed engine
@@ -205,6 +207,37 @@ def _engine_child_setup():
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# What the engine inherits from the worker's environment; nothing else reaches it, so the
+# studio's own secrets (SECRET_KEY, DATABASE_URL, REDIS_URL, tokens of other services) stay out
+# of training code and of the trackers it starts.
+ENGINE_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "LD_LIBRARY_PATH",
+    "TOKENIZERS_PARALLELISM", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+ENGINE_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
+                       "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_", "NVIDIA_",
+                       "ACCELERATE_")
+# A tracker's variables (its API key among them) pass only to a job that uses that tracker.
+INTEGRATION_ENV_PREFIXES = {"wandb": ("WANDB_",), "mlflow": ("MLFLOW_", "DATABRICKS_")}
+
+
+def engine_env(spec, environ=None):
+    """The environment of a job's engine: the allowed part of `environ` (the worker's own by default)."""
+    environ = os.environ if environ is None else environ
+    prefixes = ENGINE_ENV_PREFIXES
+    integrations = spec.get("integrations") or {}
+    for name, extra in INTEGRATION_ENV_PREFIXES.items():
+        if integrations.get(name):
+            prefixes += extra
+    env = {k: v for k, v in environ.items() if k in ENGINE_ENV_NAMES or k.startswith(prefixes)}
+    env["PYTHONUNBUFFERED"] = "1"
+    if integrations.get("wandb"):
+        env["WANDB_RUN_ID"] = spec["job_id"]
+    return env
+
+
 def engine_command(spec_path, n_gpus=1, resume=False):
     args = ["-m", "training.engine", str(spec_path)] + (["--resume"] if resume else [])
     if n_gpus > 1:
@@ -302,10 +335,9 @@ class JobRun:
         stderr = open(job.job_dir / "engine.log", "ab")
         stderr.write(f"\n=== attempt {job.attempts} by {self.worker_name}: {' '.join(command)}\n".encode())
         stderr.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_RUN_ID": job.public_id}
         self.process = subprocess.Popen(
             command, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, preexec_fn=_engine_child_setup)
+            env=engine_env(spec), start_new_session=True, preexec_fn=_engine_child_setup)
         stderr.close()
         FineTuningJob.objects.filter(pk=job.pk).update(engine_pid=self.process.pid)
         job.engine_pid = self.process.pid

@@ -8,10 +8,14 @@ with `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`:
     POST /v1/load_lora_adapter      {"lora_name", "lora_path"}
     POST /v1/unload_lora_adapter    {"lora_name"}
 
-Adapter folders must lie under `lora_root` (ATTUNE_HOME by default).
+Adapter folders must lie under `lora_root` (ATTUNE_HOME by default). The API
+key is compared in constant time; a body over `max_body_bytes` is refused with
+413, by its Content-Length before any of it is read, or once the bytes read
+pass the limit.
 Errors use the OpenAI shape: {"error": {"message", "type", "param", "code"}}.
 """
 
+import hmac
 import json
 import time
 import uuid
@@ -27,14 +31,18 @@ class _HTTPError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
 class InferenceServer:
     def __init__(self, backend, base, max_lora_rank=16, lora_root=None, api_key="", max_model_len=None,
-                 list_max_lora_rank=True):
+                 list_max_lora_rank=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
         self.backend = backend
         self.base = base                      # the base model's Snapshot
         self.max_lora_rank = max_lora_rank
         self.lora_root = Path(lora_root).resolve() if lora_root else None
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
         self.max_model_len = max_model_len
         self.list_max_lora_rank = list_max_lora_rank  # vLLM's own listing does not show it
         self.adapters = {}                    # name -> Snapshot
@@ -54,7 +62,8 @@ class InferenceServer:
         if scope["type"] != "http":
             return
         try:
-            if self.api_key and _header(scope, b"authorization") != f"Bearer {self.api_key}":
+            if self.api_key and not hmac.compare_digest(
+                    (_header(scope, b"authorization") or "").encode("latin-1"), f"Bearer {self.api_key}".encode()):
                 raise _HTTPError(401, "Missing or wrong API key.", code="invalid_api_key")
             route = (scope["method"], scope["path"].rstrip("/"))
             if route == ("GET", "/v1/models"):
@@ -64,7 +73,7 @@ class InferenceServer:
             if scope["method"] != "POST" or route[1] not in (
                     "/v1/chat/completions", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
                 raise _HTTPError(404, f"No route {scope['method']} {scope['path']}.", code="not_found")
-            body = await _read_json(receive)
+            body = await _read_json(scope, receive, self.max_body_bytes)
             if route[1] == "/v1/load_lora_adapter":
                 return await _text(send, 200, self.load_adapter(body))
             if route[1] == "/v1/unload_lora_adapter":
@@ -194,11 +203,24 @@ def _header(scope, name):
     return None
 
 
-async def _read_json(receive):
-    chunks = []
+async def _read_json(scope, receive, limit):
+    too_large = _HTTPError(413, f"The body is larger than the limit of {limit:,} bytes.", code="body_too_large")
+    length = _header(scope, b"content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise _HTTPError(400, f"Content-Length {length!r} is not a number.")
+        if int(length) > limit:
+            raise too_large
+    chunks, size = [], 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        if message["type"] == "http.disconnect":
+            raise _HTTPError(400, "The client went away before the body ended.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
         if not message.get("more_body"):
             break
     try:

@@ -38,6 +38,17 @@ def test_a_file_with_schema_errors_is_kept_with_status_error(api, demo_jsonl):
     assert "Line 481" in body["status_details"] and "assistant" in body["status_details"]
 
 
+def test_a_line_over_the_line_limit_is_kept_as_an_error_naming_its_line(api, demo_jsonl, settings):
+    settings.ATTUNE_MAX_LINE_MB = 1
+    long_line = '{"messages": [{"role": "user", "content": "%s"}]}' % ("a" * 1024 * 1024)
+    lines = demo_jsonl["train"].splitlines()
+    body = api.upload("long.jsonl", "\n".join(lines[:2] + [long_line] + lines[2:]) + "\n").json()
+    assert body["status"] == "error"
+    assert body["status_details"].startswith("Line 3 is ") and "ATTUNE_MAX_LINE_MB" in body["status_details"]
+    data_file = DataFile.objects.get(public_id=body["id"])
+    assert data_file.n_examples == 480 and [e["code"] for e in data_file.errors] == ["line_too_long"]
+
+
 def test_only_the_fine_tune_purpose_is_accepted(api, demo_jsonl):
     assert_error(api.upload("a.jsonl", demo_jsonl["valid"], purpose="batch"), 400, param="purpose",
                  code="invalid_purpose")

@@ -1,4 +1,4 @@
-"""The compare page in a real Chromium against a real studio (`manage.py serve`, daphne, SSE):
+"""The compare page in a real Chromium against a real studio (`manage.py serve`, uvicorn, SSE):
 pick three snapshots, stream their answers side by side blind, rate them, see the names revealed,
 then find them on the leaderboard. Each page is saved under test-output/screenshots/."""
 

@@ -10,7 +10,7 @@ import pytest
 from playground.inference import SamplingParams, collect
 from playground.inference.vllm import VLLMBackend
 from playground.snapshots import Snapshot
-from tests.conftest import ROOT, free_port, stop_studio, studio_env, wait_until_serving
+from tests.conftest import ROOT, free_port, post_oversized_body, stop_studio, studio_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,9 @@ def test_the_server_refuses_malformed_stream_options(inference_server):
     resp = httpx.post(inference_server + "/v1/chat/completions", json={
         "model": "tiny", "messages": MESSAGES, "stream": True, "stream_options": ["include_usage"]})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "stream_options"
+
+
+def test_a_body_over_the_limit_is_refused_before_the_server_reads_it(inference_server):
+    status, sent = post_oversized_body(inference_server, "/v1/chat/completions")
+    assert status == 413 and sent < 64 * 1024 * 1024
+    assert httpx.get(inference_server + "/health").status_code == 200

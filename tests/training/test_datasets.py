@@ -2,10 +2,11 @@
 
 import io
 import json
+import tracemalloc
 
 import pytest
 
-from training.datasets import MIN_EXAMPLES, validate_lines
+from training.datasets import DEFAULT_MAX_LINE_BYTES, MIN_EXAMPLES, validate_lines
 
 
 def chat(user="hi", answer="hello", **extra):
@@ -108,6 +109,75 @@ def test_tool_calls_and_tool_messages_are_accepted():
     assert report_for(good(10) + [row]).ok
 
 
+def tool_row(call=None, answer="c1", **call_fields):
+    """A chat with one tool call (fields replaced or, when None, removed) and its answer (none when False)."""
+    call = call if call is not None else {
+        "id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\": 1}"}}
+    for key, value in call_fields.items():
+        target = call["function"] if key in ("name", "arguments") else call
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    tool = {"role": "tool", "content": "shipped"}
+    if answer is not None:
+        tool["tool_call_id"] = answer
+    return {"messages": [{"role": "user", "content": "order 1?"},
+                         {"role": "assistant", "content": None, "tool_calls": [call]},
+                         *([tool] if answer is not False else []),
+                         {"role": "assistant", "content": "It shipped."}]}
+
+
+@pytest.mark.parametrize("row, code", [
+    (tool_row(id=None, answer=False), "tool_call_missing_id"),
+    (tool_row(id=" ", answer=False), "tool_call_missing_id"),
+    (tool_row(type=None), "invalid_tool_call_type"),
+    (tool_row(type="code_interpreter"), "invalid_tool_call_type"),
+    (tool_row(name=None), "tool_call_missing_name"),
+    (tool_row(function=None), "tool_call_missing_name"),
+    (tool_row(arguments=None), "tool_call_missing_arguments"),
+    (tool_row(arguments={"id": 1}), "invalid_tool_call_arguments"),
+    (tool_row(arguments="{id: 1"), "invalid_tool_call_arguments"),
+    (tool_row(answer=None), "tool_message_missing_tool_call_id"),
+    (tool_row(answer="c2"), "unknown_tool_call_id"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": ["f"]}]},
+     "invalid_tool_calls"),
+])
+def test_each_tool_call_rule_reports_its_code_and_line_number(row, code):
+    rows = good(10)
+    rows.insert(4, row)  # line 5
+    errors = report_for(rows).errors
+    assert errors and {e["code"] for e in errors} == {code}, errors
+    assert all(e["line"] == 5 and e["message"].startswith("Line 5: messages[") for e in errors)
+
+
+def test_a_tool_message_must_answer_a_call_issued_before_it():
+    row = tool_row()
+    messages = row["messages"]
+    messages[1], messages[2] = messages[2], messages[1]  # the answer comes before the call
+    err = only_error(report_for(good(10) + [row]))
+    assert err["code"] == "unknown_tool_call_id" and err["line"] == 11 and "messages[1]" in err["message"]
+
+
+def test_two_tool_calls_of_one_conversation_may_not_share_an_id():
+    row = tool_row()
+    row["messages"] += [{"role": "user", "content": "and order 2?"}, dict(row["messages"][1]),
+                        {"role": "tool", "tool_call_id": "c1", "content": "pending"},
+                        {"role": "assistant", "content": "Pending."}]
+    err = only_error(report_for(good(10) + [row]))
+    assert err["code"] == "duplicate_tool_call_id" and "messages[5].tool_calls[0]" in err["message"]
+
+
+def test_tool_calls_in_a_preference_input_are_checked_too():
+    rows = [preference(i) for i in range(10)]
+    row = preference()
+    row["input"]["messages"] = tool_row(arguments=None)["messages"][:3]
+    rows.append(row)
+    err = only_error(report_for(rows))
+    assert err["code"] == "tool_call_missing_arguments" and err["line"] == 11
+    assert "input.messages[1].tool_calls[0]" in err["message"]
+
+
 def test_invalid_utf8_names_its_line():
     data = jsonl(good(10)).replace(b'"question 2"', b'"question \xff"')
     err = only_error(report_for(data))
@@ -149,3 +219,36 @@ def test_every_error_is_reported_not_only_the_first():
     report = report_for(rows)
     assert [(e["line"], e["code"]) for e in report.errors] == [
         (11, "invalid_json"), (12, "missing_messages_list"), (13, "data_type")]
+
+
+def test_a_line_over_the_line_limit_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "long.jsonl"
+    rows = good(10)
+    with open(path, "wb") as out:
+        out.write(jsonl(rows[:5]))
+        out.write(b'{"messages": [{"role": "user", "content": "')
+        for _ in range(48):  # 48 MB of content, six times the default limit
+            out.write(b"a" * (1024 * 1024))
+        out.write(b'"}, {"role": "assistant", "content": "y"}]}\n')
+        out.write(jsonl(rows[5:]))
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as fh:
+            report = validate_lines(fh)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = only_error(report)
+    assert err["code"] == "line_too_long" and err["line"] == 6 and err["message"].startswith("Line 6 is ")
+    assert "ATTUNE_MAX_LINE_MB" in err["message"]
+    assert report.n_examples == 10 and report.n_lines == 11
+    assert peak < 3 * DEFAULT_MAX_LINE_BYTES, f"peak {peak:,} bytes"  # the line alone is 6 times the limit
+
+
+def test_a_line_at_the_line_limit_is_read():
+    row = json.dumps(chat("x" * 100)).encode()
+    for ending in (b"\n", b"\r\n", b""):
+        data = jsonl(good(10)) + row + ending
+        assert report_for(data, max_line_bytes=len(row)).ok
+        err = only_error(report_for(data, max_line_bytes=len(row) - 1))
+        assert err["code"] == "line_too_long" and err["line"] == 11

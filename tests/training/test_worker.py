@@ -15,7 +15,7 @@ from django.utils import timezone
 from tests.training.test_jobs import chat_lines, upload
 from training.jobs import create_job
 from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
-from training.worker import HOST, JobRun, Worker, engine_command, results_csv
+from training.worker import HOST, JobRun, Worker, engine_command, engine_env, results_csv
 
 pytestmark = pytest.mark.django_db
 
@@ -245,6 +245,37 @@ def test_several_gpus_launch_the_engine_under_torchrun(tmp_path):
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[-3:] == ["training.engine", str(tmp_path / "spec.json"), "--resume"]
     assert engine_command("s.json")[1:] == ["-m", "training.engine", "s.json"]
+
+
+WORKER_ENV = {
+    "PATH": "/usr/bin", "HOME": "/home/attune", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+    "SECRET_KEY": "studio-secret", "DATABASE_URL": "postgres://attune:pw@db/attune", "REDIS_URL": "redis://r:6379/0",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret", "GITHUB_TOKEN": "gh-token", "ATTUNE_HOME": "/srv/attune",
+    "HF_TOKEN": "hf-token", "HF_HOME": "/cache/hf", "TRANSFORMERS_OFFLINE": "1", "TORCH_HOME": "/cache/torch",
+    "OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": "0,1", "NCCL_DEBUG": "INFO",
+    "WANDB_API_KEY": "wandb-key", "WANDB_MODE": "offline", "MLFLOW_TRACKING_TOKEN": "mlflow-token",
+}
+
+
+def test_the_engine_gets_only_the_allowed_part_of_the_workers_environment(running):
+    spec = JobRun(running, running.worker).engine_spec()
+    env = engine_env(spec, WORKER_ENV)
+    assert env == {
+        "PATH": "/usr/bin", "HOME": "/home/attune", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HF_TOKEN": "hf-token",
+        "HF_HOME": "/cache/hf", "TRANSFORMERS_OFFLINE": "1", "TORCH_HOME": "/cache/torch", "OMP_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": "0,1", "NCCL_DEBUG": "INFO", "PYTHONUNBUFFERED": "1"}
+
+
+def test_a_trackers_variables_reach_only_a_job_that_uses_it(running):
+    spec = JobRun(running, running.worker).engine_spec()
+    wandb = engine_env({**spec, "integrations": {"wandb": {"project": "p"}}}, WORKER_ENV)
+    assert wandb["WANDB_API_KEY"] == "wandb-key" and wandb["WANDB_RUN_ID"] == running.public_id
+    assert "MLFLOW_TRACKING_TOKEN" not in wandb
+    mlflow = engine_env({**spec, "integrations": {"mlflow": {"tracking_uri": "http://mlflow"}}}, WORKER_ENV)
+    assert mlflow["MLFLOW_TRACKING_TOKEN"] == "mlflow-token"
+    assert not {"WANDB_API_KEY", "WANDB_MODE", "WANDB_RUN_ID"} & set(mlflow)
+    for env in (wandb, mlflow):
+        assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN"} & set(env)
 
 
 def test_the_engine_gets_paths_inside_the_job_folder(running):

@@ -231,6 +231,28 @@ def test_a_job_survives_a_kill_9_of_its_worker_in_the_middle_of_an_epoch(home):
     assert len(metric_events) == 16
 
 
+def process_environ(pid):
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def test_the_engine_inherits_neither_the_secret_key_nor_the_database_url(tiny_home):
+    home = Home(tiny_home, SECRET_KEY="worker-secret-key", DATABASE_URL=f"sqlite:///{tiny_home}/attune.sqlite3",
+                OMP_NUM_THREADS="1")
+    try:
+        job_id = home.make_job(n_epochs=2)
+        worker = home.start_worker()
+        running = home.wait(job_id, lambda j: j["status"] == "running" and j["engine_pid"], "the engine's start")
+        assert process_environ(worker.pid)["SECRET_KEY"] == "worker-secret-key"
+        engine = process_environ(running["engine_pid"])
+        assert "SECRET_KEY" not in engine and "DATABASE_URL" not in engine and "ATTUNE_HOME" not in engine
+        assert engine["OMP_NUM_THREADS"] == "1" and engine["HF_HUB_OFFLINE"] == "1" and engine["PATH"]
+        done = home.wait(job_id, lambda j: j["status"] in ("succeeded", "failed"), "the job's end")
+        assert done["status"] == "succeeded", f"{done['error']}\n{home.logs()}"
+    finally:
+        home.stop_workers()
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def layer_env(request):
     """embedded: the worker is a thread of the web process (in-memory layer); redis: a trainworker in

@@ -34,9 +34,11 @@ class Command(BaseCommand):
                             help="Show max_lora_rank in /v1/models (vLLM does not: --no-list-max-lora-rank).")
         parser.add_argument("--lora-root", default="", help="Adapter folders must lie here (default: ATTUNE_HOME).")
         parser.add_argument("--api-key", default="", help="Require this bearer token.")
+        parser.add_argument("--max-body-mb", type=int, default=16,
+                            help="Refuse request bodies larger than this with 413 (default 16).")
 
     def handle(self, host, port, model, served_model_name, max_lora_rank, lora_root, api_key, list_max_lora_rank,
-               **options):
+               max_body_mb, **options):
         base = self._base(model, served_model_name)
         max_model_len = None
         config = Path(base.base_path) / "config.json"
@@ -46,13 +48,17 @@ class Command(BaseCommand):
             max_model_len = json.loads(config.read_text()).get("max_position_embeddings")
         app = InferenceServer(BuiltinBackend(), base, max_lora_rank=max_lora_rank,
                               lora_root=lora_root or settings.ATTUNE_HOME, api_key=api_key,
-                              max_model_len=max_model_len, list_max_lora_rank=list_max_lora_rank)
+                              max_model_len=max_model_len, list_max_lora_rank=list_max_lora_rank,
+                              max_body_bytes=max_body_mb * 1024 * 1024)
         self.stdout.write(f"Serving {base.name} ({base.base_path}) on http://{host}:{port}/v1 "
                           f"(max_lora_rank {max_lora_rank})")
         self.stdout.flush()
-        from daphne.server import Server
+        import uvicorn
 
-        Server(application=app, endpoints=[f"tcp:port={port}:interface={host}"], verbosity=0).run()
+        # uvicorn hands the app each request as soon as its headers are in, so an oversized body is
+        # refused before it is read; daphne receives the whole body before the app sees the request.
+        uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", ws="none",
+                    proxy_headers=False, server_header=False)
 
     def _base(self, model, served_name):
         folder = Path(model).resolve()

@@ -1,4 +1,6 @@
 from django.contrib.auth.models import Group, User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.crypto import get_random_string
 
@@ -10,6 +12,10 @@ def make_user(username, role, password=None):
     if User.objects.filter(username=username).exists():
         raise ValueError(f"A user named {username!r} already exists.")
     password = password or get_random_string(16)
+    try:
+        validate_password(password, User(username=username))
+    except ValidationError as exc:
+        raise ValueError(" ".join(exc.messages)) from None
     user = User.objects.create_user(username=username, password=password)
     if role == "admin":
         user.is_staff = True

@@ -35,7 +35,7 @@ def ensure_admin():
 
 
 class Command(BaseCommand):
-    help = "Serve Attune (HTTP + websockets + worker) with daphne."
+    help = "Serve Attune (HTTP + websockets + worker) with uvicorn."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -65,10 +65,18 @@ class Command(BaseCommand):
             start_inprocess_worker(slots=settings.ATTUNE_WORKER_SLOTS)
             self.stdout.write(f"Training worker running in this process ({settings.ATTUNE_WORKER_SLOTS} slot(s)).")
 
-        from daphne.cli import CommandLineInterface
+        import uvicorn
 
-        # Returns once SIGTERM or Ctrl-C has stopped the server.
-        CommandLineInterface().run(["-b", host, "-p", str(port), "--proxy-headers", "config.asgi:application"])
+        # uvicorn hands a request to the application once its headers are in, so config.body_limit can
+        # refuse an oversized body before it is read; daphne receives the whole body first. Forwarded
+        # headers (X-Forwarded-For, X-Forwarded-Proto) are ignored unless TRUST_PROXY_HEADERS is on.
+        # uvicorn raises the signal that stopped it again once it has shut down, to the handler it found:
+        # this one only notes it, so the worker below can stop its jobs properly first.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, frame: None)
+        uvicorn.run("config.asgi:application", host=host, port=port, ws="websockets-sansio", lifespan="off",
+                    log_level="warning", server_header=False, proxy_headers=settings.TRUST_PROXY_HEADERS,
+                    forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS)
         if worker:
             from training.worker import stop_inprocess_worker
 
