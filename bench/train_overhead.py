@@ -1,6 +1,9 @@
-"""What the engine costs over a bare transformers Trainer, and what packing buys.
+"""What the engine costs over a bare transformers Trainer, what packing buys, and how much of the CPU's
+matmul peak a training step reaches.
 
-Runs, in this one process, on a freshly built attune-tiny (no pre-training; speed does not depend on it):
+Runs, in this one process, on a freshly built attune-tiny (no pre-training; speed does not depend on it),
+or with `--model smollm2` on smollm2-135m (SmolLM2-135M-Instruct, converted from its packaged GGUF file
+when var/models has no copy):
 
 1. the engine (`training.engine.run.main`) with a LoRA spec on the demo intent data, padding, and a bare
    script: transformers `Trainer` + PEFT on the same tokenized rows, same hyperparameters, with the full
@@ -14,13 +17,20 @@ Runs, in this one process, on a freshly built attune-tiny (no pre-training; spee
      tokens, log-uniform like real chat data), where padding to the longest example of each batch wastes
      most of the batch. This is the figure packing is for, and the last line.
 
+3. the model FLOPs utilisation of the best engine round: trained tokens/s × FLOPs per token, against the
+   peak of a 2048² `torch.mm` in float32 (the training dtype on a CPU) measured in the same process, before
+   and after the runs. A LoRA step on a frozen base costs about 4 FLOPs per weight of every linear layer
+   (the LM head included) per token: 2 forward, 2 for the input gradients; the frozen weights need no
+   gradient of their own. Padding tokens are not counted, so the figure is a floor.
+
 Throughput = trained (non-padding) tokens / wall seconds of training, validation included. For the engine
 the clock runs from its `started` line to its `done` line (so it includes sampled and full evaluations and
 the epoch checkpoint); for the bare script from `on_train_begin` to the return of `trainer.train()`.
 
-    python bench/train_overhead.py [--epochs 1] [--train 480] [--rounds 6]
+    python bench/train_overhead.py [--model tiny|smollm2] [--epochs 1] [--train N] [--rounds N]
 
-The last two lines are the figures:
+The last lines are the figures:
+    model FLOPs utilisation: U% of the float32 matmul peak (P GFLOP/s)
     engine/bare tokens/s ratio: R      (goal ≥ 0.97)
     packing speed-up: Px               (goal ≥ 1.5)
 """
@@ -85,6 +95,43 @@ def bare_tokens_per_second(folder, model_dir, train_rows, valid_rows, epochs):
     return tokens / seconds, tokens
 
 
+def matmul_peak(size=2048, repeats=8):
+    """The best float32 GFLOP/s of a size × size `torch.mm` on this machine, now."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def lora_flops_per_token(model_dir):
+    """4 × the weights of every linear layer (LM head included): forward, and the inputs' gradients."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    return 4 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def smollm2_folder(root):
+    """var/models/smollm2-135m when `make run` built it, else a conversion of the packaged GGUF file."""
+    import os
+
+    from training import gguf
+
+    home = pathlib.Path(os.environ.get("ATTUNE_HOME") or pathlib.Path(__file__).resolve().parents[1] / "var")
+    built = home / "models" / "smollm2-135m"
+    if (built / "model.safetensors").exists():
+        return built
+    return gguf.convert(gguf.packaged_smollm2(), root / "smollm2-135m")
+
+
 def conversations(seed, n):
     """Support chats of 1–32 exchanges (log-uniform), each user turn answered with its intent label."""
     import random
@@ -123,10 +170,15 @@ def packing_speedup(root, model_dir, train, valid, epochs, label):
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--train", type=int, default=480)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--train", type=int, default=None, help="training lines (tiny: 480, smollm2: 160)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (tiny: 6, smollm2: 2)")
     options = parser.parse_args()
+    real = options.model == "smollm2"
+    options.train = options.train or (160 if real else 480)
+    options.rounds = options.rounds or (2 if real else 6)
+    peak = matmul_peak()
 
     from transformers import AutoTokenizer
 
@@ -136,8 +188,11 @@ def main():
 
     with tempfile.TemporaryDirectory() as scratch:
         root = pathlib.Path(scratch)
-        model_dir = root / "attune-tiny"
-        build_tiny_model(model_dir, corpus_texts(0), seed=0, pretrain_steps=0)
+        if real:
+            model_dir = smollm2_folder(root)
+        else:
+            model_dir = root / "attune-tiny"
+            build_tiny_model(model_dir, corpus_texts(0), seed=0, pretrain_steps=0)
         train, valid, _ = make_demo_data(0)
         train = train[: options.train]
         train_file, valid_file = root / "train.jsonl", root / "valid.jsonl"
@@ -173,11 +228,15 @@ def main():
         print(f"bare Trainer: {bare:,.0f} tokens/s ({bare_tokens} tokens)")
         print(f"engine:       {engine:,.0f} tokens/s ({engine_tokens} tokens)")
 
+        peak = max(peak, matmul_peak())
+        utilisation = engine * lora_flops_per_token(model_dir) / (peak * 1e9)
         demo = packing_speedup(root, model_dir, train, valid, options.epochs, "demo intent data")
         chats = conversations(0, len(train) // 4)
         mixed = packing_speedup(root, model_dir, chats[: len(chats) * 7 // 8], chats[len(chats) * 7 // 8:],
                                 options.epochs, "mixed-length conversations")
-    print(f"packing speed-up on the demo intent data (uniform ~51 tokens): {demo:.2f}x")
+    print(f"model: {options.model}, {len(train)} training lines")
+    print(f"packing speed-up on the demo intent data (uniform, about 50 tokens): {demo:.2f}x")
+    print(f"model FLOPs utilisation: {utilisation:.0%} of the float32 matmul peak ({peak:.0f} GFLOP/s)")
     print(f"engine/bare tokens/s ratio: {engine / bare:.3f}")
     print(f"packing speed-up: {mixed:.2f}x")
 

@@ -189,6 +189,7 @@ AXES_FAILURE_LIMIT = ATTUNE_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=ATTUNE_LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every management command
 AXES_LOCKOUT_CALLABLE = "config.access.login_locked_out"
 # The address is the connection's own (REMOTE_ADDR), which the server sets from X-Forwarded-For only for
 # the proxies in FORWARDED_ALLOW_IPS when TRUST_PROXY_HEADERS is on.

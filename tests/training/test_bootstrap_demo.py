@@ -40,11 +40,13 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
     manage(homes[1], "bootstrap_demo")
     model_a, model_b = (digest(h / "models" / "attune-tiny") for h in homes)
     assert "model.safetensors" in model_a and model_a == model_b
+    smol_a, smol_b = (digest(h / "models" / "smollm2-135m") for h in homes)
+    assert "model.safetensors" in smol_a and smol_a == smol_b
     assert digest(homes[0] / "demo") == digest(homes[1] / "demo")
 
     files = demo_files(homes[0])
     assert [(name, n, status) for name, n, status, _ in files] == [
-        ("demo-intents-train.jsonl", 480, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
+        ("demo-intents-train.jsonl", 240, "processed"), ("demo-intents-valid.jsonl", 40, "processed")]
 
     before = demo_files(homes[1])
     assert [f[:3] for f in before] == [f[:3] for f in files]
@@ -52,11 +54,20 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
     assert "Building" not in again.stdout and "Uploaded" not in again.stdout
     assert demo_files(homes[1]) == before  # the same rows, the same public ids: nothing uploaded twice
     assert digest(homes[1] / "models" / "attune-tiny") == model_a
+    assert "Converting" not in again.stdout and digest(homes[1] / "models" / "smollm2-135m") == smol_a
+    with sqlite3.connect(homes[1] / "attune.sqlite3") as db:
+        bases = db.execute("select name, architecture, has_chat_template from training_basemodel "
+                           "order by name").fetchall()
+    assert bases == [("attune-tiny", "LlamaForCausalLM", 1), ("smollm2-135m", "LlamaForCausalLM", 1)]
 
     heldout = [json.loads(line) for line in (homes[0] / "demo" / "demo-intents-heldout.jsonl").open()]
     train_users = {json.loads(line)["messages"][1]["content"]
                    for line in (homes[0] / "demo" / "demo-intents-train.jsonl").open()}
     assert len(heldout) >= 50 and all(row["messages"][1]["content"] not in train_users for row in heldout)
+    from training.demo_data import HELDOUT_WORDINGS, INTENTS
+
+    for intent, wordings in HELDOUT_WORDINGS.items():  # held-out prompts use wordings training never does
+        assert not set(wordings) & set(INTENTS[intent])
 
 
 def test_create_user_prints_a_generated_password(tmp_path):

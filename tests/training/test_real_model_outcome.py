@@ -12,8 +12,11 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS
 from tests.training.engine_helpers import REPO
 from tests.training.outcome_tasks import concise_answer_task, country_code_task, to_jsonl
 
@@ -81,6 +84,45 @@ def test_auto_supervised_fine_tuning_through_the_sdk_beats_the_base_model(studio
     base, tuned = score("smollm2-135m"), score(job.fine_tuned_model)
     print(f"country codes, held-out exact match: base {base:.0%}, fine-tuned {tuned:.0%}")
     assert tuned >= 0.8 and tuned >= base + 0.5
+    if Path(CHROMIUM).exists():
+        compare_in_the_browser(studio, job, heldout[1]["messages"])
+
+
+def compare_in_the_browser(studio, job, prompt):
+    """The playground's first screen, as a person opens it after this job: the base, the fine-tuned model
+    and its first epoch, side by side on a held-out prompt, names shown. Saved as screenshots for the
+    README's tour."""
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(studio.url + "/login/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", studio.password)
+        page.click("button[type=submit]")
+        page.goto(studio.url + f"/jobs/{job.id}/")
+        page.wait_for_function("() => document.getElementById('chart-loss').data[0].x.length > 10")
+        page.screenshot(path=str(SHOTS / "job-detail-real-model.png"), full_page=True)
+
+        page.goto(studio.url + "/playground/")
+        chips = page.locator("#snapshot-chips .chip")
+        expect(chips).to_have_count(3)
+        assert chips.first.get_attribute("data-snapshot") == "smollm2-135m"
+        assert chips.nth(1).get_attribute("data-snapshot") == job.fine_tuned_model
+        page.fill("#system-prompt", prompt[0]["content"])
+        page.fill(".turn-content", prompt[1]["content"])
+        page.fill("input[name=temperature]", "0")
+        page.fill("input[name=max_tokens]", "40")
+        page.uncheck("#blind")
+        page.click("#run")
+        expect(page.locator(".column[data-done='1']")).to_have_count(3)
+        texts = page.locator(".column .output").all_inner_texts()
+        assert all(text.strip() for text in texts), texts
+        page.screenshot(path=str(SHOTS / "playground-real-model.png"), full_page=True)
+        browser.close()
 
 
 def test_auto_dpo_on_the_real_model_prefers_the_concise_style_and_still_answers(demo_home_template, tmp_path):
