@@ -12,12 +12,10 @@ model learned about each intent, not recall of its phrasings.
 import json
 import random
 
-# The prompt lists the labels, as a real classification prompt does: a pretrained base then learns to pick
-# one of them for wordings it never saw, where without the list it composed labels of its own
-# ("update_order"). The base still answers none of them exactly: it replies in sentences.
-SYSTEM_PROMPT = ("Classify the customer's support request as one of these intent labels: cancel_order, "
-                 "track_order, refund_request, change_address, reset_password, update_payment, report_damage, "
-                 "product_question, close_account, speak_to_human. Answer with the label only.")
+# Short on purpose: the labels are what fine-tuning teaches, so the prompt does not list them (the base
+# model cannot guess them), and a short prompt keeps each example ~50 tokens (it was ~106), so CPU training
+# is quick.
+SYSTEM_PROMPT = "Classify the customer's support request as one intent label."
 
 INTENTS = {
     "cancel_order": [
@@ -27,10 +25,6 @@ INTENTS = {
         "cancel the {item} i ordered yesterday",
         "i no longer need the {item}, cancel it please",
         "how do i cancel order {order}",
-        "cancel order {order} right away",
-        "i do not want the {item} anymore, please cancel",
-        "please do not send order {order}, i want to cancel",
-        "undo my purchase of the {item}",
     ],
     "track_order": [
         "where is my order {order}",
@@ -39,10 +33,6 @@ INTENTS = {
         "my {item} has not arrived yet, where is it",
         "what is the delivery status of order {order}",
         "has order {order} shipped",
-        "is my {item} on the way",
-        "order {order} is late, where is it now",
-        "any update on when the {item} gets here",
-        "track my package please, order {order}",
     ],
     "refund_request": [
         "i want my money back for the {item}",
@@ -51,10 +41,6 @@ INTENTS = {
         "i returned the {item}, where is my refund",
         "refund me for order {order} please",
         "the {item} was not what i expected, i want a refund",
-        "can i get reimbursed for the {item}",
-        "put the money for order {order} back on my card",
-        "i paid for the {item} and returned it, pay me back",
-        "i would like a refund of order {order}",
     ],
     "change_address": [
         "i need to change the delivery address for order {order}",
@@ -63,10 +49,6 @@ INTENTS = {
         "can you send the {item} to my new address in {city}",
         "wrong address on order {order}, it should go to {city}",
         "update my shipping address to {city}",
-        "my new home is in {city}, change where you send the {item}",
-        "the address for order {order} is wrong, use {city}",
-        "send my parcels to {city} from now on",
-        "change the destination of order {order} to {city}",
     ],
     "reset_password": [
         "i forgot my password",
@@ -75,10 +57,6 @@ INTENTS = {
         "send me a password reset link",
         "my account is locked after too many password attempts",
         "reset the password for my account please",
-        "the site says my password is wrong",
-        "help me change my password, i cannot remember it",
-        "my login does not work anymore",
-        "i lost my password, what now",
     ],
     "update_payment": [
         "i need to update my credit card",
@@ -87,10 +65,6 @@ INTENTS = {
         "please use my new {card} card for payments",
         "i want to pay with {card} instead",
         "remove my old card and add a {card} card",
-        "switch my payment to {card}",
-        "change how i pay to {card}",
-        "the card on my account is old, here is a new one",
-        "bill my {card} card instead of the old card",
     ],
     "report_damage": [
         "the {item} arrived broken",
@@ -99,10 +73,6 @@ INTENTS = {
         "the box was crushed and the {item} is ruined",
         "i received a damaged {item} in order {order}",
         "the {item} does not work, it arrived smashed",
-        "the {item} in order {order} is scratched",
-        "my {item} was broken when i opened the box",
-        "order {order} arrived damaged",
-        "the {item} has a big crack in it",
     ],
     "product_question": [
         "is the {item} available in blue",
@@ -111,10 +81,6 @@ INTENTS = {
         "how long does the battery of the {item} last",
         "is the {item} compatible with my phone",
         "what material is the {item} made of",
-        "is the {item} waterproof",
-        "tell me more about the {item} before i buy it",
-        "what are the dimensions of the {item}",
-        "does the {item} need batteries",
     ],
     "close_account": [
         "please delete my account",
@@ -123,10 +89,6 @@ INTENTS = {
         "cancel my membership and delete my profile",
         "i do not want an account anymore, close it",
         "deactivate my account please",
-        "remove my profile for good",
-        "terminate my account",
-        "i want to quit your service and delete my account",
-        "wipe my account",
     ],
     "speak_to_human": [
         "let me talk to a real person",
@@ -135,10 +97,6 @@ INTENTS = {
         "can i call someone from support",
         "stop the bot, get me a human",
         "i need a person to help me, not a machine",
-        "can i talk to someone on your team",
-        "put me through to an agent",
-        "i want a human, not a bot",
-        "get me a real support person",
     ],
 }
 
@@ -192,7 +150,7 @@ def _example(user_text, label):
     ]}
 
 
-def make_demo_data(seed=0, n_train=240, n_valid=40, n_heldout=50):
+def make_demo_data(seed=0, n_train=480, n_valid=60, n_heldout=50):
     """Return (train, valid, heldout); heldout items are {"messages", "expected"}."""
     rng = random.Random(seed)
     labels = sorted(INTENTS)

@@ -14,7 +14,7 @@ def test_an_upload_is_processed_at_once(api, demo_jsonl):
     assert body["status"] == "processed" and body["purpose"] == "fine-tune"
     assert body["filename"] == "train.jsonl" and body["bytes"] == len(demo_jsonl["train"].encode())
     assert isinstance(body["created_at"], int) and body["expires_at"] is None and body["status_details"] is None
-    assert DataFile.objects.get(public_id=body["id"]).n_examples == 240
+    assert DataFile.objects.get(public_id=body["id"]).n_examples == 480
 
 
 def test_a_line_that_is_not_json_is_refused_at_once(api, demo_jsonl):
@@ -46,7 +46,7 @@ def test_a_line_over_the_line_limit_is_kept_as_an_error_naming_its_line(api, dem
     assert body["status"] == "error"
     assert body["status_details"].startswith("Line 3 is ") and "ATTUNE_MAX_LINE_MB" in body["status_details"]
     data_file = DataFile.objects.get(public_id=body["id"])
-    assert data_file.n_examples == 240 and [e["code"] for e in data_file.errors] == ["line_too_long"]
+    assert data_file.n_examples == 480 and [e["code"] for e in data_file.errors] == ["line_too_long"]
 
 
 def test_only_the_fine_tune_purpose_is_accepted(api, demo_jsonl):

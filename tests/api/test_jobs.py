@@ -39,8 +39,8 @@ def test_auto_hyperparameters_are_resolved_in_both_places(create):
     assert job["method"]["type"] == "supervised"
     resolved = job["method"]["supervised"]["hyperparameters"]
     assert resolved == job["hyperparameters"]
-    # 240 examples: 3 epochs, batch 4 (JobSpec's documented auto rules).
-    assert resolved == {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    # 480 examples: 3 epochs, batch 8 (JobSpec's documented auto rules).
+    assert resolved == {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
 
 
 def test_hyperparameters_stay_auto_while_validating_files(api, create):

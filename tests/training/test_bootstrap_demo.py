@@ -46,7 +46,7 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
 
     files = demo_files(homes[0])
     assert [(name, n, status) for name, n, status, _ in files] == [
-        ("demo-intents-train.jsonl", 240, "processed"), ("demo-intents-valid.jsonl", 40, "processed")]
+        ("demo-intents-train.jsonl", 480, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
 
     before = demo_files(homes[1])
     assert [f[:3] for f in before] == [f[:3] for f in files]

@@ -16,7 +16,7 @@ import pytest
 from tests.training.engine_helpers import REPO
 
 # The spec the README recommends for the demo (the figure it quotes comes from this spec).
-DEMO_SPEC = {"adapter": "lora", "n_epochs": 8, "batch_size": 8, "learning_rate_multiplier": 10,
+DEMO_SPEC = {"adapter": "lora", "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 10,
              "lora_r": 16, "lora_alpha": 32, "eval_interval": 1000}
 
 
