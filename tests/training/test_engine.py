@@ -316,8 +316,9 @@ def test_packing_trains_and_uses_fewer_steps(tmp_path, tiny_model, files):
 def test_dpo_reward_margin_rises(tmp_path, tiny_model):
     train = write_jsonl(tmp_path / "pref.jsonl", preference_rows(32))
     valid = write_jsonl(tmp_path / "pref_valid.jsonl", preference_rows(40)[32:])
+    # 100 × the DPO base rate of 2e-5: the 2e-3 this tiny random-initialised model needs to move in 12 steps.
     spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(train), validation_file=str(valid),
-                      method="dpo", n_epochs=3, eval_interval=4, learning_rate_multiplier=10)
+                      method="dpo", n_epochs=3, eval_interval=4, learning_rate_multiplier=100)
     status, lines = run_in_process(spec)
     assert status == 0, lines[-1]
     margins = [l["train_reward_margin"] for l in of_type(lines, "metrics")]
