@@ -89,12 +89,12 @@ def gguf_to_convert(name, source) -> Path | None:
         return None
     _check_name(name)
     path = _inside_models_dir(source)
+    if (settings.MODELS_DIR.resolve() / name).exists():  # before reading a file that may be gigabytes
+        raise BaseModelError("name", f"The folder models/{name} already exists; pick another name or remove it.")
     try:
         gguf.check(path)
     except gguf.GGUFError as exc:
         raise BaseModelError("source", str(exc)) from None
-    if (settings.MODELS_DIR.resolve() / name).exists():
-        raise BaseModelError("name", f"The folder models/{name} already exists; pick another name or remove it.")
     return path
 
 
