@@ -159,7 +159,8 @@ def first_lineup():
     job = FineTuningJob.objects.filter(base_model=base, status=FineTuningJob.SUCCEEDED).select_related(
         "base_model").order_by("-finished_at").first()
     checkpoints = list(Checkpoint.objects.filter(job=job).order_by("epoch")) if job else []
-    for checkpoint in {id(c): c for c in (checkpoints[-1:] + checkpoints[:1])}.values():
+    # The final checkpoint, then the first epoch's when it is another one.
+    for checkpoint in checkpoints[-1:] + (checkpoints[:1] if len(checkpoints) > 1 else []):
         checkpoint.job = job
         if checkpoint.full_path.is_dir():
             lineup.append(snapshot_for_checkpoint(checkpoint))

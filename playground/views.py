@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from config.access import is_admin, rater_required
+from config.access import admin_required, is_admin, rater_required
 from config.spreadsheet import safe_row
 from config.streaming import in_thread
 from playground import leaderboard as vote_math
@@ -52,14 +52,6 @@ log = logging.getLogger(__name__)
 def _bad_request(message):
     """A 400 in plain text: the message may quote what the request sent, and text is never run as a page."""
     return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
-
-
-def _refuse_evaluators_running_snapshots(request):
-    """Evaluators rate the outputs their tasks stored; they do not send prompts to snapshots of their own
-    choosing, which would let them match a task's blind columns to names."""
-    if not is_admin(request.user):
-        raise PermissionDenied("Evaluators rate in the rating tasks assigned to them; running snapshots on the "
-                               "compare page is for admins.")
 
 
 def _get_comparison_for_user(request, comparison_id):
@@ -131,10 +123,11 @@ def _read_scores(post, n):
 # The compare page ------------------------------------------------------------
 
 
-@rater_required
+# Admins only: evaluators rate the outputs their tasks stored. Sending prompts to snapshots of their own
+# choosing would let them match a task's blind columns to names.
+@admin_required
 @require_GET
 def playground(request):
-    _refuse_evaluators_running_snapshots(request)
     preselected = []
     name = request.GET.get("snapshot", "").strip()
     if name:
@@ -150,7 +143,6 @@ def playground(request):
     return render(request, "playground/compare.html", {
         "preselected": preselected, "first_prompt": first_prompt, "form": CompareForm(),
         "max_snapshots": Comparison.MAX_SNAPSHOTS,
-        "blind_forced": not is_admin(request.user),
         "recent": Comparison.objects.filter(created_by=request.user)[:10],
     })
 
@@ -168,10 +160,9 @@ def _first_heldout_prompt():
     return {"system": by_role.get("system", ""), "user": by_role.get("user", "")}
 
 
-@rater_required
+@admin_required
 @require_GET
 def snapshot_search(request):
-    _refuse_evaluators_running_snapshots(request)
     raw_epoch = request.GET.get("epoch", "").strip()
     epoch = _whole(raw_epoch)
     if raw_epoch and epoch is None:
@@ -182,14 +173,13 @@ def snapshot_search(request):
 
 
 @require_POST
-@rater_required
+@admin_required
 def compare_start(request):
-    _refuse_evaluators_running_snapshots(request)
     form = CompareForm(request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in form.errors.items()}}, status=400)
     data = form.cleaned_data
-    blind = data["blind"] or not is_admin(request.user)  # evaluators always rate blind
+    blind = data["blind"]
     comparison = Comparison.start(request.user, data["snapshots"], data["messages"], data["params"], blind)
     return JsonResponse({
         "id": comparison.public_id, "blind": blind, "columns": _columns(comparison, reveal=not blind),

@@ -80,11 +80,11 @@ class ProgressCallback(TrainerCallback):
             should_log = control.should_log
             figures = self.job.evaluate("sampled")
             control.should_log = should_log
-            self.last.update(valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"],
-                             **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()})
+            scored = {"valid_loss": figures["loss"], "valid_mean_token_accuracy": figures["accuracy"],
+                      **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()}}
+            self.last.update(scored)
             self.job.reporter.emit("eval", scope="sampled", step=state.global_step, epoch=self._epoch(state),
-                                   valid_loss=figures["loss"], valid_mean_token_accuracy=figures["accuracy"],
-                                   **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()})
+                                   **scored)
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -124,12 +124,10 @@ class ProgressCallback(TrainerCallback):
         epoch = state.global_step // self.steps_per_epoch
         if self.job.has_validation:
             figures = self.job.evaluate("full")
-            self.last.update(full_valid_loss=figures["loss"], full_valid_mean_token_accuracy=figures["accuracy"],
-                             **{f"full_valid_{k}": v for k, v in figures.get("extra", {}).items()})
-            self.job.reporter.emit("eval", scope="full", step=state.global_step, epoch=epoch,
-                                   full_valid_loss=figures["loss"],
-                                   full_valid_mean_token_accuracy=figures["accuracy"],
-                                   **{f"full_valid_{k}": v for k, v in figures.get("extra", {}).items()})
+            scored = {"full_valid_loss": figures["loss"], "full_valid_mean_token_accuracy": figures["accuracy"],
+                      **{f"full_valid_{k}": v for k, v in figures.get("extra", {}).items()}}
+            self.last.update(scored)
+            self.job.reporter.emit("eval", scope="full", step=state.global_step, epoch=epoch, **scored)
         self.epoch_to_save = epoch
         control.should_save = True
         return control

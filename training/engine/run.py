@@ -390,7 +390,7 @@ def main(argv=None, protocol=None):
                 _log_traceback()
                 reporter.emit("error", code="disk_full", message=f"The disk holding {spec.output_dir} is full. "
                               "Free space or set keep_last_n to keep fewer optimizer states.")
-        elif _is_disk_full(exc):
+        elif spec is None and _is_disk_full(exc):  # with a spec, the branch above has looked already
             reporter.emit("error", code="disk_full",
                           message="The disk holding the job folder is full. Free space or set keep_last_n to keep "
                                   "fewer optimizer states.")

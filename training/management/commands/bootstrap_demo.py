@@ -79,13 +79,10 @@ def build_pretrained_model(model_dir: Path):
 
 def register(name, model_dir: Path):
     """Register (or refresh) a demo base model from its folder; True when it is new."""
+    from training.base_models import inspect_folder
+
     base, created = BaseModel.objects.get_or_create(name=name, defaults={"source": name})
-    config = json.loads((model_dir / "config.json").read_text())
-    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
-    has_template = bool(tokenizer_config.get("chat_template")) or (model_dir / "chat_template.jinja").exists()
-    base.has_chat_template = has_template
-    base.max_length = config.get("max_position_embeddings", base.max_length)
-    base.architecture = (config.get("architectures") or [""])[0]
+    base.has_chat_template, base.max_length, base.architecture = inspect_folder(model_dir)
     base.save()
     return base, created
 
