@@ -16,6 +16,8 @@ The server must hand the application a request before its body has arrived,
 as uvicorn does (daphne receives the whole body first).
 """
 
+import functools
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -29,13 +31,15 @@ def body_limits():
             settings.ATTUNE_MAX_UPLOAD_MB * 1024 * 1024 + ENVELOPE)
 
 
+@functools.cache
 def upload_paths():
     from django.urls import reverse
 
-    return {reverse(name) for name in UPLOAD_ROUTES}
+    return frozenset(reverse(name) for name in UPLOAD_ROUTES)
 
 
-def _header(scope, name):
+def header(scope, name):
+    """An ASGI request header's value (`name` in lower-case bytes), or None."""
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return value.decode("latin-1")
@@ -52,11 +56,11 @@ def _is_admin(scope):
 
     from api.models import ApiKey, digest
 
-    scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+    scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return ApiKey.objects.filter(hashed_key=digest(token.strip()), revoked_at__isnull=True,
                                      owner__is_active=True, owner__is_staff=True).exists()
-    session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
+    session_key = parse_cookie(header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
     if not session_key:
         return False
     user_id = import_module(settings.SESSION_ENGINE).SessionStore(session_key).get(SESSION_KEY)
@@ -96,7 +100,7 @@ class BodyLimit:
                 known.append(large if upload else small)
             return known[0]
 
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit():
             declared = int(declared)
             if declared > small and declared > await limit():

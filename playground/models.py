@@ -162,11 +162,14 @@ class RatingTask(models.Model):
                           hashlib.sha256).hexdigest()
         return f"blind-{digest[:16]}"
 
-    def names_revealed_to(self, user):
+    def names_revealed_to(self, user, next_item=...):
         """Whether this rater may see the snapshot names of the task's ratings (its leaderboard, their
         export): once their queue is done or the task has closed. From then on their ratings are final.
-        A task generating again (failed outputs of unrated prompts) or whose generation failed is not closed."""
-        return self.status == self.CLOSED or self.next_item_for(user) is None
+        A task generating again (failed outputs of unrated prompts) or whose generation failed is not closed.
+        `next_item`: next_item_for(user) when the caller has it already."""
+        if self.status == self.CLOSED:
+            return True
+        return (self.next_item_for(user) if next_item is ... else next_item) is None
 
     def rated_count(self, user):
         return Rating.objects.filter(item__task=self, rater=user).count()

@@ -368,9 +368,9 @@ def rating_task_detail(request, task_id):
         return response if task.status == RatingTask.GENERATING else HttpResponseStopPolling(response.content)
     items = task.items.all()
     own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}
+    next_item = task.next_item_for(request.user)
     context = {"task": task, "items": [{"item": i, "rating": own.get(i.pk)} for i in items],
-               "rated": len(own), "next_item": task.next_item_for(request.user),
-               "final": task.names_revealed_to(request.user)}
+               "rated": len(own), "next_item": next_item, "final": task.names_revealed_to(request.user, next_item)}
     if is_admin(request.user):
         ratings = Rating.objects.filter(item__task=task)
         context["n_ratings"] = ratings.count()

@@ -59,6 +59,14 @@ class _Loaded:
         self.adapters = OrderedDict()  # snapshot key -> adapter name
         self.load_lock = threading.Lock()
         self.stacks = OrderedDict()  # sorted adapter names -> Stack (or None: PEFT's mixed batch)
+        self._footprint = None  # (the adapter names it was measured with, megabytes)
+
+    def footprint_mb(self):
+        """Megabytes of weights and buffers, adapters included; measured again only when they change."""
+        names = tuple(self.adapters.values())
+        if self._footprint is None or self._footprint[0] != names:
+            self._footprint = (names, _footprint_mb(self.model))
+        return self._footprint[1]
 
     def stack(self, names):
         """The concatenated adapters `names` (built once; the last few sets are kept)."""
@@ -277,7 +285,7 @@ class BuiltinBackend:
         with self._registry_lock:
             loaded = {("base", p): m for p, m in self._bases.items()}
             loaded.update({("full", p): m for p, m in self._full.items()})
-            sizes = {key: _footprint_mb(m.model) for key, m in loaded.items()}
+            sizes = {key: m.footprint_mb() for key, m in loaded.items()}
             total = sum(sizes.values())
             for key in sorted(loaded, key=lambda k: self._last_used.get(k, 0)):
                 if total <= self.max_loaded_mb:
@@ -318,6 +326,7 @@ class BuiltinBackend:
                 self._full[path] = loaded
                 while len(self._full) > self.max_full_models:
                     dropped, _ = self._full.popitem(last=False)
+                    self._last_used.pop(("full", dropped), None)
                     log.info("Unloading %s (more than %d full models loaded)", dropped, self.max_full_models)
             self._fit_budget(keep=("full", path))
             return loaded

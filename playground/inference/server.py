@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from config.body_limit import header as _header
 from playground.inference.base import InferenceError, SamplingParams
 from playground.snapshots import Snapshot, adapter_rank
 
@@ -194,13 +195,6 @@ def _openai_reason(reason):
 def _usage(event):
     return {"prompt_tokens": event.n_prompt_tokens, "completion_tokens": event.n_tokens,
             "total_tokens": event.n_prompt_tokens + event.n_tokens}
-
-
-def _header(scope, name):
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 async def _read_json(scope, receive, limit):
