@@ -7,6 +7,7 @@
   home: HTTP, websockets and the in-process worker, as `make run` starts them.
 """
 
+import json
 import os
 import select
 import shutil
@@ -69,6 +70,15 @@ def studio_env(home, **extra):
 def manage(home, *args, env=None, check=True, timeout=600):
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env or studio_env(home),
                           capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def settings_of_a_fresh_process(probe, home, **env):
+    """What `probe` (Python that prints JSON after django.setup()) prints in a process with only
+    ATTUNE_HOME=`home` and `env` set: settings read from the environment at start."""
+    full = {"PATH": "/usr/bin:/bin", "ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings", **env}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=full, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
 
 
 def link_or_copy(src, dst):

@@ -1,15 +1,12 @@
 """Logging in: throttling per user name and address (django-axes), password rules, secure-cookie settings."""
 
-import json
-import subprocess
-import sys
 
 import httpx
 import pytest
 from django.contrib.auth.password_validation import validate_password
 
 from api.models import ApiKey
-from tests.conftest import ROOT
+from tests.conftest import settings_of_a_fresh_process
 from training.management.commands.create_user import make_user
 
 
@@ -69,10 +66,7 @@ PROBE = ("import json, django; from django.conf import settings; django.setup();
 
 
 def probe(home, **env):
-    full = {"PATH": "/usr/bin:/bin", "ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings", **env}
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=full, capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout)
+    return settings_of_a_fresh_process(PROBE, home, **env)
 
 
 def test_https_and_proxy_settings_are_off_unless_the_environment_turns_them_on(tmp_path):

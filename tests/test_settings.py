@@ -1,10 +1,7 @@
 """Settings come from the environment, with an embedded default for each."""
 
-import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import settings_of_a_fresh_process
 
 PROBE = ("import json, django; from django.conf import settings; django.setup(); "
          "print(json.dumps({'db': settings.DATABASES['default']['ENGINE'], "
@@ -15,10 +12,7 @@ PROBE = ("import json, django; from django.conf import settings; django.setup();
 
 
 def probe(home, **env):
-    full = {"PATH": "/usr/bin:/bin", "ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings", **env}
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=full, capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout)
+    return settings_of_a_fresh_process(PROBE, home, **env)
 
 
 def test_the_embedded_defaults_need_nothing_but_a_data_folder(tmp_path):
