@@ -647,18 +647,19 @@ class JobRun:
         # A full disk waits for somebody to free space: queued again, it would only fill it again.
         requeue = self.stopping.is_set() and job.control != "pause" and self.disk_full is None
         status = FineTuningJob.QUEUED if requeue else FineTuningJob.PAUSED
-        if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING).update(
-                status=status, control="", worker="", engine_pid=None, estimated_finish=None):
-            return
-        job.refresh_from_db()
-        if self.disk_full is not None:
-            job.record_event(self.disk_full, level="error", dedupe_key=f"disk-full-{job.attempts}")
-        elif requeue:
-            job.record_event(f"The worker {self.worker_name} stopped; the job saved its state at step "
-                             f"{self.paused_at} and is queued again.", dedupe_key=f"requeued-{job.attempts}")
-        else:
-            job.record_event(f"The job was paused at step {self.paused_at}; resume continues from there.",
-                             dedupe_key=f"paused-{job.attempts}")
+        with transaction.atomic():  # with the status, so whoever sees it also sees why
+            if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING).update(
+                    status=status, control="", worker="", engine_pid=None, estimated_finish=None):
+                return
+            job.refresh_from_db()
+            if self.disk_full is not None:
+                job.record_event(self.disk_full, level="error", dedupe_key=f"disk-full-{job.attempts}")
+            elif requeue:
+                job.record_event(f"The worker {self.worker_name} stopped; the job saved its state at step "
+                                 f"{self.paused_at} and is queued again.", dedupe_key=f"requeued-{job.attempts}")
+            else:
+                job.record_event(f"The job was paused at step {self.paused_at}; resume continues from there.",
+                                 dedupe_key=f"paused-{job.attempts}")
         publish_status(job)
 
     def finish_success(self):
