@@ -1,43 +1,199 @@
-"""Real PostgreSQL and Redis servers for the tests, from the Debian packages.
+"""Servers the tests start in a subprocess, and the one rule for a system program they need.
 
-Fixtures (session scope; import them into a test module):
-
+- `need_system(program, what)`: the path of a system program (Chromium, PostgreSQL, redis-server). When it
+  is missing the test fails under CI=true (CI must run every test) and is skipped elsewhere, with the Debian
+  package to install.
+- The studio: `studio_env`, `manage` (a `manage.py` command over a data folder), `start_studio` and
+  `stop_studio` (`manage.py serve` on a free loopback port, as `make run` starts it), `copy_home`,
+  `settings_of_a_fresh_process`, `wait_until_serving`, `post_oversized_body`. The fixtures built on them
+  (`demo_home`, `studio`) are in tests/conftest.py.
 - `postgres_server`: a fresh cluster (initdb) in a temporary folder, listening on a free loopback
   port, trust auth; yields a `PostgresServer` with `.url(dbname)` and `.create_database(name)`
   (which returns a DATABASE_URL for a new, empty database).
 - `redis_server`: redis-server on a free loopback port, no persistence; yields its REDIS_URL.
 
-Both are stopped at the end of the session. PostgreSQL refuses to run as root, so as root the
-server runs as the `postgres` user through `runuser`. A missing server binary skips the test
-with the Debian package to install, except in CI (the `CI` variable set), where it fails.
+Both server fixtures have session scope (tests/conftest.py registers this module as a plugin) and are
+stopped at the end of the session. PostgreSQL refuses to run as root, so as root the server runs as the
+`postgres` user through `runuser`.
+
+A user made in a studio's process (`manage.py create_user`, bootstrap_demo's admin) gets the real password
+hasher: the fast one of tests/conftest.py is set in the test process only.
 """
 
 import glob
+import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def _free_port():
+
+def need_system(program, what, package=None):
+    """The path of `program`: a name looked up on PATH, or a path (the newest of a glob's matches).
+    Missing, the test fails under CI=true and is skipped elsewhere, naming `package` to install."""
+    if "/" in program:
+        found = sorted(glob.glob(program))
+        path = found[-1] if found else None
+    else:
+        path = shutil.which(program)
+    if path is None:
+        message = f"{what} is not installed (no {program}): apt-get install {package or Path(program).name}"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(message + " (CI=true: CI must run the tests that need it)", pytrace=False)
+        pytest.skip(message)
+    return Path(path)
+
+
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _missing(what, package):
-    message = f"{what} is not installed: apt-get install {package}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run the tests that need it)")
-    pytest.skip(message)
+# --- the studio ---------------------------------------------------------------------------------
 
+def studio_env(home, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings",
+                "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def manage(home, *args, env=None, check=True, timeout=600):
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env or studio_env(home),
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def settings_of_a_fresh_process(probe, home, **env):
+    """What `probe` (Python that prints JSON after django.setup()) prints in a process with only
+    ATTUNE_HOME=`home` and `env` set: settings read from the environment at start."""
+    full = {"PATH": "/usr/bin:/bin", "ATTUNE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "config.settings", **env}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=full, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+    return dst
+
+
+def copy_home(source, target):
+    """Copy a data folder; model weights, which nothing writes to, are hard links, not copies."""
+    models = Path(source) / "models"
+
+    def copy(src, dst):
+        return link_or_copy(src, dst) if Path(src).is_relative_to(models) else shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy, dirs_exist_ok=True)
+    return target
+
+
+@dataclass
+class Studio:
+    url: str
+    home: Path
+    env: dict
+    password: str
+    process: subprocess.Popen
+    log: Path
+    extra: dict = field(default_factory=dict)
+
+    def manage(self, *args, check=True):
+        return manage(self.home, *args, env=self.env, check=check)
+
+    def login(self, client: httpx.Client, username="admin", password=None):
+        """Log an httpx client in through the real login form."""
+        page = client.get(self.url + "/login/")
+        token = client.cookies.get("csrftoken")
+        resp = client.post(self.url + "/login/", data={
+            "username": username, "password": password or self.password, "csrfmiddlewaretoken": token,
+        }, headers={"Referer": self.url + "/login/"})
+        assert resp.status_code in (200, 302), page.text[:200]
+        return client
+
+
+def start_studio(home, port=None, **env_extra):
+    port = port or free_port()
+    env = studio_env(home, **env_extra)
+    log = home / f"serve-{port}.log"
+    out = open(log, "w")
+    process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(process, url + "/login/", log, "manage.py serve", seconds=90)
+    password = (home / "admin-password.txt").read_text().strip()
+    return Studio(url=url, home=home, env=env, password=password, process=process, log=log)
+
+
+def wait_until_serving(process, probe_url, log, what, seconds):
+    """Wait for a server subprocess to answer 200 at `probe_url`; stop it and say why if it does not."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(probe_url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_studio(process)
+            raise RuntimeError(f"{what} did not answer in {seconds} s:\n{log.read_text()}")
+        time.sleep(0.3)
+
+
+def post_oversized_body(url, path, declared=4_000_000_000, most=256 * 1024 * 1024, headers=None):
+    """POST `path` declaring a Content-Length of `declared` bytes and stream zeros until the server answers,
+    closes, or `most` bytes went out; return (the response's status or None, bytes sent)."""
+    host, port = url.removeprefix("http://").split(":")
+    sent, response = 0, b""
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                      + f"Content-Length: {declared}\r\n\r\n").encode())
+        chunk = bytes(64 * 1024)
+        try:
+            while sent < most and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed; its answer can still be read
+        try:
+            response = sock.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    status = int(response.split(b" ")[1]) if response.startswith(b"HTTP/") else None
+    return status, sent
+
+
+def stop_studio(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# --- PostgreSQL and Redis --------------------------------------------------------------------
 
 def _wait_for_port(port, process, log, seconds=30):
     deadline = time.monotonic() + seconds
@@ -79,16 +235,9 @@ class PostgresServer:
         return self.url(name)
 
 
-def _postgres_bin():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    return Path(found[-1]).parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    bindir = _postgres_bin()
-    if bindir is None:
-        _missing("PostgreSQL", "postgresql")
+    bindir = need_system("/usr/lib/postgresql/*/bin/postgres", "PostgreSQL", "postgresql").parent
     root = Path(tempfile.mkdtemp(prefix="attune-pg-"))
     data, sockets, log = root / "data", root / "run", root / "postgres.log"
     sockets.mkdir()
@@ -99,7 +248,7 @@ def postgres_server():
         shutil.chown(sockets, "postgres")
     subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     with open(log, "w") as out:
         if os.geteuid() == 0:
             shutil.chown(log, "postgres")
@@ -129,11 +278,9 @@ def postgres_server():
 
 @pytest.fixture(scope="session")
 def redis_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _missing("Redis", "redis-server")
+    binary = need_system("redis-server", "Redis", "redis-server")
     root = Path(tempfile.mkdtemp(prefix="attune-redis-"))
-    port = _free_port()
+    port = free_port()
     log = root / "redis.log"
     with open(log, "w") as out:
         process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -9,7 +9,7 @@ import pytest
 
 from config.asgi import application
 from config.body_limit import upload_paths
-from tests.conftest import manage, post_oversized_body
+from tests.servers import manage, post_oversized_body
 
 
 def asgi_post(path, chunks, headers=()):

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.password_validation import validate_password
 
 from api.models import ApiKey
-from tests.conftest import settings_of_a_fresh_process
+from tests.servers import settings_of_a_fresh_process
 from training.management.commands.create_user import make_user
 
 

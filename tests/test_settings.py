@@ -1,7 +1,7 @@
 """Settings come from the environment, with an embedded default for each."""
 
 
-from tests.conftest import settings_of_a_fresh_process
+from tests.servers import settings_of_a_fresh_process
 
 PROBE = ("import json, django; from django.conf import settings; django.setup(); "
          "print(json.dumps({'db': settings.DATABASES['default']['ENGINE'], "

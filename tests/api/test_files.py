@@ -2,7 +2,7 @@
 
 import base64
 
-from tests.api.conftest import assert_error
+from tests.api_client import assert_error
 from training.models import DataFile
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.api.conftest import assert_error
+from tests.api_client import assert_error
 from training.models import Checkpoint, FineTuningJob
 
 JOB_FIELDS = {"id", "object", "created_at", "model", "organization_id", "status", "training_file",

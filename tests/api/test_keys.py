@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from api.models import ApiKey, digest
-from tests.api.conftest import ApiClient, assert_error
+from tests.api_client import ApiClient, assert_error
 
 
 def test_a_key_is_stored_only_as_a_hash(admin_user):

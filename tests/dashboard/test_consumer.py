@@ -6,29 +6,20 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser
 
 from dashboard.consumers import MAX_TRACE_POINTS, lttb
 from dashboard.routing import websocket_urlpatterns
-from tests.training.test_jobs import chat_lines, upload
-from training.jobs import create_job
-from training.models import BaseModel, FineTuningJob, MetricPoint
+from tests.factories import make_claimed_job, make_user
+from training.models import MetricPoint
 from training.worker import JobRun
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create(username="alice", is_staff=True)
-
-
-@pytest.fixture
-def job(staff):
-    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-    train = upload(chat_lines(20))
-    create_job({"model": "attune-tiny", "training_file": train.public_id, "n_epochs": 2}, staff)
-    return FineTuningJob.claim_next("host:1:test")
+def job(admin_user):
+    return make_claimed_job(admin_user, n_epochs=2)
 
 
 def communicator(job_id, user):
@@ -64,23 +55,22 @@ def test_an_anonymous_visitor_is_refused(job):
     assert (connected, code) == (False, 4401)
 
 
-def test_an_evaluator_is_refused(job, django_user_model):
-    evaluator = django_user_model.objects.create(username="eve")
-    evaluator.groups.add(Group.objects.get_or_create(name="evaluators")[0])
+def test_an_evaluator_is_refused(job):
+    evaluator = make_user("evaluator")
     connected, code, _, _ = connect_and_read(job.public_id, evaluator)
     assert (connected, code) == (False, 4403)
 
 
-def test_an_unknown_job_is_refused(staff):
-    connected, code, _, _ = connect_and_read("ftjob-nope", staff)
+def test_an_unknown_job_is_refused(admin_user):
+    connected, code, _, _ = connect_and_read("ftjob-nope", admin_user)
     assert (connected, code) == (False, 4404)
 
 
-def test_an_admin_gets_the_stored_history_first(job, staff):
+def test_an_admin_gets_the_stored_history_first(job, admin_user):
     run = JobRun(job, job.worker)
     for step in range(1, 6):
         run.handle_line(metric_line(step, 3.0 - step / 10))
-    connected, _, history, _ = connect_and_read(job.public_id, staff)
+    connected, _, history, _ = connect_and_read(job.public_id, admin_user)
     assert connected and history["kind"] == "history"
     data = history["data"]
     assert data["traces"]["train_loss"] == {"x": [1, 2, 3, 4, 5], "y": [2.9, 2.8, 2.7, 2.6, 2.5]}
@@ -94,14 +84,14 @@ def test_an_admin_gets_the_stored_history_first(job, staff):
     assert "Step 5/20: training loss=2.50" in messages
 
 
-def test_new_rows_arrive_live_after_the_history(job, staff):
+def test_new_rows_arrive_live_after_the_history(job, admin_user):
     run = JobRun(job, job.worker)
     run.handle_line(metric_line(1, 2.0))
 
     def worker_stores():
         run.handle_line(metric_line(2, 1.5))
 
-    _, _, history, live = connect_and_read(job.public_id, staff, then=worker_stores, n_live=2)
+    _, _, history, live = connect_and_read(job.public_id, admin_user, then=worker_stores, n_live=2)
     assert history["data"]["traces"]["train_loss"]["x"] == [1]
     assert live[0] == {"kind": "metric", "data": {"scope": "train", "step": 2, "epoch": 0.2, "loss": 1.5,
                                                   "accuracy": 0.5, "learning_rate": 1e-4,
@@ -110,7 +100,7 @@ def test_new_rows_arrive_live_after_the_history(job, staff):
     assert live[1]["kind"] == "event" and live[1]["data"]["message"] == "Step 2/20: training loss=1.50"
 
 
-def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, staff):
+def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, admin_user):
     run = JobRun(job, job.worker)
 
     def first_tab_watches():
@@ -118,8 +108,8 @@ def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, staff):
             run.handle_line(metric_line(step, 1.0))
         run.handle_line(metric_line(3, 1.0))  # a replayed line
 
-    connect_and_read(job.public_id, staff, then=first_tab_watches, n_live=6)
-    _, _, history, _ = connect_and_read(job.public_id, staff)
+    connect_and_read(job.public_id, admin_user, then=first_tab_watches, n_live=6)
+    _, _, history, _ = connect_and_read(job.public_id, admin_user)
     trace = history["data"]["traces"]["train_loss"]
     assert trace["x"] == [1, 2, 3]
     ids = [e["id"] for e in history["data"]["events"]]
@@ -127,10 +117,10 @@ def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, staff):
     assert sum(e["type"] == "metrics" for e in history["data"]["events"]) == 3
 
 
-def test_a_long_run_is_downsampled_to_a_thousand_points_per_trace(job, staff):
+def test_a_long_run_is_downsampled_to_a_thousand_points_per_trace(job, admin_user):
     MetricPoint.objects.bulk_create([MetricPoint(job=job, scope="train", step=s, loss=1 / s, accuracy=0.5,
                                                  learning_rate=1e-4) for s in range(1, 5001)])
-    _, _, history, _ = connect_and_read(job.public_id, staff)
+    _, _, history, _ = connect_and_read(job.public_id, admin_user)
     trace = history["data"]["traces"]["train_loss"]
     assert len(trace["x"]) == MAX_TRACE_POINTS
     assert trace["x"][0] == 1 and trace["x"][-1] == 5000  # both ends kept

@@ -5,20 +5,19 @@ import json
 import pytest
 
 from dashboard.forms import WORKER_FIELDS, JobForm, field_key
+from tests.factories import make_data_file
 from training.engine.spec import form_fields
-from training.models import BaseModel, DataFile, FineTuningJob
+from training.models import FineTuningJob
 
 
 @pytest.fixture
-def setup(db):
-    base = BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-    train = DataFile.objects.create(filename="train.jsonl", path="x/train.jsonl", status="processed",
-                                    n_examples=480, format="chat")
-    valid = DataFile.objects.create(filename="valid.jsonl", path="x/valid.jsonl", status="processed",
-                                    n_examples=60, format="chat")
-    broken = DataFile.objects.create(filename="broken.jsonl", path="x/broken.jsonl", status="error", n_errors=3,
-                                     errors=[{"line": 2, "code": "invalid_json", "message": "line 2: not JSON"}])
-    return {"base": base, "train": train, "valid": valid, "broken": broken}
+def setup(base_model):
+    """attune-tiny and three file rows: a training file of 480 examples, a validation file of 60, one with errors."""
+    train = make_data_file("train.jsonl")
+    valid = make_data_file("valid.jsonl", n_examples=60)
+    broken = make_data_file("broken.jsonl", status="error", n_examples=0, format="", n_errors=3,
+                            errors=[{"line": 2, "code": "invalid_json", "message": "line 2: not JSON"}])
+    return {"base": base_model, "train": train, "valid": valid, "broken": broken}
 
 
 def form_data(setup, **changes):

@@ -7,35 +7,24 @@ import pytest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
+from training.models import BaseModel, Checkpoint, FineTuningJob, JobEvent, MetricPoint
 
 SPEC = {"model": "attune-tiny", "training_file": None, "method": "supervised", "adapter": "lora",
         "n_epochs": "auto", "batch_size": 8, "learning_rate_multiplier": "auto", "beta": "auto", "seed": 7}
 
 
-@pytest.fixture
-def base(db):
-    return BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-
-
-@pytest.fixture
-def train_file(db):
-    return DataFile.objects.create(filename="train.jsonl", path="x/train.jsonl", status="processed",
-                                   n_examples=480, format="chat")
-
-
-def make_job(base, train_file, user=None, status="succeeded", minutes_ago=0, **fields):
+def make_job(base_model, train_file, user=None, status="succeeded", minutes_ago=0, **fields):
     spec = dict(SPEC, training_file=train_file.public_id, **fields.pop("spec", {}))
     return FineTuningJob.objects.create(
-        base_model=base, training_file=train_file, created_by=user, status=status, spec=spec,
+        base_model=base_model, training_file=train_file, created_by=user, status=status, spec=spec,
         suffix=spec.get("suffix") or "", seed=spec["seed"],
         created_at=timezone.now() - timedelta(minutes=minutes_ago), **fields)
 
 
 @pytest.fixture
-def trained_job(base, train_file, admin_user):
+def trained_job(base_model, train_file, admin_user):
     """A finished two-epoch job with curves, events and two checkpoints."""
-    job = make_job(base, train_file, admin_user, spec={"suffix": "intents", "n_epochs": 2},
+    job = make_job(base_model, train_file, admin_user, spec={"suffix": "intents", "n_epochs": 2},
                    fine_tuned_model="ft:attune-tiny:intents:abcdefgh", step=120, total_steps=120, epoch=2.0,
                    resolved_spec=dict(SPEC, training_file=train_file.public_id, n_epochs=2,
                                       learning_rate_multiplier=1.0, beta=0.1),
@@ -58,10 +47,10 @@ def trained_job(base, train_file, admin_user):
 
 
 @pytest.mark.django_db
-def test_the_jobs_list_shows_newest_first_with_status_model_method_and_owner(admin_client, base, train_file,
+def test_the_jobs_list_shows_newest_first_with_status_model_method_and_owner(admin_client, base_model, train_file,
                                                                              admin_user):
-    old = make_job(base, train_file, admin_user, status="failed", minutes_ago=30)
-    new = make_job(base, train_file, admin_user, status="running", spec={"adapter": "full", "suffix": "v2"},
+    old = make_job(base_model, train_file, admin_user, status="failed", minutes_ago=30)
+    new = make_job(base_model, train_file, admin_user, status="running", spec={"adapter": "full", "suffix": "v2"},
                    step=30, total_steps=120)
     html = admin_client.get("/jobs/").content.decode()
     assert html.index(new.public_id) < html.index(old.public_id)
@@ -73,10 +62,10 @@ def test_the_jobs_list_shows_newest_first_with_status_model_method_and_owner(adm
 
 
 @pytest.mark.django_db
-def test_the_jobs_list_filters_by_status_and_model(admin_client, base, train_file):
+def test_the_jobs_list_filters_by_status_and_model(admin_client, base_model, train_file):
     other = BaseModel.objects.create(name="other-model", source="other")
-    done = make_job(base, train_file, status="succeeded")
-    failed = make_job(base, train_file, status="failed")
+    done = make_job(base_model, train_file, status="succeeded")
+    failed = make_job(base_model, train_file, status="failed")
     elsewhere = FineTuningJob.objects.create(base_model=other, training_file=train_file, status="succeeded",
                                              spec=dict(SPEC, model="other-model"))
     html = admin_client.get("/jobs/", {"status": "failed"}).content.decode()
@@ -90,8 +79,8 @@ def test_the_jobs_list_filters_by_status_and_model(admin_client, base, train_fil
 
 
 @pytest.mark.django_db
-def test_the_jobs_list_is_paginated_and_keeps_the_filters_in_the_page_links(admin_client, base, train_file):
-    jobs = [make_job(base, train_file, status="succeeded", minutes_ago=i) for i in range(30)]
+def test_the_jobs_list_is_paginated_and_keeps_the_filters_in_the_page_links(admin_client, base_model, train_file):
+    jobs = [make_job(base_model, train_file, status="succeeded", minutes_ago=i) for i in range(30)]
     first = admin_client.get("/jobs/", {"status": "succeeded"}).content.decode()
     assert jobs[0].public_id in first and jobs[29].public_id not in first
     assert "?status=succeeded&page=2" in first and "30 jobs" in first
@@ -100,8 +89,8 @@ def test_the_jobs_list_is_paginated_and_keeps_the_filters_in_the_page_links(admi
 
 
 @pytest.mark.django_db
-def test_htmx_asks_the_jobs_list_for_its_table_only(admin_client, base, train_file):
-    job = make_job(base, train_file)
+def test_htmx_asks_the_jobs_list_for_its_table_only(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file)
     resp = admin_client.get("/jobs/", {"status": "succeeded"}, headers={"HX-Request": "true"})
     html = resp.content.decode()
     assert job.public_id in html and '<form method="get" action="/jobs/compare/" id="job-table"' in html
@@ -148,8 +137,8 @@ def test_checkpoints_link_to_the_playground_and_download_once_those_pages_exist(
 
 
 @pytest.mark.django_db
-def test_the_job_page_shows_its_lineage_both_ways(admin_client, base, train_file, trained_job):
-    child = make_job(base, train_file, status="queued", parent=trained_job, spec={"n_epochs": 3})
+def test_the_job_page_shows_its_lineage_both_ways(admin_client, base_model, train_file, trained_job):
+    child = make_job(base_model, train_file, status="queued", parent=trained_job, spec={"n_epochs": 3})
     parent_html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
     lineage = parent_html[parent_html.index('id="lineage"'):]
     assert f'href="/jobs/{child.public_id}/"' in lineage
@@ -168,8 +157,8 @@ def test_htmx_refreshes_the_header_and_checkpoints_as_fragments(admin_client, tr
 
 
 @pytest.mark.django_db
-def test_a_running_job_shows_progress_and_time_left(admin_client, base, train_file):
-    job = make_job(base, train_file, status="running", step=30, total_steps=120, epoch=0.5,
+def test_a_running_job_shows_progress_and_time_left(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file, status="running", step=30, total_steps=120, epoch=0.5,
                    tokens_per_second=1234.4, started_at=timezone.now() - timedelta(minutes=1))
     html = admin_client.get(f"/jobs/{job.public_id}/").content.decode()
     assert 'value="0.25"' in html and "step 30 of 120" in html and "1234 tokens/s" in html
@@ -185,8 +174,8 @@ def test_a_finished_job_has_no_cancel_or_pause_buttons(admin_client, trained_job
 
 
 @pytest.mark.django_db
-def test_an_admin_cancels_a_queued_job_with_the_button(admin_client, base, train_file):
-    job = make_job(base, train_file, status="queued")
+def test_an_admin_cancels_a_queued_job_with_the_button(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file, status="queued")
     resp = admin_client.post(f"/jobs/{job.public_id}/cancel/")
     assert resp.status_code == 302 and resp["Location"] == f"/jobs/{job.public_id}/"
     job.refresh_from_db()
@@ -203,8 +192,8 @@ def test_cancelling_a_finished_job_says_why_and_changes_nothing(admin_client, tr
 
 
 @pytest.mark.django_db
-def test_pause_then_resume_through_htmx_returns_the_new_header(admin_client, base, train_file):
-    job = make_job(base, train_file, status="queued")
+def test_pause_then_resume_through_htmx_returns_the_new_header(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file, status="queued")
     header = admin_client.post(f"/jobs/{job.public_id}/pause/", headers={"HX-Request": "true"}).content.decode()
     job.refresh_from_db()
     assert job.status == "paused" and 'id="resume-job"' in header and 'data-status="paused"' in header
@@ -214,8 +203,8 @@ def test_pause_then_resume_through_htmx_returns_the_new_header(admin_client, bas
 
 
 @pytest.mark.django_db
-def test_the_controls_answer_only_post(admin_client, base, train_file):
-    job = make_job(base, train_file, status="queued")
+def test_the_controls_answer_only_post(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file, status="queued")
     assert admin_client.get(f"/jobs/{job.public_id}/cancel/").status_code == 405
     job.refresh_from_db()
     assert job.status == "queued"
@@ -227,9 +216,9 @@ JOB_PAGES = ["/jobs/", "/jobs/new/", "/jobs/compare/", "/jobs/{id}/", "/jobs/{id
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("page", JOB_PAGES)
-def test_evaluators_get_403_and_anonymous_users_go_to_login_on_every_job_page(client, evaluator_user, base,
+def test_evaluators_get_403_and_anonymous_users_go_to_login_on_every_job_page(client, evaluator_user, base_model,
                                                                               train_file, page):
-    job = make_job(base, train_file, status="queued")
+    job = make_job(base_model, train_file, status="queued")
     url = page.format(id=job.public_id)
     method = client.post if url.endswith(("/cancel/", "/pause/", "/resume/")) else client.get
     resp = method(url)
@@ -241,9 +230,9 @@ def test_evaluators_get_403_and_anonymous_users_go_to_login_on_every_job_page(cl
 
 
 @pytest.mark.django_db
-def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin_client, base, train_file,
+def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin_client, base_model, train_file,
                                                                            trained_job):
-    other = make_job(base, train_file, spec={"n_epochs": 3, "batch_size": 4}, parent=trained_job)
+    other = make_job(base_model, train_file, spec={"n_epochs": 3, "batch_size": 4}, parent=trained_job)
     Checkpoint.objects.create(job=other, epoch=1, step=120, path="x", metrics={"full_valid_loss": 1.25,
                                                                                "full_valid_mean_token_accuracy": 0.5})
     MetricPoint.objects.create(job=other, scope="train", step=1, loss=2.0, accuracy=0.1)
@@ -262,8 +251,8 @@ def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin
 
 
 @pytest.mark.django_db
-def test_compare_thins_a_long_curve_to_a_thousand_points(admin_client, base, train_file, trained_job):
-    long_job = make_job(base, train_file)
+def test_compare_thins_a_long_curve_to_a_thousand_points(admin_client, base_model, train_file, trained_job):
+    long_job = make_job(base_model, train_file)
     MetricPoint.objects.bulk_create([MetricPoint(job=long_job, scope="train", step=s, loss=1 + (s == 4321) * 8)
                                      for s in range(1, 5001)])
     html = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, long_job.public_id]}).content.decode()
@@ -275,24 +264,24 @@ def test_compare_thins_a_long_curve_to_a_thousand_points(admin_client, base, tra
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("count", [1, 5])
-def test_compare_refuses_fewer_than_two_or_more_than_four_jobs(admin_client, base, train_file, count):
-    ids = [make_job(base, train_file).public_id for _ in range(count)]
+def test_compare_refuses_fewer_than_two_or_more_than_four_jobs(admin_client, base_model, train_file, count):
+    ids = [make_job(base_model, train_file).public_id for _ in range(count)]
     html = admin_client.get("/jobs/compare/", {"jobs": ids}).content.decode()
     assert f"Pick 2 to 4 jobs to compare ({count} picked)." in html and "compare-series" not in html
 
 
 @pytest.mark.django_db
-def test_compare_names_a_job_that_does_not_exist(admin_client, base, train_file):
-    job = make_job(base, train_file)
+def test_compare_names_a_job_that_does_not_exist(admin_client, base_model, train_file):
+    job = make_job(base_model, train_file)
     html = admin_client.get("/jobs/compare/", {"jobs": [job.public_id, "ftjob-nope"]}).content.decode()
     assert "No such job: ftjob-nope." in html
 
 
 @pytest.mark.django_db
-def test_the_jobs_list_and_job_page_cost_the_same_queries_for_many_rows(admin_client, base, train_file,
+def test_the_jobs_list_and_job_page_cost_the_same_queries_for_many_rows(admin_client, base_model, train_file,
                                                                         trained_job, django_assert_max_num_queries):
     for i in range(40):
-        make_job(base, train_file, status="running", minutes_ago=i + 1)
+        make_job(base_model, train_file, status="running", minutes_ago=i + 1)
     for epoch in range(3, 13):
         Checkpoint.objects.create(job=trained_job, epoch=epoch, step=epoch * 60, path="x", metrics={})
     # session + user + filter choices + count + page rows: no query per row.

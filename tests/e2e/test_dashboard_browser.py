@@ -11,7 +11,7 @@ test-output/screenshots/.
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, browser_marks, shot
 
 pytestmark = browser_marks
 
@@ -40,11 +40,6 @@ def watch_errors(page):
 
 def trace_x(page, chart, index):
     return page.evaluate(f"() => Array.from((document.getElementById('{chart}').data[{index}] || {{x: []}}).x)")
-
-
-def shot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
 def test_an_admin_trains_watches_reruns_and_compares_in_the_browser(studio, browser_page):

@@ -6,15 +6,15 @@ import shutil
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks
-from tests.conftest import manage, start_studio, stop_studio
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks, shot
+from tests.servers import manage, start_studio, stop_studio
 
 pytestmark = browser_marks
 
 REGISTER = """
 import json
 from django.conf import settings
-from tests.playground.conftest import build_tiny_models, register_snapshots
+from tests.playground.tiny_models import build_tiny_models, register_snapshots
 registered = register_snapshots(build_tiny_models(settings.ATTUNE_HOME / "playground-test-models"))
 print("NAMES=" + json.dumps(registered.names))
 """
@@ -35,10 +35,6 @@ def playground_studio(tiny_models, tmp_path):
     studio.extra["names"] = names
     yield studio
     stop_studio(studio.process)
-
-
-def shot(page, name):
-    page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
 def test_compare_rate_reveal_and_leaderboard_in_the_browser(playground_studio):

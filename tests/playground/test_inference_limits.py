@@ -8,7 +8,7 @@ import pytest
 
 from playground.inference import InferenceError, SamplingParams, collect
 from playground.snapshots import Snapshot
-from tests.api.conftest import ApiClient, assert_error
+from tests.api_client import ApiClient, assert_error
 
 SHORT = SamplingParams(temperature=0, max_tokens=2)
 MESSAGES = [{"role": "user", "content": "where is my order 1234"}]
@@ -88,9 +88,7 @@ def capped_backend():
 
 @pytest.fixture
 def admin_api(client, admin_user):
-    from api.models import ApiKey
-
-    return ApiClient(client, ApiKey.issue(admin_user, "tests")[1])
+    return ApiClient.for_user(client, admin_user)
 
 
 def test_chat_completions_answer_a_prompt_past_the_cap_with_a_400_naming_messages(admin_api, snapshots,

@@ -13,7 +13,7 @@ def model(tmp_path_factory):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tests.playground.conftest import CORPUS
+    from tests.playground.tiny_models import CORPUS
     from training.demo_model import build_tiny_model
 
     root = tmp_path_factory.mktemp("multi-lora")

@@ -4,11 +4,11 @@ import io
 import json
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
 from playground.generation import generate_outputs
 from playground.models import Rating, RatingTask
+from tests.factories import make_user
 
 
 def _jsonl(rows):
@@ -32,10 +32,7 @@ def _create(admin_client, registered, evaluators, prompts=PROMPTS, **extra):
 
 @pytest.fixture
 def second_evaluator(db):
-    from training.management.commands.create_user import make_user
-
-    user, _ = make_user("ivan", "evaluator", password="ivan-password")
-    return user
+    return make_user("evaluator", username="ivan")
 
 
 def _client_for(user):
@@ -135,8 +132,7 @@ def test_a_raters_task_ratings_are_final_once_their_queue_is_done(ready_task, ev
 
 def test_a_task_generating_again_shows_no_names_to_a_rater_who_has_not_finished(ready_task, evaluator_user,
                                                                                    second_evaluator):
-    from api.models import ApiKey
-    from tests.api.conftest import ApiClient
+    from tests.api_client import ApiClient
 
     for index in (0, 1):
         _rate(_client_for(second_evaluator), ready_task, index)
@@ -145,7 +141,7 @@ def test_a_task_generating_again_shows_no_names_to_a_rater_who_has_not_finished(
     eve = _client_for(evaluator_user)
     assert eve.get(f"/playground/leaderboard/?task={ready_task.public_id}").status_code == 403
     assert "data-snapshot=" not in eve.get("/playground/leaderboard/").content.decode()
-    api = ApiClient(Client(), ApiKey.issue(evaluator_user, "tests")[1])
+    api = ApiClient.for_user(Client(), evaluator_user)
     assert all(m["id"].startswith("blind-") for m in api.get("/v1/models").json()["data"])
 
 
@@ -193,9 +189,7 @@ def test_an_evaluator_cannot_read_another_evaluators_ratings(ready_task, evaluat
 
 
 def test_an_unassigned_evaluator_cannot_open_the_task(ready_task, db):
-    from training.management.commands.create_user import make_user
-
-    outsider, _ = make_user("olga", "evaluator", password="olga-password")
+    outsider = make_user("evaluator", username="olga")
     client = _client_for(outsider)
     assert client.get(f"/playground/tasks/{ready_task.public_id}/").status_code == 403
     assert client.get(f"/playground/tasks/{ready_task.public_id}/rate/").status_code == 403
@@ -249,10 +243,10 @@ def test_the_demo_heldout_prompts_can_be_the_prompt_set(admin_client, snapshots,
 def test_outputs_are_generated_by_a_background_thread(tiny_models):
     from playground.generation import start_generation
     from playground.models import TaskItem
-    from tests.playground.conftest import register_snapshots
+    from tests.playground.tiny_models import register_snapshots
 
     snapshots = register_snapshots(tiny_models)
-    admin = User.objects.create_user("boss", is_staff=True)
+    admin = make_user("admin", username="boss")
     task = RatingTask.objects.create(name="bg", created_by=admin, snapshot_names=snapshots.names[:2],
                                      params={"temperature": 0, "max_tokens": 3}, n_items=2)
     for index in range(2):

@@ -10,7 +10,7 @@ import pytest
 from playground.inference import SamplingParams, collect
 from playground.inference.vllm import VLLMBackend
 from playground.snapshots import Snapshot
-from tests.conftest import ROOT, free_port, post_oversized_body, stop_studio, studio_env, wait_until_serving
+from tests.servers import ROOT, free_port, post_oversized_body, stop_studio, studio_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

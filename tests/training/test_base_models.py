@@ -18,13 +18,6 @@ def model_folder(root, name="local-llama", weights="model.safetensors", template
     return folder
 
 
-@pytest.fixture
-def models_dir(settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
-    settings.MODELS_DIR.mkdir()
-    return settings.MODELS_DIR
-
-
 @pytest.mark.django_db
 def test_a_local_folder_is_inspected_and_registered(models_dir):
     model_folder(models_dir)

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import manage
+from tests.servers import manage
 
 
 def digest(folder):

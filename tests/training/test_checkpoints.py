@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.training.engine_helpers import build_test_model, demo_files, of_type, run_in_process, write_spec
+from tests.training.engine_helpers import demo_files, of_type, run_in_process, write_spec
 from training.engine import checkpoints
 
 
@@ -86,11 +86,6 @@ def test_tidy_puts_back_a_checkpoint_whose_replacement_was_not_written(tmp_path)
 # --- the real engine (slow) ---------------------------------------------------------------------
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_test_model(tmp_path_factory.mktemp("model") / "attune-tiny")
 
 
 @pytest.mark.slow

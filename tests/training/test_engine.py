@@ -15,7 +15,6 @@ import pytest
 
 from tests.training.engine_helpers import (
     REPO,
-    build_test_model,
     demo_files,
     engine_command,
     engine_env,
@@ -28,11 +27,6 @@ from tests.training.engine_helpers import (
 )
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_test_model(tmp_path_factory.mktemp("model") / "attune-tiny")
 
 
 @pytest.fixture(scope="module")

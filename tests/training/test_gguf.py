@@ -11,13 +11,6 @@ from training.base_models import BaseModelError, register_base_model
 from training.models import BaseModel
 
 
-@pytest.fixture
-def models_dir(settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
-    settings.MODELS_DIR.mkdir()
-    return settings.MODELS_DIR
-
-
 def write_gguf(path, architecture):
     import gguf as gguf_package
 

@@ -6,52 +6,11 @@ import sys
 
 import pytest
 
+from tests.factories import chat_lines, preference_lines, upload
 from training.jobs import JobError, create_job
-from training.models import BaseModel, FineTuningJob
+from training.models import FineTuningJob
 
 pytestmark = pytest.mark.django_db
-
-
-def chat_lines(n, label="greeting"):
-    return "".join(json.dumps({"messages": [
-        {"role": "system", "content": "Classify the intent."},
-        {"role": "user", "content": f"hello number {i}"},
-        {"role": "assistant", "content": label}]}) + "\n" for i in range(n))
-
-
-def preference_lines(n):
-    return "".join(json.dumps({
-        "input": {"messages": [{"role": "user", "content": f"hi {i}"}]},
-        "preferred_output": [{"role": "assistant", "content": "hello"}],
-        "non_preferred_output": [{"role": "assistant", "content": "go away"}]}) + "\n" for i in range(n))
-
-
-def upload(text, name="data.jsonl"):
-    from training.datasets import store_upload
-
-    data_file, _report = store_upload([text.encode()], name)
-    return data_file
-
-
-@pytest.fixture
-def admin_user(django_user_model):
-    # No password: hashing one costs a second per test on a small machine.
-    return django_user_model.objects.create(username="alice", is_staff=True)
-
-
-@pytest.fixture
-def base_model(db):
-    return BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-
-
-@pytest.fixture
-def train_file(db):
-    return upload(chat_lines(20), "train.jsonl")
-
-
-@pytest.fixture
-def valid_file(db):
-    return upload(chat_lines(10), "valid.jsonl")
 
 
 def spec_for(train_file, **extra):

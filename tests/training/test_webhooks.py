@@ -7,13 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from tests.training.test_jobs import chat_lines, upload
+from tests.factories import chat_lines, make_job, make_user, upload
 from training import webhooks
 from training.jobs import create_job
-from training.models import BaseModel, WebhookDelivery, WebhookEndpoint
+from training.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -53,14 +52,8 @@ def receiver():
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create(username="alice", is_staff=True)
-
-
-@pytest.fixture
-def job(staff):
-    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-    return create_job({"model": "attune-tiny", "training_file": upload(chat_lines(20)).public_id}, staff)
+def job(admin_user):
+    return make_job(admin_user)
 
 
 def endpoint_for(url, events=None):
@@ -84,10 +77,9 @@ def test_a_cancelled_job_sends_an_event_the_openai_sdk_verifies(job, receiver):
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
 
 
-def test_a_job_that_fails_validation_sends_the_failed_event(staff, receiver):
-    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+def test_a_job_that_fails_validation_sends_the_failed_event(admin_user, base_model, receiver):
     endpoint_for(receiver.url)
-    create_job({"model": "attune-tiny", "training_file": upload(chat_lines(2)).public_id}, staff)
+    create_job({"model": "attune-tiny", "training_file": upload(chat_lines(2)).public_id}, admin_user)
     webhooks.deliver_due()
     assert json.loads(receiver.requests[0][1])["type"] == "fine_tuning.job.failed"
 
@@ -130,8 +122,8 @@ def test_an_unreachable_endpoint_is_given_up_after_the_last_attempt(job):
     assert delivery.responses[-1]["status_code"] is None and "ConnectError" in delivery.responses[-1]["error"]
 
 
-def test_an_admin_adds_an_endpoint_and_sees_its_deliveries(client, staff, job, receiver):
-    client.force_login(staff)
+def test_an_admin_adds_an_endpoint_and_sees_its_deliveries(client, admin_user, job, receiver):
+    client.force_login(admin_user)
     page = client.get("/webhooks/")
     assert page.status_code == 200
     resp = client.post("/webhooks/", {"url": receiver.url, "description": "CI",
@@ -146,16 +138,15 @@ def test_an_admin_adds_an_endpoint_and_sees_its_deliveries(client, staff, job, r
     assert endpoint.secret in detail and job.public_id in detail and "502" in detail
 
 
-def test_a_bad_url_is_refused_next_to_the_field(client, staff):
-    client.force_login(staff)
+def test_a_bad_url_is_refused_next_to_the_field(client, admin_user):
+    client.force_login(admin_user)
     page = client.post("/webhooks/", {"url": "ftp://example.com/x", "event_types": WebhookEndpoint.EVENT_TYPES})
     assert page.status_code == 200 and WebhookEndpoint.objects.count() == 0
     assert "Enter a valid URL" in page.content.decode() or "http://" in page.content.decode()
 
 
-def test_an_evaluator_cannot_see_or_add_webhooks(client, django_user_model):
-    evaluator = django_user_model.objects.create(username="eve")
-    evaluator.groups.add(Group.objects.get_or_create(name="evaluators")[0])
+def test_an_evaluator_cannot_see_or_add_webhooks(client):
+    evaluator = make_user("evaluator")
     client.force_login(evaluator)
     assert client.get("/webhooks/").status_code == 403
     assert client.post("/webhooks/", {"url": "https://example.com/"}).status_code == 403

@@ -12,26 +12,17 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.training.test_jobs import chat_lines, upload
-from training.jobs import create_job
-from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
+from tests.factories import chat_lines, make_claimed_job, upload
+from training.models import Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
 from training.worker import HOST, JobRun, Worker, engine_command, engine_env, results_csv
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create(username="alice", is_staff=True)
-
-
-@pytest.fixture
-def running(staff):
-    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
-    train, valid = upload(chat_lines(20)), upload(chat_lines(10))
-    create_job({"model": "attune-tiny", "training_file": train.public_id, "validation_file": valid.public_id,
-                "n_epochs": 2, "batch_size": 2, "suffix": "intents"}, staff)
-    return FineTuningJob.claim_next(f"{HOST}:1:test")
+def running(admin_user):
+    return make_claimed_job(admin_user, worker=f"{HOST}:1:test", training_file=upload(chat_lines(20)),
+                            validation_file=upload(chat_lines(10)), n_epochs=2, batch_size=2, suffix="intents")
 
 
 def protocol(job):
@@ -87,7 +78,7 @@ def test_a_metrics_event_reads_like_openais_and_gains_validation_figures(running
     assert step10.data["full_valid_mean_token_accuracy"] == 0.4
 
 
-def test_dpo_reward_figures_are_stored_in_points_events_and_checkpoints(running, client, staff):
+def test_dpo_reward_figures_are_stored_in_points_events_and_checkpoints(running, client, admin_user):
     running.spec = {**running.spec, "method": "dpo"}
     running.save(update_fields=["spec"])
     run = JobRun(running, running.worker)
@@ -108,7 +99,7 @@ def test_dpo_reward_figures_are_stored_in_points_events_and_checkpoints(running,
     assert event.data["train_reward_margin"] == 0.75 and event.data["full_valid_reward_accuracy"] == 0.8
     assert "training reward margin=0.75" in event.message
 
-    client.force_login(staff)
+    client.force_login(admin_user)
     page = client.get(f"/jobs/{running.public_id}/").content.decode()
     assert 'id="chart-reward-margin"' in page and 'id="chart-accuracy"' not in page
     assert "Full valid reward acc." in page and "0.8000" in page

@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, manage, start_studio, stop_studio, studio_env
-from tests.servers import redis_server  # noqa: F401 - fixture
+from tests.servers import ROOT, manage, start_studio, stop_studio, studio_env
 
 pytestmark = pytest.mark.slow
 

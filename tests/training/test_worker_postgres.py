@@ -7,8 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.servers import postgres_server  # noqa: F401 - fixture
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,7 @@ def run_python(code, env, *args):
     return done.stdout
 
 
-def test_three_workers_on_postgresql_run_each_of_twenty_jobs_exactly_once(postgres_server, tmp_path):  # noqa: F811
+def test_three_workers_on_postgresql_run_each_of_twenty_jobs_exactly_once(postgres_server, tmp_path):
     url = postgres_server.create_database(f"claims_{uuid.uuid4().hex[:8]}")
     env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": url,
            "ATTUNE_HOME": str(tmp_path)}
