@@ -18,7 +18,7 @@ def create(api, base_model, train_file):
     return make
 
 
-def test_a_job_object_has_every_field_of_the_contract(create, train_file, valid_file):
+def test_a_job_object_has_every_field_openai_returns_and_an_attune_block(create, train_file, valid_file):
     resp = create(validation_file=valid_file, suffix="intents", seed=7, metadata={"team": "support"})
     assert resp.status_code == 200, resp.content
     job = resp.json()
@@ -226,7 +226,7 @@ def test_checkpoints_highest_step_first_with_every_metric_key(api, create):
     assert [c["step_number"] for c in rest["data"]] == [60]
 
 
-def test_a_failed_job_carries_the_contract_error(api, create):
+def test_a_failed_job_carries_its_error_code_message_and_param(api, create):
     job_id = create().json()["id"]
     FineTuningJob.objects.filter(public_id=job_id).update(
         status="failed", error={"code": "invalid_n_examples", "message": "too few", "param": "training_file"})

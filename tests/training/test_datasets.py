@@ -203,7 +203,7 @@ def test_an_empty_file_is_refused():
         assert err["code"] == "empty_file" and err["line"] is None
 
 
-def test_fewer_than_ten_examples_is_refused_with_the_contract_code():
+def test_fewer_than_ten_examples_is_refused_with_code_invalid_n_examples():
     err = only_error(report_for(good(9)))
     assert err["code"] == "invalid_n_examples"
     assert "has 9 example(s), but must have at least 10" in err["message"]

@@ -21,7 +21,8 @@ def messages_of(job):
     return list(job.events.order_by("id").values_list("message", flat=True))
 
 
-def test_a_valid_request_queues_the_job_with_the_contract_events(base_model, train_file, valid_file, admin_user):
+def test_a_valid_request_is_created_validated_and_queued_with_an_event_for_each_step(base_model, train_file,
+                                                                                      valid_file, admin_user):
     job = create_job(spec_for(train_file, validation_file=valid_file.public_id, suffix="intents"), admin_user)
     assert job.status == FineTuningJob.QUEUED
     assert job.error == {}
