@@ -11,9 +11,9 @@ from django.contrib.auth.models import AnonymousUser, Group
 from dashboard.consumers import MAX_TRACE_POINTS, lttb
 from dashboard.routing import websocket_urlpatterns
 from tests.training.test_jobs import chat_lines, upload
+from training.job_run import JobRun
 from training.jobs import create_job
 from training.models import BaseModel, FineTuningJob, MetricPoint
-from training.worker import JobRun
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from dashboard.forms import WORKER_FIELDS, JobForm, field_key
-from training.engine.spec import form_fields
+from dashboard.forms import JobForm, field_key
+from training.engine.spec import WORKER_FIELDS, form_fields
 from training.models import BaseModel, DataFile, FineTuningJob
 
 

@@ -84,10 +84,9 @@ def test_a_cancelled_job_sends_an_event_the_openai_sdk_verifies(job, receiver):
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
 
 
-def test_a_job_that_fails_validation_sends_the_failed_event(staff, receiver):
-    BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
+def test_a_failed_job_sends_the_failed_event(job, receiver):
     endpoint_for(receiver.url)
-    create_job({"model": "attune-tiny", "training_file": upload(chat_lines(2)).public_id}, staff)
+    job.fail("training_error", "The training failed.")
     webhooks.deliver_due()
     assert json.loads(receiver.requests[0][1])["type"] == "fine_tuning.job.failed"
 
