@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.errors import error_response
 from api.objects import CHECKPOINT_METRICS, extension_fields
-from training.engine.spec import JobSpec, form_fields, hyperparameters_for
+from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, form_fields, hyperparameters_for
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",
@@ -117,11 +117,11 @@ def _schemas():
         "Hyperparameters": _hyperparameters("supervised"),
         "DpoHyperparameters": _hyperparameters("dpo"),
         "Method": {"type": "object", "properties": {
-            "type": {"enum": ["supervised", "dpo"], "default": "supervised"},
+            "type": {"enum": list(METHODS), "default": "supervised"},
             "supervised": {"type": "object", "properties": {"hyperparameters": _ref("Hyperparameters")}},
             "dpo": {"type": "object", "properties": {"hyperparameters": _ref("DpoHyperparameters")}}}},
         "Integration": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["wandb", "mlflow", "tensorboard"],
+            "type": {"enum": list(INTEGRATIONS),
                      "description": "wandb as in OpenAI's API; mlflow and tensorboard are Attune's."},
             "wandb": wandb,
             "mlflow": {"type": "object", "properties": {"tracking_uri": {"type": "string"},

@@ -332,7 +332,7 @@ def _errors_from(exc: ValidationError) -> list[tuple[str, str]]:
         if field in union_errors:
             # An int | "auto" union reports one error per branch; say it once.
             low, high = meta
-            if field in ("n_epochs", "batch_size"):
+            if _type_name(JobSpec.model_fields[field].annotation) == "int":
                 result.append((field, f"must be an integer from {low} to {high}, or 'auto'"))
             else:
                 result.append((field, f"must be a number greater than {low:g} and at most {high:g}, or 'auto'"))
