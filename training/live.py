@@ -17,7 +17,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from training.ids import unix
 
-log = logging.getLogger("attune.worker")
+log = logging.getLogger("attune.live")
 
 MAX_BATCH = 200
 
