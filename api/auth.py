@@ -1,4 +1,4 @@
-"""Bearer-key access for /v1 (openai-contract.md §1).
+"""Bearer-key access for /v1, as the OpenAI API: `Authorization: Bearer <key>`.
 
 `api_view` is the one door: it answers a wrong method with 405, a missing,
 wrong or revoked key with 401, a role that may not use the endpoint with 403,

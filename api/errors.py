@@ -1,4 +1,4 @@
-"""The error envelope of the OpenAI API (openai-contract.md §1).
+"""The error envelope of the OpenAI API.
 
 Every non-2xx answer under /v1 is `{"error": {"message", "type", "param", "code"}}`.
 The SDK maps the status to its exception class (400 BadRequestError, 401

@@ -1,5 +1,8 @@
-"""Turn a `POST /v1/fine_tuning/jobs` body (openai-contract.md §3.2) into the
-stored JobSpec dict, naming the request field of every problem as `param`.
+"""Turn a `POST /v1/fine_tuning/jobs` body (OpenAI's job request: `method` with its
+hyperparameters, or the deprecated top-level `hyperparameters`; `integrations` as a list)
+into the JobSpec dict that `training.jobs.create_job` receives, naming the request field of
+every problem as `param`. What the request's shape allows is checked here; what the job
+allows (the spec's ranges, metadata, files) is `create_job`'s to refuse.
 
 The stored spec is a JobSpec dict whose `model` is a BaseModel name and whose
 files are public file ids; the worker maps those to paths. Attune's own
@@ -8,15 +11,10 @@ fields (adapter, LoRA, advanced settings) come under the `attune` key.
 
 from api.errors import ApiError
 from api.objects import extension_fields
-from training.engine.spec import AUTO, spec_errors
+from training.engine.spec import AUTO, INTEGRATIONS, METHODS, hyperparameters_for, spec_errors
 
 REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
                   "method", "hyperparameters", "attune"}
-METHODS = ("supervised", "dpo")
-HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
-                   "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
-INTEGRATION_TYPES = ("wandb", "mlflow", "tensorboard")
-MAX_METADATA_PAIRS = 16
 
 
 def _object(value, param):
@@ -71,8 +69,8 @@ def _integrations(value):
         if not isinstance(item, dict):
             raise ApiError(f"'{where}' must be an object.", param=where)
         kind = item.get("type")
-        if kind not in INTEGRATION_TYPES:
-            raise ApiError(f"Unsupported integration type {kind!r}: use one of {', '.join(INTEGRATION_TYPES)}.",
+        if kind not in INTEGRATIONS:
+            raise ApiError(f"Unsupported integration type {kind!r}: use one of {', '.join(INTEGRATIONS)}.",
                            param=f"{where}.type")
         unknown = sorted(set(item) - {"type", kind})
         if unknown:
@@ -85,24 +83,9 @@ def _integrations(value):
     return result, params
 
 
-def _metadata(value):
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ApiError("'metadata' must be an object of string keys and string values.", param="metadata")
-    if len(value) > MAX_METADATA_PAIRS:
-        raise ApiError(f"'metadata' may hold at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
-    for key, item in value.items():
-        if len(key) > 64:
-            raise ApiError(f"Metadata key {key[:20]!r}… is longer than 64 characters.", param="metadata")
-        if not isinstance(item, str) or len(item) > 512:
-            raise ApiError(f"Metadata value of {key!r} must be a string of at most 512 characters.",
-                           param=f"metadata.{key}")
-    return value
-
-
 def spec_from_request(body):
-    """Return (JobSpec dict, metadata, {spec field: request field}) or raise ApiError naming the field."""
+    """Return (JobSpec dict, metadata as sent, {spec field: request field}) or raise ApiError naming the
+    field."""
     if not isinstance(body, dict):
         raise ApiError("The request body must be a JSON object.")
     unknown = sorted(set(body) - REQUEST_FIELDS)
@@ -121,7 +104,7 @@ def spec_from_request(body):
         raise ApiError("'seed' must be an integer from 0 to 2147483647.", param="seed")
 
     kind, hyperparameters, hp_param = _method(body)
-    allowed = HYPERPARAMETERS[kind]
+    allowed = hyperparameters_for(kind)
     unknown = sorted(set(hyperparameters) - set(allowed))
     if unknown:
         raise ApiError(f"Unrecognized hyperparameter {unknown[0]!r} for the {kind} method; "
@@ -133,7 +116,6 @@ def spec_from_request(body):
     if unknown:
         raise ApiError(f"Unrecognized Attune setting {unknown[0]!r}; the attune object takes "
                        f"{', '.join(known_extension)}.", param=f"attune.{unknown[0]}")
-    metadata = _metadata(body.get("metadata"))
 
     spec = {"model": body["model"], "training_file": body["training_file"], "method": kind}
     if body.get("validation_file"):
@@ -156,7 +138,7 @@ def spec_from_request(body):
         field, message = errors[0]
         param = request_param(field, params)
         raise ApiError(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
-    return spec, metadata, params
+    return spec, body.get("metadata"), params
 
 
 def request_param(field, params):

@@ -1,4 +1,4 @@
-"""The models the API names (openai-contract.md §7): base models and every
+"""The models `/v1/models` lists, in OpenAI's model object: base models and every
 servable checkpoint, the final one under the job's `fine_tuned_model` name.
 
 A fine-tuned model is its checkpoint: deleting the model deletes that
@@ -14,7 +14,8 @@ from django.db.models.deletion import ProtectedError, RestrictedError
 
 from api.errors import ApiError
 from api.objects import model_object
-from training.models import BaseModel, Checkpoint, unix
+from training.ids import unix
+from training.models import BaseModel, Checkpoint
 
 BASE_OWNER = "system"
 

@@ -1,26 +1,17 @@
-"""The JSON objects of the OpenAI API (openai-contract.md §2.2, §3.3, §3.6, §3.7, §7),
-built from Attune's rows. Every field the SDK types is always sent."""
+"""The JSON objects of the OpenAI API (file, fine-tuning job, job event, job checkpoint, model), built
+from Attune's rows. Every field the SDK types is always sent."""
 
-from training.engine.spec import AUTO
-from training.models import unix
+from training.engine.spec import OPENAI_FIELDS, WORKER_FIELDS, JobSpec, hyperparameters_for
+from training.ids import unix
 
 ORGANIZATION_ID = "org-attune"
-HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
                       "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
 
-# JobSpec fields that have their own place in the OpenAI request; every other
-# field a person may set lives under the `attune` extension key. `job_id` and
-# `output_dir` are the worker's to fill in.
-OPENAI_FIELDS = {"model", "training_file", "validation_file", "method", "n_epochs", "batch_size",
-                 "learning_rate_multiplier", "beta", "seed", "suffix", "integrations"}
-WORKER_FIELDS = {"job_id", "output_dir"}
-
 
 def extension_fields():
-    from training.engine.spec import JobSpec
-
-    return [name for name in JobSpec.model_fields if name not in OPENAI_FIELDS | WORKER_FIELDS]
+    """JobSpec fields that OpenAI's request has no place for: a person sets them under the `attune` key."""
+    return [name for name in JobSpec.model_fields if name not in OPENAI_FIELDS and name not in WORKER_FIELDS]
 
 
 def file_object(data_file):
@@ -35,21 +26,6 @@ def file_object(data_file):
         "status": data_file.status,
         "status_details": data_file.status_details or None,
     }
-
-
-def _spec_value(job, name, default=AUTO):
-    """The resolved value once the job has one, else the value as requested ("auto" kept)."""
-    for source in (job.resolved_spec or {}, job.spec or {}):
-        if name in source and source[name] is not None:
-            return source[name]
-    return default
-
-
-def job_hyperparameters(job, method=None):
-    values = {name: _spec_value(job, name) for name in HYPERPARAMETERS}
-    if (method or _spec_value(job, "method", "supervised")) == "dpo":
-        values["beta"] = _spec_value(job, "beta")
-    return values
 
 
 def job_integrations(job):
@@ -73,8 +49,9 @@ def job_error(job):
 
 
 def job_object(job):
-    method = _spec_value(job, "method", "supervised")
-    hyperparameters = job_hyperparameters(job, method)
+    values = job.spec_values
+    method = values.method
+    hyperparameters = values.hyperparameters()
     return {
         "id": job.public_id,
         "object": "fine_tuning.job",
@@ -84,7 +61,8 @@ def job_object(job):
         "status": job.status,
         "training_file": job.training_file.public_id,
         "validation_file": job.validation_file.public_id if job.validation_file_id else None,
-        "hyperparameters": {name: hyperparameters[name] for name in HYPERPARAMETERS},
+        # The deprecated top-level object: the hyperparameters every method takes.
+        "hyperparameters": {name: hyperparameters[name] for name in hyperparameters_for()},
         "method": {"type": method, method: {"hyperparameters": hyperparameters}},
         "fine_tuned_model": job.fine_tuned_model,
         "finished_at": unix(job.finished_at),
@@ -98,7 +76,7 @@ def job_object(job):
         "user_provided_suffix": job.suffix or None,
         "usage_metrics": None,
         "shared_with_openai": False,
-        "attune": {name: _spec_value(job, name, None) for name in extension_fields()},
+        "attune": {name: getattr(values, name) for name in extension_fields()},
     }
 
 

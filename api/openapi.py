@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.errors import error_response
 from api.objects import CHECKPOINT_METRICS, extension_fields
+from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, form_fields, hyperparameters_for
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",
@@ -61,18 +62,15 @@ AUTO_INT = {"oneOf": [{"const": "auto"}, {"type": "integer"}]}
 AUTO_NUMBER = {"oneOf": [{"const": "auto"}, {"type": "number"}]}
 
 
-def _hyperparameters(with_beta=False):
-    properties = {
-        "n_epochs": {**AUTO_INT, "description": "Passes over the training file: 1–50 or auto."},
-        "batch_size": {**AUTO_INT, "description": "Examples per optimizer step: 1–256 or auto."},
-        "learning_rate_multiplier": {**AUTO_NUMBER, "description": "Multiplies the base learning rate: > 0 or auto."},
-    }
-    if with_beta:
-        properties["beta"] = {**AUTO_NUMBER, "description": "DPO: (0, 2] or auto."}
+def _hyperparameters(method):
+    """The hyperparameters object of `method`, from JobSpec's fields (their help and type)."""
+    fields = {meta["name"]: meta for meta in form_fields()}
+    properties = {name: {**(AUTO_INT if fields[name]["type"] == "int" else AUTO_NUMBER),
+                         "description": fields[name]["help"]} for name in hyperparameters_for(method)}
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
-PYDANTIC_EXTRAS = ("group", "min", "max", "auto", "title")
+PYDANTIC_EXTRAS = ("group", "methods", "openai", "min", "max", "auto", "title")
 
 
 def _clean(schema):
@@ -85,8 +83,6 @@ def _clean(schema):
 
 def attune_extension_schema():
     """Attune's own job settings, from JobSpec: adapter, LoRA and advanced fields."""
-    from training.engine.spec import JobSpec
-
     properties = JobSpec.model_json_schema()["properties"]
     return {
         "type": "object",
@@ -118,14 +114,14 @@ def _schemas():
         "FileList": _list("FileObject", with_ids=True),
         "FileDeleted": {"type": "object", "required": ["id", "object", "deleted"], "properties": {
             "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"type": "boolean"}}},
-        "Hyperparameters": _hyperparameters(),
-        "DpoHyperparameters": _hyperparameters(with_beta=True),
+        "Hyperparameters": _hyperparameters("supervised"),
+        "DpoHyperparameters": _hyperparameters("dpo"),
         "Method": {"type": "object", "properties": {
-            "type": {"enum": ["supervised", "dpo"], "default": "supervised"},
+            "type": {"enum": list(METHODS), "default": "supervised"},
             "supervised": {"type": "object", "properties": {"hyperparameters": _ref("Hyperparameters")}},
             "dpo": {"type": "object", "properties": {"hyperparameters": _ref("DpoHyperparameters")}}}},
         "Integration": {"type": "object", "required": ["type"], "properties": {
-            "type": {"enum": ["wandb", "mlflow", "tensorboard"],
+            "type": {"enum": list(INTEGRATIONS),
                      "description": "wandb as in OpenAI's API; mlflow and tensorboard are Attune's."},
             "wandb": wandb,
             "mlflow": {"type": "object", "properties": {"tracking_uri": {"type": "string"},

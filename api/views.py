@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API under /v1 (openai-contract.md): files,
+"""The OpenAI-compatible API under /v1: files,
 fine-tuning jobs with their events and checkpoints, models, chat completions.
 
 Every view goes through `api_view` (bearer key, method, role, error
@@ -28,7 +28,8 @@ from api.job_requests import request_param, spec_from_request
 from api.models_catalog import find_model, list_models, rater_models
 from config.streaming import FileStream
 from training.datasets import store_upload
-from training.models import DataFile, FineTuningJob
+from training.jobs import create_job
+from training.models import DataFile, FineTuningJob, JobError
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
@@ -131,7 +132,7 @@ def unknown_route(request, rest=""):
 # --- files -------------------------------------------------------------------------
 
 def _json_error_message(data_file, error):
-    """OpenAI's upload-time message for a line that is not a JSON object (contract §2.2)."""
+    """OpenAI's upload-time message for a line that is not a JSON object."""
     line = error["line"]
     start = ""
     with open(data_file.full_path, "rb") as fh:
@@ -216,7 +217,7 @@ def file_content(request, file_id):
     if not data_file.full_path.is_file():
         raise ApiError(f"The content of {file_id} is no longer on disk.", status=404, param="file_id")
     if data_file.purpose == "fine-tune-results":
-        # The OpenAI API returns result CSVs base64-encoded (contract §5); clients decode them.
+        # The OpenAI API returns result CSVs base64-encoded; clients decode them.
         response = HttpResponse(base64.b64encode(data_file.full_path.read_bytes()),
                                 content_type="application/octet-stream")
         response["Content-Disposition"] = f'attachment; filename="{data_file.filename}"'
@@ -239,7 +240,7 @@ def _metadata_filters(request):
 @api_view("GET", "POST")
 def jobs(request):
     if request.method == "POST":
-        return create_job(request)
+        return job_create(request)
     queryset = FineTuningJob.objects.select_related("base_model", "training_file", "validation_file")
     if request.GET.get("metadata") in ("null", ""):
         queryset = queryset.filter(Q(metadata__isnull=True) | Q(metadata={}))
@@ -251,21 +252,10 @@ def jobs(request):
                        default_limit=20, max_limit=1000)
 
 
-def create_job(request):
-    from training.jobs import JobError, file_problem
-    from training.jobs import create_job as create
-
+def job_create(request):
     spec, metadata, params = spec_from_request(json_body(request))
-    # A file that failed validation would only make a job that fails at once; the API
-    # refuses it up front so the client sees which file and why.
-    for param in ("training_file", "validation_file"):
-        data_file = DataFile.objects.filter(public_id=spec.get(param), purpose="fine-tune").first()
-        problem = file_problem(data_file, param, spec["method"])
-        if problem:
-            code, message = problem
-            raise ApiError(message, param=param, code=code)
     try:
-        job = create(spec, request.user, metadata=metadata)
+        job = create_job(spec, request.user, metadata=metadata)
     except JobError as exc:
         raise ApiError(exc.message, param=request_param(exc.param or "", params) or None, code=exc.code) from None
     return JsonResponse(objects.job_object(job))
@@ -277,8 +267,6 @@ def job_detail(request, job_id):
 
 
 def _control(request, job_id, action):
-    from training.jobs import JobError
-
     job = _get_job(request, job_id)
     try:
         getattr(job, action)(by=request.user)

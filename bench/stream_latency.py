@@ -53,7 +53,7 @@ def percentile(values, q):
 def use_layer(config):
     settings.CHANNEL_LAYERS = {"default": config}
     channel_layers.backends.clear()
-    from training.worker import relay
+    from training.live import relay
 
     relay.loop = None
 
@@ -79,7 +79,7 @@ async def measure_pipeline(job, user, n_points):
     """Latency of JobRun.handle_line → consumer, per point, in ms."""
     from asgiref.sync import sync_to_async
 
-    from training.worker import JobRun
+    from training.job_run import JobRun
 
     comm = communicator(job, user)
     connected, _ = await comm.connect(timeout=10)
@@ -115,7 +115,7 @@ async def measure_pipeline(job, user, n_points):
 
 async def measure_bare_layer(job, user, n_points):
     """Baseline: group_send of the same messages, nothing stored, from a thread, in ms."""
-    from training.worker import publish
+    from training.live import publish
 
     comm = communicator(job, user)
     connected, _ = await comm.connect(timeout=10)

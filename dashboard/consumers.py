@@ -25,7 +25,7 @@ Protocol (server → client, JSON text frames; the client sends nothing):
    METRICS_EVENTS metrics events.
 
 2. Then the live messages, as the worker stores rows (shapes from
-   training/payloads.py):
+   training/live.py):
 
        {"kind": "metric",     "data": {"scope", "step", "epoch", "loss", "accuracy", "learning_rate", "tokens_per_second",
                                         "reward_margin", "reward_accuracy"}}
@@ -51,7 +51,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from config.access import is_admin
-from training import payloads
+from training import live
 
 MAX_TRACE_POINTS = 1000
 METRICS_EVENTS = 200
@@ -130,20 +130,18 @@ def job_history(job):
     for checkpoint in checkpoints:
         checkpoint.job = job
     return {
-        "status": payloads.status_payload(job),
+        "status": live.status_payload(job),
         "traces": traces,
         "points": counts,
         "last_step": last,
-        "events": [payloads.event_payload(e) for e in events],
-        "checkpoints": [payloads.checkpoint_payload(c) for c in checkpoints],
+        "events": [live.event_payload(e) for e in events],
+        "checkpoints": [live.checkpoint_payload(c) for c in checkpoints],
     }
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         import asyncio
-
-        from training.worker import relay
 
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -157,9 +155,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         # The worker thread of this process (embedded default) relays through this loop.
-        relay.attach(asyncio.get_running_loop())
+        live.relay.attach(asyncio.get_running_loop())
         # Join before reading the history, so nothing stored in between is missed.
-        self.group = payloads.group_name(self.job)
+        self.group = live.group_name(self.job)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         history = await database_sync_to_async(self._history)()

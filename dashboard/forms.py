@@ -2,7 +2,7 @@ import json
 
 from django import forms
 
-from training.engine.spec import AUTO, form_fields, spec_errors
+from training.engine.spec import AUTO, INTEGRATIONS, WORKER_FIELDS, form_fields, spec_errors
 from training.models import BaseModel, DataFile, FineTuningJob
 
 
@@ -23,8 +23,6 @@ class EvaluatorForm(forms.Form):
 
 # --- Jobs: the new-job / re-run form is generated from JobSpec ---------------
 
-# Set by the worker for every job (its id and folder), never typed by a person.
-WORKER_FIELDS = {"job_id", "output_dir"}
 # The stored spec names the base model and files as Attune knows them, not as paths.
 HELP_OVERRIDES = {
     "model": "The base model to fine-tune (Base models are registered by an admin).",
@@ -32,8 +30,6 @@ HELP_OVERRIDES = {
     "validation_file": "Optional. Loss and accuracy on it are charted during training and measured in full at "
                        "every epoch end.",
 }
-HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
-INTEGRATIONS = {"wandb": "Weights & Biases", "mlflow": "MLflow", "tensorboard": "TensorBoard"}
 
 
 def field_key(name):
@@ -79,7 +75,9 @@ class JobForm(forms.Form):
     `auto` hyperparameters get a number input plus an "auto" switch; each
     integration gets a switch; lists are typed comma-separated. `spec` (after
     `is_valid()`) is the dict `training.jobs.create_job` receives, checked by
-    `spec_errors` so every message lands next to its field.
+    `spec_errors` so every message lands next to its field. Whether the files
+    can start the job is `create_job`'s to say: the view puts its `JobError`
+    next to the field (`add_spec_error`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -156,9 +154,7 @@ class JobForm(forms.Form):
         by_group = {"basic": [], "hyperparameters": [], "advanced": []}
         integrations = {name: [] for name in INTEGRATIONS}
         for meta in self.spec_fields:
-            if meta["name"] in HYPERPARAMETERS:
-                by_group["hyperparameters"].append(self._entry(meta))
-            elif meta["group"] == "integrations":
+            if meta["group"] == "integrations":
                 integrations[meta["name"].split(".")[1]].append(self._entry(meta))
             else:
                 by_group[meta["group"]].append(self._entry(meta))
@@ -203,12 +199,6 @@ class JobForm(forms.Form):
             if key in self._errors:
                 continue
             value = cleaned.get(key)
-            if name in ("training_file", "validation_file") and value:
-                data_file = self.files[value]
-                if not data_file.usable:
-                    self.add_error(key, f"{data_file.filename} ({value}) has {data_file.n_errors} error(s) and "
-                                        "cannot start a job; fix them and upload it again.")
-                    continue
             if meta["auto"]:
                 if cleaned.get(key + "__auto"):
                     if value is not None:

@@ -30,10 +30,10 @@ from dashboard.forms import (
 )
 from training.base_models import BaseModelError, convert_gguf, gguf_to_convert, register_base_model
 from training.datasets import iter_examples, stats_for, store_upload
-from training.engine.spec import BASE_LEARNING_RATE
-from training.jobs import JobError, create_job
+from training.engine.spec import hyperparameters_for
+from training.jobs import create_job, rerun
 from training.management.commands.create_user import make_user
-from training.models import BaseModel, DataFile, FineTuningJob
+from training.models import BaseModel, DataFile, FineTuningJob, JobError
 
 
 def _get_file(file_id):
@@ -248,7 +248,7 @@ def _job_form_page(request, parent):
         if form.is_valid() and not preview:
             try:
                 if parent:
-                    job = parent.rerun(by=request.user, spec=form.spec)
+                    job = rerun(parent, by=request.user, spec=form.spec)
                 else:
                     job = create_job(form.spec, request.user)
             except JobError as exc:
@@ -285,15 +285,13 @@ def _eta(job):
 
 
 def _hyperparameters(job):
-    """(name, as requested, as resolved) for the hyperparameters a person usually looks at."""
-    resolved = job.resolved_spec or {}
-    rows = []
-    for name in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"):
-        if name == "beta" and job.spec.get("method") != "dpo":
-            continue
-        rows.append((name, job.spec.get(name, "auto"), resolved.get(name)))
-    multiplier = resolved.get("learning_rate_multiplier")
-    base_rate = BASE_LEARNING_RATE[job.spec.get("method", "supervised")][job.spec.get("adapter", "lora")]
+    """(name, as requested, as resolved) for the hyperparameters of the job's method, and the learning rate."""
+    values = job.spec_values
+    resolved = values.resolved
+    rows = [(name, getattr(values.requested, name), getattr(resolved, name) if resolved else None)
+            for name in hyperparameters_for(values.method)]
+    multiplier = resolved.learning_rate_multiplier if resolved else None
+    base_rate = values.base_learning_rate
     rows.append(("learning_rate", f"{base_rate:g} × multiplier",
                  f"{base_rate * multiplier:g}" if isinstance(multiplier, int | float) else None))
     return rows
@@ -312,7 +310,7 @@ CHECKPOINT_COLUMNS = {
 
 
 def _checkpoint_columns(job):
-    return CHECKPOINT_COLUMNS["dpo" if job.spec.get("method") == "dpo" else "supervised"]
+    return CHECKPOINT_COLUMNS[job.spec_values.method]
 
 
 def _checkpoint_rows(job):
@@ -332,9 +330,7 @@ def _checkpoint_rows(job):
 
 
 def _job_context(job):
-    return {"job": job, "eta": _eta(job), "method": job.spec.get("method", "supervised"),
-            "adapter": job.spec.get("adapter", "lora"),
-            "checkpoint_headings": [heading for heading, _key in _checkpoint_columns(job)]}
+    return {"job": job, "eta": _eta(job), "checkpoint_headings": [heading for heading, _key in _checkpoint_columns(job)]}
 
 
 JOB_PARTS = {"header": "dashboard/job_header.html", "checkpoints": "dashboard/job_checkpoints.html"}

@@ -1,4 +1,4 @@
-"""Validation of uploaded JSONL training data (openai-contract.md §6).
+"""Validation of uploaded JSONL training data in OpenAI's fine-tuning formats (chat and preference).
 
 `validate_lines(stream)` reads a binary stream line by line — the file is
 never held in memory whole — and returns a `Report`: the format (chat or

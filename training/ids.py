@@ -1,4 +1,5 @@
-"""Public ids in the formats of the OpenAI API: `file-…`, `ftjob-…`, `ftckpt_…`, `ftevent-…`."""
+"""Public ids and timestamps in the formats of the OpenAI API: `file-…`, `ftjob-…`, `ftckpt_…`, `ftevent-…`;
+times as unix seconds."""
 
 import secrets
 import string
@@ -29,3 +30,8 @@ def new_event_id():
 def new_model_tag():
     """The 8-character segment that ends a fine-tuned model's name."""
     return random_tail(8)
+
+
+def unix(dt):
+    """A datetime as the API's unix seconds; None stays None."""
+    return int(dt.timestamp()) if dt else None

@@ -1,57 +1,45 @@
 """Creating fine-tuning jobs: the one path the new-job form, re-run and `POST /v1/fine_tuning/jobs` share.
 
-`create_job(spec, user, parent=None, metadata=None)` follows the contract's
-lifecycle (openai-contract.md §3.5, §3.6):
+`create_job(spec, user, parent=None, metadata=None)` follows OpenAI's
+lifecycle for a new job (`validating_files`, then `queued`):
 
 1. The spec is checked against `JobSpec`; an unknown key or a value out of
-   range raises `JobError` naming the field. So do an unknown base model and
-   an unknown file id: those make no job at all.
+   range raises `JobError` naming the field. So do metadata that breaks
+   OpenAI's limits (16 pairs, keys of 64 and values of 512 characters), a
+   tracker folder outside the job folder, an unknown base model, an unknown
+   file id, and a file that cannot be used for the job's method (it failed
+   validation, is not validated yet, or holds chat examples for a DPO job or
+   the reverse): none of those makes a job at all, and the message names the
+   file's param (`training_file`, `validation_file`).
 2. The job is stored in `validating_files` with the events
    "Created fine-tuning job: …" and "Validating training file: …".
-3. A file that failed validation (or holds the wrong format for the method)
-   fails the job with `error = {code, message, param}`, e.g.
-   `invalid_n_examples` / `training_file`, as OpenAI does.
-4. Otherwise `auto` is resolved with the training file's example count, the
-   resolved spec is stored next to the requested one, and the job is queued
+3. `auto` is resolved with the training file's example count, the resolved
+   spec is stored next to the requested one, and the job is queued
    ("Files validated, moving job to queued state").
 
 The stored `spec` is the `JobSpec` dict as requested (`auto` kept, every
 default filled in) with `model` = the base model's name and the files as
-public ids; `job_id` and `output_dir` are the worker's to fill.
+public ids; the worker fields (`job_id`, `output_dir`) are the worker's to fill.
+
+`rerun(parent, by, spec=None)` is a new job from a job's spec as it was
+requested (or an edited copy), which remembers its parent.
 """
 
 import secrets
 from pathlib import PurePath
 
 from django.db import transaction
-from django.utils import timezone
 
-from training.models import BaseModel, DataFile, FineTuningJob
+from training.engine.spec import WORKER_FIELDS, JobSpec, local_tracking_folder, resolve_auto, spec_errors
+from training.models import BaseModel, DataFile, FineTuningJob, JobError
 
-# Filled in by the worker for each run; a request that sets them is refused.
-WORKER_FIELDS = ("job_id", "output_dir")
 MAX_METADATA_PAIRS = 16
-
-
-class JobError(Exception):
-    """A request that cannot become (or change) a job. `param` names the field, as the API's `param`."""
-
-    def __init__(self, param, message, code="invalid_request", errors=None):
-        super().__init__(message)
-        self.param = param
-        self.message = message
-        self.code = code
-        # Every (field, message) found, for forms that show each error next to its field.
-        self.errors = errors or [(param, message)]
-
-    def as_dict(self):
-        return {"param": self.param, "message": self.message, "code": self.code}
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
 
 
 def check_spec(spec):
     """The typed spec of a request, or JobError naming the first bad field (all of them in `.errors`)."""
-    from training.engine.spec import JobSpec, spec_errors
-
     if not isinstance(spec, dict):
         raise JobError(None, "The job spec must be a JSON object.", "invalid_spec")
     for name in WORKER_FIELDS:
@@ -67,27 +55,29 @@ def check_spec(spec):
     return typed
 
 
+def _inside_job_folder(path):
+    path = PurePath(path)
+    return not path.is_absolute() and ".." not in path.parts
+
+
 def _check_integration_paths(typed):
     # Paths typed by a person stay inside the job folder: a relative path without `..`.
     board = typed.integrations.tensorboard
-    if board is not None and board.log_dir:
-        path = PurePath(board.log_dir)
-        if path.is_absolute() or ".." in path.parts:
-            raise JobError("integrations.tensorboard.log_dir",
-                           "integrations.tensorboard.log_dir: give a folder relative to the job folder, "
-                           "without '..' (leave it empty for <job>/tensorboard).", "invalid_value")
+    if board is not None and board.log_dir and not _inside_job_folder(board.log_dir):
+        raise JobError("integrations.tensorboard.log_dir",
+                       "integrations.tensorboard.log_dir: give a folder relative to the job folder, "
+                       "without '..' (leave it empty for <job>/tensorboard).", "invalid_value")
     flow = typed.integrations.mlflow
     if flow is not None:
-        uri = flow.tracking_uri
-        if not uri.startswith(("http://", "https://", "databricks")):
-            local = PurePath(uri.removeprefix("file://").removeprefix("file:"))
-            if local.is_absolute() or ".." in local.parts:
-                raise JobError("integrations.mlflow.tracking_uri",
-                               "integrations.mlflow.tracking_uri: use an http(s) tracking server, or a folder "
-                               "relative to the job folder without '..'.", "invalid_value")
+        local = local_tracking_folder(flow.tracking_uri)
+        if local is not None and not _inside_job_folder(local):
+            raise JobError("integrations.mlflow.tracking_uri",
+                           "integrations.mlflow.tracking_uri: use an http(s) tracking server, or a folder "
+                           "relative to the job folder without '..'.", "invalid_value")
 
 
 def _check_metadata(metadata):
+    """OpenAI's limits on a job's metadata: string keys and values, 16 pairs, 64 / 512 characters."""
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
@@ -100,11 +90,12 @@ def _check_metadata(metadata):
         if not isinstance(key, str) or not isinstance(value, str):
             raise JobError(f"metadata.{key}", f"metadata.{key}: keys and values must be strings.",
                            "invalid_value")
-        if len(key) > 64:
-            raise JobError("metadata", f"metadata key {key[:20]!r}… is longer than 64 characters.",
+        if len(key) > MAX_METADATA_KEY:
+            raise JobError("metadata", f"metadata key {key[:20]!r}… is longer than {MAX_METADATA_KEY} "
+                                       "characters.", "invalid_value")
+        if len(value) > MAX_METADATA_VALUE:
+            raise JobError(f"metadata.{key}", f"metadata.{key} is longer than {MAX_METADATA_VALUE} characters.",
                            "invalid_value")
-        if len(value) > 512:
-            raise JobError(f"metadata.{key}", f"metadata.{key} is longer than 512 characters.", "invalid_value")
     return metadata
 
 
@@ -118,7 +109,8 @@ def _find_base_model(name):
     return base
 
 
-def _find_file(file_id, param):
+def _find_file(file_id, param, method):
+    """The DataFile `param` names, or JobError when there is none or it cannot feed a job of `method`."""
     if file_id is None:
         return None
     data_file = DataFile.objects.filter(public_id=file_id).first()
@@ -128,25 +120,29 @@ def _find_file(file_id, param):
     if data_file.purpose != "fine-tune":
         raise JobError(param, f"File {file_id} ({param}) has purpose '{data_file.purpose}'; a job needs a "
                               "file uploaded with purpose 'fine-tune'.", "invalid_file_purpose")
+    problem = file_problem(data_file, param, method)
+    if problem:
+        code, message = problem
+        raise JobError(param, message, code)
     return data_file
 
 
 def file_problem(data_file, param, method):
-    """(code, message) when `data_file` cannot feed this job, else None."""
-    if data_file is None:
-        return None
+    """(code, message) when `data_file` cannot feed a job of `method`, else None."""
     label = "Training file" if param == "training_file" else "Validation file"
     if not data_file.usable:
         first = (data_file.errors or [{}])[0]
-        code = first.get("code") or "invalid_file"
-        message = first.get("message") or data_file.status_details or "the file failed validation"
-        if code == "invalid_n_examples":
+        if first.get("code") == "invalid_n_examples":
             # The datasets report speaks of any file; name the one this job uses.
-            message = message.replace("Training file", label)
-        else:
-            more = f" ({data_file.n_errors} errors in all; see the file's report)" if data_file.n_errors > 1 else ""
-            message = f"{label} {data_file.public_id} is invalid: {message}{more}"
-        return code, message
+            return "invalid_n_examples", first["message"].replace("Training file", label)
+        if data_file.status == "uploaded" and not data_file.n_errors:
+            return ("file_not_ready", f"{label} {data_file.public_id} is still being validated; start the job "
+                                      "once its report is ready.")
+        n = data_file.n_errors or 1
+        message = first.get("message") or data_file.status_details or "the file failed validation"
+        return (first.get("code") or "invalid_file",
+                f"{label} {data_file.filename} ({data_file.public_id}) has {n} error(s) and cannot start a job; "
+                f"fix them and upload it again. The first: {message}")
     wanted = "preference" if method == "dpo" else "chat"
     if data_file.format and data_file.format != wanted:
         return ("invalid_file_format",
@@ -156,7 +152,7 @@ def file_problem(data_file, param, method):
 
 
 def create_job(spec, user, parent=None, metadata=None):
-    """Validate a request and make the job; see the module docstring for what raises and what fails."""
+    """Validate a request and make the job; see the module docstring for what raises JobError."""
     spec = dict(spec) if isinstance(spec, dict) else spec
     if isinstance(spec, dict) and "seed" not in spec:
         # OpenAI generates a seed when none is given; storing it makes a re-run reproduce the run.
@@ -164,8 +160,8 @@ def create_job(spec, user, parent=None, metadata=None):
     typed = check_spec(spec)
     metadata = _check_metadata(metadata)
     base = _find_base_model(typed.model)
-    training_file = _find_file(typed.training_file, "training_file")
-    validation_file = _find_file(typed.validation_file, "validation_file")
+    training_file = _find_file(typed.training_file, "training_file", typed.method)
+    validation_file = _find_file(typed.validation_file, "validation_file", typed.method)
 
     stored = typed.model_dump(mode="json", exclude=set(WORKER_FIELDS))
     with transaction.atomic():
@@ -180,15 +176,6 @@ def create_job(spec, user, parent=None, metadata=None):
         validating += f" and validation file: {validation_file.public_id}"
     job.record_event(validating)
 
-    for data_file, param in ((training_file, "training_file"), (validation_file, "validation_file")):
-        problem = file_problem(data_file, param, typed.method)
-        if problem:
-            code, message = problem
-            fail_job(job, code, message, param)
-            return job
-
-    from training.engine.spec import resolve_auto
-
     resolved, _summary = resolve_auto(typed, training_file.n_examples)
     job.resolved_spec = resolved.model_dump(mode="json", exclude=set(WORKER_FIELDS))
     job.status = FineTuningJob.QUEUED
@@ -198,21 +185,6 @@ def create_job(spec, user, parent=None, metadata=None):
     return job
 
 
-def fail_job(job, code, message, param=None, only_from=None):
-    """Mark a job failed with the contract's `error` object; False when it had already left `only_from`."""
-    rows = FineTuningJob.objects.filter(pk=job.pk)
-    if only_from:
-        rows = rows.filter(status__in=only_from)
-    else:
-        rows = rows.exclude(status__in=FineTuningJob.FINISHED)
-    # OpenAI leaves finished_at null on a job that failed before training (seen in real responses).
-    finished_at = timezone.now() if job.started_at else None
-    if not rows.update(status=FineTuningJob.FAILED, error={"code": code, "message": message, "param": param},
-                       finished_at=finished_at, control="", estimated_finish=None):
-        job.refresh_from_db()
-        return False
-    job.refresh_from_db()
-    job.record_event(message, level="error")
-    job._announce_end("fine_tuning.job.failed")
-    return True
-
+def rerun(parent, by, spec=None):
+    """A new job from `parent`'s spec as requested (`auto` kept), or an edited copy of it."""
+    return create_job(parent.spec if spec is None else spec, by, parent=parent, metadata=parent.metadata)

@@ -2,21 +2,51 @@
 
 A job's spec is stored as JSON exactly as it was requested (`auto` kept as
 `auto`, so a re-run asks again) and read through one typed object,
-`training.engine.spec.JobSpec`. The resolved spec (every `auto` replaced by
-a number) is stored next to it when the job starts.
+`training.engine.spec.JobSpec` (`job.spec_values`). The resolved spec (every
+`auto` replaced by a number) is stored next to it when the job starts.
+
+A job's transitions are its own methods: `claim_next`, `cancel`, `pause`,
+`resume`, `fail`, `succeed`. Each stores the new status and the events that
+say why in one transaction, then relays both to the job's watchers
+(`training.live`); a job that ends sends `job_ended`, which the webhooks
+connect to (training/apps.py).
 """
 
+import csv
+import io
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.dispatch import Signal
 from django.utils import timezone
 
-from training import ids
+from config.spreadsheet import safe_row
+from training import ids, live
+from training.engine.spec import SpecValues
+
+# Sent with `job` once a job has ended (succeeded, failed or cancelled) and its closing events are stored.
+job_ended = Signal()
+
+RESULTS_FILENAME = "step_metrics.csv"
+RESULTS_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 
 
-def unix(dt):
-    return int(dt.timestamp()) if dt else None
+class JobError(Exception):
+    """A request that cannot become (or change) a job. `param` names the field, as the API's `param`."""
+
+    def __init__(self, param, message, code="invalid_request", errors=None):
+        super().__init__(message)
+        self.param = param
+        self.message = message
+        self.code = code
+        # Every (field, message) found, for forms that show each error next to its field.
+        self.errors = errors or [(param, message)]
+
+    def as_dict(self):
+        return {"param": self.param, "message": self.message, "code": self.code}
 
 
 class DataFile(models.Model):
@@ -162,11 +192,9 @@ class FineTuningJob(models.Model):
         return self.status in self.FINISHED
 
     @property
-    def typed_spec(self):
-        """The spec as requested, read through the one typed definition."""
-        from training.engine.spec import JobSpec
-
-        return JobSpec.model_validate(self.spec)
+    def spec_values(self):
+        """The spec as requested and as resolved, read through JobSpec (see SpecValues)."""
+        return SpecValues(self.spec, self.resolved_spec)
 
     @property
     def job_dir(self) -> Path:
@@ -182,7 +210,7 @@ class FineTuningJob(models.Model):
             return 1.0
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
-    # --- lifecycle: the queue, cancel / pause / resume, re-run -----------------
+    # --- lifecycle: the queue, cancel / pause / resume, the end -----------------
     # The worker records the engine's process group here, so a worker restarted on
     # the same host can stop an orphaned engine before the job is resumed.
     engine_pid = models.IntegerField(null=True, blank=True)
@@ -191,12 +219,8 @@ class FineTuningJob(models.Model):
 
     @property
     def hyperparameters(self):
-        """The hyperparameters as resolved (numbers), or as requested while still `auto`."""
-        source = self.resolved_spec or self.spec
-        keys = ["n_epochs", "batch_size", "learning_rate_multiplier"]
-        if source.get("method") == "dpo":
-            keys.append("beta")
-        return {k: source.get(k, "auto") for k in keys}
+        """The hyperparameters of the job's method as resolved (numbers), or as requested while still `auto`."""
+        return self.spec_values.hyperparameters()
 
     @classmethod
     def claim_next(cls, worker):
@@ -207,10 +231,6 @@ class FineTuningJob(models.Model):
         a conditional UPDATE … WHERE status='queued' instead, and a row count of
         0 means somebody else got there first, so try the next one.
         """
-        from django.db import connection, transaction
-        from django.db.models import F, Value
-        from django.db.models.functions import Coalesce
-
         now = timezone.now()
         changes = {"status": cls.RUNNING, "worker": worker, "heartbeat_at": now, "control": "",
                    "attempts": F("attempts") + 1, "started_at": Coalesce(F("started_at"), Value(now))}
@@ -230,23 +250,43 @@ class FineTuningJob(models.Model):
                     break
         return cls.objects.get(pk=job.pk)
 
-    def record_event(self, message, level="info", type="message", data=None, dedupe_key=None):
-        """Store an event (once per dedupe_key) and relay it to the job's watchers."""
-        event = JobEvent(job=self, message=message, level=level, type=type, data=data, dedupe_key=dedupe_key)
+    def store_event(self, message, level="info", type="message", data=None, dedupe_key=None):
+        """Store an event (once per dedupe_key) without relaying it: for a transaction that relays after."""
         if dedupe_key:
             event, _created = JobEvent.objects.get_or_create(
                 job=self, dedupe_key=dedupe_key,
                 defaults={"message": message, "level": level, "type": type, "data": data})
-        else:
-            event.save()
-        from training.worker import publish_event
+            return event
+        return JobEvent.objects.create(job=self, message=message, level=level, type=type, data=data)
 
-        publish_event(self, event)
+    def record_event(self, message, level="info", type="message", data=None, dedupe_key=None):
+        """Store an event (once per dedupe_key) and relay it to the job's watchers."""
+        event = self.store_event(message, level=level, type=type, data=data, dedupe_key=dedupe_key)
+        live.publish_event(self, event)
         return event
 
-    def _refuse(self, action, allowed):
-        from training.jobs import JobError
+    def publish_status(self):
+        live.publish_status(self)
 
+    def change_status(self, status, *, only_from, events=(), **changes):
+        """Set `status` (and `changes`) if the job is still in one of `only_from`, storing `events` (each a
+        dict of record_event's arguments) in the same transaction, so whoever sees the status also sees why;
+        then relay both. False, and nothing stored, when somebody else changed the job first."""
+        with transaction.atomic():
+            if not FineTuningJob.objects.filter(pk=self.pk, status__in=only_from).update(status=status, **changes):
+                self.refresh_from_db()
+                return False
+            stored = [self.store_event(**event) for event in events]
+        self.refresh_from_db()
+        self._relay(stored)
+        return True
+
+    def _relay(self, events):
+        for event in events:
+            live.publish_event(self, event)
+        live.publish_status(self)
+
+    def _refuse(self, action, allowed):
         raise JobError("fine_tuning_job_id",
                        f"Job {self.public_id} is {self.status}; only a job that is {allowed} can be {action}.",
                        "invalid_job_state")
@@ -256,30 +296,61 @@ class FineTuningJob(models.Model):
         self.refresh_from_db()
         if self.status not in self.ACTIVE:
             self._refuse("cancelled", "validating, queued, running or paused")
-        was_running = self.status == self.RUNNING
-        now = timezone.now()
-        updated = FineTuningJob.objects.filter(pk=self.pk, status=self.status).update(
-            status=self.CANCELLED, control="cancel" if was_running else "", finished_at=now,
-            estimated_finish=None)
-        self.refresh_from_db()
-        if not updated:  # the worker changed it meanwhile (finished, failed…): say what it is now
-            return self.cancel(by)
         who = f" by {by.get_username()}" if by is not None else ""
-        self.record_event(f"The job was cancelled{who}.", level="warn")
-        self._announce_end("fine_tuning.job.cancelled")
+        if not self.change_status(
+                self.CANCELLED, only_from=[self.status], control="cancel" if self.status == self.RUNNING else "",
+                finished_at=timezone.now(), estimated_finish=None,
+                events=[{"message": f"The job was cancelled{who}.", "level": "warn"}]):
+            return self.cancel(by)  # the worker changed it meanwhile (finished, failed…): say what it is now
+        job_ended.send(sender=FineTuningJob, job=self)
         return self
+
+    def fail(self, code, message, param=None, only_from=ACTIVE):
+        """End the job with OpenAI's `error` object; False when it had already left `only_from`."""
+        # OpenAI leaves finished_at null on a job that failed before training (seen in real responses).
+        finished_at = timezone.now() if self.started_at else None
+        if not self.change_status(self.FAILED, only_from=only_from,
+                                  error={"code": code, "message": message, "param": param},
+                                  finished_at=finished_at, control="", estimated_finish=None,
+                                  events=[{"message": message, "level": "error"}]):
+            return False
+        job_ended.send(sender=FineTuningJob, job=self)
+        return True
+
+    def succeed(self, trained_tokens=None):
+        """End a running job whose engine is done: the fine-tuned model's name (carried by the final epoch's
+        checkpoint), the results file, the closing events. False when the job is no longer running."""
+        name = self.model_name()
+        results = self.store_results_file()
+        with transaction.atomic():
+            if not FineTuningJob.objects.filter(pk=self.pk, status=self.RUNNING).update(
+                    status=self.SUCCEEDED, fine_tuned_model=name, finished_at=timezone.now(),
+                    trained_tokens=trained_tokens, result_files=[results.public_id],
+                    step=self.total_steps or self.step, estimated_finish=None, control="", engine_pid=None):
+                self.refresh_from_db()
+                return False
+            final = self.checkpoints.order_by("-epoch").first()
+            if final is not None and not (final.is_final and final.model_tag == self.model_tag):
+                self.checkpoints.exclude(pk=final.pk).update(is_final=False)
+                final.is_final, final.model_tag = True, self.model_tag
+                final.save(update_fields=["is_final", "model_tag"])
+            events = [self.store_event(f"New fine-tuned model created: {name}", dedupe_key="model-created"),
+                      self.store_event("The job has successfully completed", dedupe_key="succeeded")]
+        self.refresh_from_db()
+        if final is not None:
+            final.job = self
+            live.publish_checkpoint(self, final)
+        self._relay(events)
+        job_ended.send(sender=FineTuningJob, job=self)
+        return True
 
     def pause(self, by=None):
         """A running job saves its state and stops (status becomes `paused` once saved); a queued job
         simply leaves the queue."""
         self.refresh_from_db()
-        if self.status == self.QUEUED:
-            if FineTuningJob.objects.filter(pk=self.pk, status=self.QUEUED).update(status=self.PAUSED):
-                self.refresh_from_db()
-                self.record_event("The job was paused before it started; resume puts it back in the queue.")
-                self.publish_status()
-                return self
-            self.refresh_from_db()
+        if self.status == self.QUEUED and self.change_status(self.PAUSED, only_from=[self.QUEUED], events=[
+                {"message": "The job was paused before it started; resume puts it back in the queue."}]):
+            return self
         if self.status != self.RUNNING or self.control:
             self._refuse("paused", "queued, or running with no cancel or pause already requested")
         if not FineTuningJob.objects.filter(pk=self.pk, status=self.RUNNING, control="").update(control="pause"):
@@ -292,31 +363,51 @@ class FineTuningJob(models.Model):
     def resume(self, by=None):
         """Put a paused job back in the queue; its engine continues from the saved state."""
         self.refresh_from_db()
-        if self.status != self.PAUSED or not FineTuningJob.objects.filter(
-                pk=self.pk, status=self.PAUSED).update(status=self.QUEUED, control="", worker="",
-                                                        engine_pid=None):
+        if self.status != self.PAUSED or not self.change_status(
+                self.QUEUED, only_from=[self.PAUSED], control="", worker="", engine_pid=None,
+                events=[{"message": f"The job was resumed at step {self.step} and is queued again."}]):
             self._refuse("resumed", "paused")
-        self.refresh_from_db()
-        self.record_event(f"The job was resumed at step {self.step} and is queued again.")
-        self.publish_status()
         return self
 
-    def rerun(self, by, spec=None):
-        """A new job from this job's spec (as requested, `auto` kept), or an edited copy of it."""
-        from training.jobs import create_job
+    # --- what a finished job leaves ---------------------------------------------
 
-        return create_job(self.spec if spec is None else spec, by, parent=self, metadata=self.metadata)
+    def results_csv(self):
+        """OpenAI's results CSV: one row per training step; validation columns blank where none ran."""
+        valid = {}
+        for scope in ("full", "sampled"):  # a sampled figure wins over a full one at the same step
+            points = self.metric_points.filter(scope=scope).values_list("step", "loss", "accuracy")
+            for step, loss, accuracy in points:
+                valid[step] = (loss, accuracy)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(RESULTS_COLUMNS)
+        rows = self.metric_points.filter(scope="train").order_by("step").values_list("step", "loss", "accuracy")
+        for step, loss, accuracy in rows:
+            v_loss, v_accuracy = valid.get(step, (None, None))
+            writer.writerow(safe_row([step, _figure(loss), _figure(accuracy), _figure(v_loss), _figure(v_accuracy)]))
+        return out.getvalue()
 
-    def publish_status(self):
-        from training.worker import publish_status
+    def store_results_file(self):
+        """The results CSV as a plain file of purpose `fine-tune-results` (stored once per job).
 
-        publish_status(self)
+        On disk it is the plain CSV; `GET /v1/files/{id}/content` returns it base64-encoded, as OpenAI does.
+        """
+        existing = DataFile.objects.filter(public_id__in=self.result_files or []).first()
+        if existing is not None:
+            return existing
+        body = self.results_csv().encode()
+        data_file = DataFile(filename=RESULTS_FILENAME, owner=self.created_by, purpose="fine-tune-results",
+                             status="processed", bytes=len(body))
+        relative = Path(data_file.public_id) / RESULTS_FILENAME
+        (settings.FILES_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
+        (settings.FILES_DIR / relative).write_bytes(body)
+        data_file.path = str(relative)
+        data_file.save()
+        return data_file
 
-    def _announce_end(self, event_type):
-        from training.webhooks import enqueue
 
-        self.publish_status()
-        enqueue(self, event_type)
+def _figure(value):
+    return "" if value is None else f"{value:.6g}"
 
 
 class Checkpoint(models.Model):

@@ -1,14 +1,15 @@
 """Webhooks: `fine_tuning.job.succeeded | failed | cancelled`, signed per Standard Webhooks.
 
-As openai-contract.md §8: the body is
+The body is OpenAI's webhook event,
 `{"id": "evt_…", "object": "event", "created_at": s, "type": …, "data": {"id": "ftjob-…"}}`; the
 headers `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256>` over
 `"{id}.{timestamp}.{body}"`, keyed with the base64-decoded part of the endpoint's `whsec_` secret,
 so `openai.OpenAI().webhooks.unwrap(body, headers, secret=…)` accepts them.
 
-`enqueue(job, event_type)` stores one delivery per subscribed endpoint (the page or worker that
-ended the job never waits on the network); the worker's webhook thread calls `deliver_due()` every
-second. A delivery that does not get a 2xx answer is retried with exponential backoff
+A job that ends sends `training.models.job_ended`; `on_job_ended` (connected in training/apps.py)
+stores one delivery per subscribed endpoint with `enqueue(job, event_type)`, so the page or worker
+that ended the job never waits on the network; the worker's webhook thread calls `deliver_due()`
+every second. A delivery that does not get a 2xx answer is retried with exponential backoff
 (`BACKOFF_S` × 2^attempt, at most `MAX_BACKOFF_S` apart) up to `MAX_ATTEMPTS` times (about 72 hours
 in all, like OpenAI's), then marked failed. Every attempt's status code is kept.
 """
@@ -70,6 +71,10 @@ def enqueue(job, event_type):
         created.append(WebhookDelivery.objects.create(endpoint=endpoint, event_id=event_id, event_type=event_type,
                                                       job=job, body=body))
     return created
+
+
+def on_job_ended(sender, job, **kwargs):
+    enqueue(job, f"fine_tuning.job.{job.status}")
 
 
 def backoff(attempts):

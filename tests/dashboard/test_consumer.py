@@ -11,8 +11,8 @@ from django.contrib.auth.models import AnonymousUser
 from dashboard.consumers import MAX_TRACE_POINTS, lttb
 from dashboard.routing import websocket_urlpatterns
 from tests.factories import make_claimed_job, make_user
+from training.job_run import JobRun
 from training.models import MetricPoint
-from training.worker import JobRun
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from dashboard.forms import WORKER_FIELDS, JobForm, field_key
+from dashboard.forms import JobForm, field_key
 from tests.factories import make_data_file
-from training.engine.spec import form_fields
+from training.engine.spec import WORKER_FIELDS, form_fields
 from training.models import FineTuningJob
 
 

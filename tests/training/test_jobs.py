@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.factories import chat_lines, preference_lines, upload
-from training.jobs import JobError, create_job
+from training.jobs import JobError, create_job, rerun
 from training.models import FineTuningJob
 
 pytestmark = pytest.mark.django_db
@@ -102,31 +102,32 @@ def test_an_unknown_validation_file_is_named_as_validation_file(base_model, trai
     assert caught.value.param == "validation_file"
 
 
-def test_a_file_with_too_few_examples_fails_the_job_while_validating(base_model, admin_user):
+def test_a_file_with_too_few_examples_is_refused_naming_it(base_model, admin_user):
     small = upload(chat_lines(3))
-    job = create_job({"model": "attune-tiny", "training_file": small.public_id}, admin_user)
-    assert job.status == FineTuningJob.FAILED
-    assert job.error == {"code": "invalid_n_examples", "param": "training_file",
-                         "message": "Training file has 3 example(s), but must have at least 10 examples."}
-    assert job.finished_at is None  # as OpenAI: a job that failed validation has no finish time
-    assert messages_of(job)[-1] == job.error["message"]
-    assert job.events.order_by("-id").first().level == "error"
+    with pytest.raises(JobError) as caught:
+        create_job({"model": "attune-tiny", "training_file": small.public_id}, admin_user)
+    assert caught.value.as_dict() == {
+        "code": "invalid_n_examples", "param": "training_file",
+        "message": "Training file has 3 example(s), but must have at least 10 examples."}
+    assert FineTuningJob.objects.count() == 0
 
 
-def test_a_broken_validation_file_fails_the_job_naming_validation_file(base_model, train_file, admin_user):
+def test_a_broken_validation_file_is_refused_naming_validation_file(base_model, train_file, admin_user):
     broken = upload(chat_lines(12) + "{not json\n")
-    job = create_job(spec_for(train_file, validation_file=broken.public_id), admin_user)
-    assert job.status == FineTuningJob.FAILED
-    assert job.error["param"] == "validation_file"
-    assert job.error["code"] == "invalid_json"
-    assert "line 13" in job.error["message"].lower()
+    with pytest.raises(JobError) as caught:
+        create_job(spec_for(train_file, validation_file=broken.public_id), admin_user)
+    assert caught.value.param == "validation_file"
+    assert caught.value.code == "invalid_json"
+    assert "line 13" in caught.value.message.lower()
+    assert FineTuningJob.objects.count() == 0
 
 
-def test_a_dpo_job_on_chat_data_fails_with_the_format_named(base_model, train_file, admin_user):
-    job = create_job(spec_for(train_file, method="dpo"), admin_user)
-    assert job.status == FineTuningJob.FAILED
-    assert job.error["code"] == "invalid_file_format" and job.error["param"] == "training_file"
-    assert "preference" in job.error["message"]
+def test_a_dpo_job_on_chat_data_is_refused_with_the_format_named(base_model, train_file, admin_user):
+    with pytest.raises(JobError) as caught:
+        create_job(spec_for(train_file, method="dpo"), admin_user)
+    assert caught.value.code == "invalid_file_format" and caught.value.param == "training_file"
+    assert "preference" in caught.value.message
+    assert FineTuningJob.objects.count() == 0
 
 
 def test_a_dpo_job_on_preference_data_is_queued_with_beta_resolved(base_model, admin_user):
@@ -209,18 +210,18 @@ def test_only_a_paused_job_can_be_resumed(queued_job):
     assert "only a job that is paused" in caught.value.message
 
 
-def test_a_failed_job_cannot_be_paused(base_model, admin_user):
-    job = create_job({"model": "attune-tiny", "training_file": upload(chat_lines(2)).public_id}, admin_user)
+def test_a_failed_job_cannot_be_paused(queued_job):
+    queued_job.fail("training_error", "The training failed.")
     with pytest.raises(JobError):
-        job.pause()
+        queued_job.pause()
 
 
 def test_rerun_copies_the_spec_as_requested_and_records_the_parent(queued_job, admin_user):
-    child = queued_job.rerun(by=admin_user)
+    child = rerun(queued_job, by=admin_user)
     assert child.parent == queued_job and child.status == "queued"
     assert child.spec == queued_job.spec and child.spec["batch_size"] == "auto"
     assert list(queued_job.reruns.all()) == [child]
-    edited = queued_job.rerun(by=admin_user, spec={**queued_job.spec, "n_epochs": 3})
+    edited = rerun(queued_job, by=admin_user, spec={**queued_job.spec, "n_epochs": 3})
     assert edited.spec["n_epochs"] == 3 and edited.parent == queued_job
 
 

@@ -9,9 +9,8 @@ import openai
 import pytest
 from django.utils import timezone
 
-from tests.factories import chat_lines, make_job, make_user, upload
+from tests.factories import make_job, make_user
 from training import webhooks
-from training.jobs import create_job
 from training.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
@@ -77,9 +76,9 @@ def test_a_cancelled_job_sends_an_event_the_openai_sdk_verifies(job, receiver):
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
 
 
-def test_a_job_that_fails_validation_sends_the_failed_event(admin_user, base_model, receiver):
+def test_a_failed_job_sends_the_failed_event(job, receiver):
     endpoint_for(receiver.url)
-    create_job({"model": "attune-tiny", "training_file": upload(chat_lines(2)).public_id}, admin_user)
+    job.fail("training_error", "The training failed.")
     webhooks.deliver_due()
     assert json.loads(receiver.requests[0][1])["type"] == "fine_tuning.job.failed"
 

@@ -13,8 +13,10 @@ import pytest
 from django.utils import timezone
 
 from tests.factories import chat_lines, make_claimed_job, upload
+from training.job_run import JobRun
+from training.launch import engine_command, engine_env, engine_spec
 from training.models import Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
-from training.worker import HOST, JobRun, Worker, engine_command, engine_env, results_csv
+from training.worker import HOST, Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -161,7 +163,7 @@ def test_the_results_csv_falls_back_to_the_full_validation_figures(running):
     feed(run, [{"type": "metrics", "step": 10, "total_steps": 20, "epoch": 1, "train_loss": 1.0},
                {"type": "eval", "scope": "full", "step": 10, "epoch": 1, "full_valid_loss": 0.5,
                 "full_valid_mean_token_accuracy": 0.75}])
-    assert results_csv(running).splitlines()[1] == "10,1,,0.5,0.75"
+    assert running.results_csv().splitlines()[1] == "10,1,,0.5,0.75"
 
 
 def test_an_error_line_fails_the_job_with_its_code(running):
@@ -249,7 +251,7 @@ WORKER_ENV = {
 
 
 def test_the_engine_gets_only_the_allowed_part_of_the_workers_environment(running):
-    spec = JobRun(running, running.worker).engine_spec()
+    spec = engine_spec(running)
     env = engine_env(spec, WORKER_ENV)
     assert env == {
         "PATH": "/usr/bin", "HOME": "/home/attune", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HF_TOKEN": "hf-token",
@@ -258,7 +260,7 @@ def test_the_engine_gets_only_the_allowed_part_of_the_workers_environment(runnin
 
 
 def test_a_trackers_variables_reach_only_a_job_that_uses_it(running):
-    spec = JobRun(running, running.worker).engine_spec()
+    spec = engine_spec(running)
     wandb = engine_env({**spec, "integrations": {"wandb": {"project": "p"}}}, WORKER_ENV)
     assert wandb["WANDB_API_KEY"] == "wandb-key" and wandb["WANDB_RUN_ID"] == running.public_id
     assert "MLFLOW_TRACKING_TOKEN" not in wandb
@@ -270,7 +272,7 @@ def test_a_trackers_variables_reach_only_a_job_that_uses_it(running):
 
 
 def test_the_engine_gets_paths_inside_the_job_folder(running):
-    spec = JobRun(running, running.worker).engine_spec()
+    spec = engine_spec(running)
     assert spec["output_dir"] == str(running.job_dir)
     assert spec["training_file"] == str(running.training_file.full_path)
     assert spec["job_id"] == running.public_id

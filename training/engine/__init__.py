@@ -6,14 +6,14 @@ stdout, and stores each line. Importing this package imports nothing heavy:
 the Django side imports `training.engine.spec` for the form and the API.
 
 Features
-- Supervised fine-tuning on chat JSONL (contract §6.1) with the loss on
+- Supervised fine-tuning on OpenAI's chat JSONL with the loss on
   assistant tokens only; `"weight": 0` assistant messages stay in context
   but are not trained on (data.py). Examples longer than `max_seq_length`
   are truncated from the end, with a `message` line (level warn) saying how
   many; a `max_seq_length` beyond the model's context is an error.
 - Packing (`packing: true`): TRL best-fit-decreasing packing, padding-free,
   with per-example position_ids so examples never attend to each other.
-- DPO on preference JSONL (§6.2, `*_output` or `*_completion` names), TRL's
+- DPO on OpenAI's preference JSONL (`*_output` or `*_completion` names), TRL's
   DPOTrainer; with LoRA the reference is the base model (adapter disabled).
 - LoRA (PEFT) or full fine-tuning; transformers Trainer / TRL trainers
   throughout, no hand-written loop. fp32 and no gradient checkpointing on

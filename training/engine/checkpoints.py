@@ -29,13 +29,15 @@ import pathlib
 import re
 import shutil
 
+from .spec import WORKER_FIELDS
+
 MARKER = "COMPLETE"
 SPEC_FILE = "attune_spec.json"
 STATE_FILE = "attune_state.json"
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
 
 # The spec fields that may differ between a run and its resume without changing the training.
-IGNORED_ON_RESUME = {"integrations", "job_id", "output_dir", "suffix", "n_gpus"}
+IGNORED_ON_RESUME = {*WORKER_FIELDS, "integrations", "suffix", "n_gpus"}
 EPOCH_FOLDER = re.compile(r"epoch-\d+-step-\d+")
 TRASH_SUFFIX = ".old"
 

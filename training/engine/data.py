@@ -1,4 +1,4 @@
-"""Reading JSONL files (contract §6) and turning them into model inputs.
+"""Reading JSONL files in OpenAI's fine-tuning formats and turning them into model inputs.
 
 Chat lines (`{"messages": [...]}`) become `input_ids` + `labels`: the text is
 rendered with the tokenizer's own chat template, and only the tokens of

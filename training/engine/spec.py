@@ -6,8 +6,14 @@ this module imports pydantic only (no torch), so Django pages stay fast.
 
 What it gives:
 
-- `JobSpec`: every field with help text, range and group ("basic",
-  "advanced", "integrations"); unknown keys are refused (`extra="forbid"`).
+- `JobSpec`: every field with help text, range and tags: its group ("basic",
+  "hyperparameters", "advanced", "integrations", "worker"), the methods it
+  applies to, whether OpenAI's request has a place for it; unknown keys are
+  refused (`extra="forbid"`). Every list of field names (`HYPERPARAMETERS`,
+  `hyperparameters_for(method)`, `WORKER_FIELDS`, `AUTO_FIELDS`, …) is derived
+  from the tags, here and nowhere else.
+- `SpecValues(requested, resolved)`: a stored job's values by field name, as
+  requested, as resolved, and the one to show.
 - `spec_errors(data)`: `[(field, message), ...]`, the field as a dotted path
   (`integrations.wandb.project`), for forms and API `param`s.
 - `resolve_auto(spec, n_train_examples)`: a copy with every "auto" replaced
@@ -37,7 +43,7 @@ fields, several training files per job.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -53,8 +59,23 @@ AUTO_BATCH_SIZE_CAP = 32
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
-def _field(default=..., *, description, group="basic", **kwargs):
+# The tags on each field (`json_schema_extra`, like the `metadata` of TRL's config dataclasses), from
+# which every list of field names is derived (`names`, `hyperparameters_for`, `WORKER_FIELDS`, …):
+#   group    basic | hyperparameters | advanced | integrations | worker (filled in by the worker for each
+#            run, never typed by a person); the form's sections follow it
+#   methods  the methods a field applies to, when not all of them
+#   openai   the field has its own place in OpenAI's job request (the others come under `attune`)
+#   auto     the field may be "auto", resolved once at job start (with its `min` and `max`)
+GROUPS = ("basic", "hyperparameters", "advanced", "integrations", "worker")
+
+
+def _field(default=..., *, description, group="basic", methods=None, openai=False, **kwargs):
+    assert group in GROUPS, group
     extra = {"group": group}
+    if methods:
+        extra["methods"] = list(methods)
+    if openai:
+        extra["openai"] = True
     extra.update(kwargs.pop("json_schema_extra", {}))
     return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
@@ -82,6 +103,13 @@ class MlflowIntegration(_Strict):
                              group="integrations", min_length=1, max_length=256)
 
 
+def local_tracking_folder(uri: str) -> str | None:
+    """The folder an MLflow tracking URI names when it is local (`file:` dropped), None for a server."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return uri.removeprefix("file://").removeprefix("file:")
+
+
 class TensorboardIntegration(_Strict):
     log_dir: str | None = _field(None, description="TensorBoard log folder; <output_dir>/tensorboard if empty.",
                                  group="integrations")
@@ -89,11 +117,11 @@ class TensorboardIntegration(_Strict):
 
 class Integrations(_Strict):
     wandb: WandbIntegration | None = _field(None, description="Log metrics and config to Weights & Biases.",
-                                            group="integrations")
+                                            group="integrations", title="Weights & Biases")
     mlflow: MlflowIntegration | None = _field(None, description="Log metrics and params to MLflow.",
-                                              group="integrations")
+                                              group="integrations", title="MLflow")
     tensorboard: TensorboardIntegration | None = _field(None, description="Write TensorBoard event files.",
-                                                        group="integrations")
+                                                        group="integrations", title="TensorBoard")
 
 
 class JobSpec(_Strict):
@@ -101,38 +129,42 @@ class JobSpec(_Strict):
 
     # --- basic -------------------------------------------------------------
     job_id: str | None = _field(None, description="Public id of the job (ftjob-…); also the W&B run id.",
-                                max_length=128)
-    model: str = _field(description="Base model: a Hugging Face model id or a local folder.", min_length=1)
-    training_file: str = _field(description="Path of the training JSONL file.", min_length=1)
-    validation_file: str | None = _field(None, description="Path of the validation JSONL file (optional).")
+                                group="worker", max_length=128)
+    model: str = _field(description="Base model: a Hugging Face model id or a local folder.", openai=True,
+                        min_length=1)
+    training_file: str = _field(description="Path of the training JSONL file.", openai=True, min_length=1)
+    validation_file: str | None = _field(None, description="Path of the validation JSONL file (optional).",
+                                         openai=True)
     method: Literal["supervised", "dpo"] = _field(
         "supervised", description="supervised: learn the assistant answers; dpo: learn to prefer one answer "
-                                  "over another.")
+                                  "over another.", openai=True)
     adapter: Literal["lora", "full"] = _field(
         "lora", description="lora: train small low-rank adapters (fast, small checkpoints); full: train every "
                             "weight.")
+
+    # --- hyperparameters ---------------------------------------------------
     n_epochs: Annotated[int, Field(ge=1, le=50)] | Literal["auto"] = _field(
-        AUTO, description="Passes over the training file (1–50, or auto).",
+        AUTO, description="Passes over the training file (1–50, or auto).", group="hyperparameters", openai=True,
         json_schema_extra={"min": 1, "max": 50, "auto": True})
     batch_size: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = _field(
         AUTO, description="Examples per optimizer step, across all GPUs (1–256, or auto). With packing, "
-                          "packed rows per step.",
+                          "packed rows per step.", group="hyperparameters", openai=True,
         json_schema_extra={"min": 1, "max": 256, "auto": True})
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=MAX_LEARNING_RATE_MULTIPLIER)] | Literal["auto"] = _field(
         AUTO, description=f"Multiplies the base learning rate (supervised: LoRA "
                           f"{BASE_LEARNING_RATE['supervised']['lora']:g}, full "
                           f"{BASE_LEARNING_RATE['supervised']['full']:g}; DPO: LoRA "
                           f"{BASE_LEARNING_RATE['dpo']['lora']:g}, full {BASE_LEARNING_RATE['dpo']['full']:g}); "
-                          f"> 0 and ≤ {MAX_LEARNING_RATE_MULTIPLIER:g}, or auto.",
-        json_schema_extra={"min": 0, "max": MAX_LEARNING_RATE_MULTIPLIER, "auto": True})
+                          f"> 0 and ≤ {MAX_LEARNING_RATE_MULTIPLIER:g}, or auto.", group="hyperparameters",
+        openai=True, json_schema_extra={"min": 0, "max": MAX_LEARNING_RATE_MULTIPLIER, "auto": True})
     beta: Annotated[float, Field(gt=0, le=2)] | Literal["auto"] = _field(
         AUTO, description="DPO only: how close the model stays to the base model; higher is closer "
-                          "((0, 2], or auto).",
+                          "((0, 2], or auto).", group="hyperparameters", methods=["dpo"], openai=True,
         json_schema_extra={"min": 0, "max": 2, "auto": True})
-    seed: int = _field(0, description="Random seed: the same spec and data give the same run.",
+    seed: int = _field(0, description="Random seed: the same spec and data give the same run.", openai=True,
                        ge=0, le=2147483647)
     suffix: str | None = _field(None, description="Up to 64 characters added to the fine-tuned model name.",
-                                max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+                                openai=True, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 
     # --- LoRA --------------------------------------------------------------
     lora_r: int = _field(16, description="LoRA rank: size of the adapter matrices.", group="advanced",
@@ -158,7 +190,8 @@ class JobSpec(_Strict):
     weight_decay: float = _field(0.0, description="AdamW weight decay.", group="advanced", ge=0, le=1)
     packing: bool = _field(False, description="Pack several examples into rows of max_seq_length; examples "
                                               "never attend to each other. Faster when example lengths vary; "
-                                              "supervised only.", group="advanced")
+                                              "supervised only.", group="advanced",
+                            methods=["supervised"])
     eval_interval: int = _field(10, description="Evaluate on a fixed sample of the validation file every "
                                                 "this many steps.", group="advanced", ge=1, le=100000)
     eval_samples: int = _field(16, description="Size of that fixed validation sample.", group="advanced",
@@ -171,11 +204,12 @@ class JobSpec(_Strict):
     n_gpus: int = _field(1, description="GPUs for this job; more than 1 launches torchrun.", group="advanced",
                          ge=1, le=64)
     output_dir: str = _field("var/jobs/local", description="The job folder; checkpoints go under it.",
-                             group="advanced", min_length=1)
+                             group="worker", min_length=1)
 
     # --- integrations ------------------------------------------------------
     integrations: Integrations = _field(default_factory=Integrations,
-                                        description="Experiment trackers to log to.", group="integrations")
+                                        description="Experiment trackers to log to.", group="integrations",
+                                        openai=True)
 
     @field_validator("lora_target_modules")
     @classmethod
@@ -192,7 +226,7 @@ class JobSpec(_Strict):
                 raise ValueError(
                     f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps × n_gpus "
                     f"({per_step})")
-        if self.packing and self.method == "dpo":
+        if self.packing and not applies_to("packing", self.method):
             raise ValueError("packing applies to supervised fine-tuning only; turn it off for DPO")
         return self
 
@@ -201,6 +235,71 @@ class JobSpec(_Strict):
         if self.learning_rate_multiplier == AUTO:
             return None
         return BASE_LEARNING_RATE[self.method][self.adapter] * self.learning_rate_multiplier
+
+
+# --- the lists of names, each derived from the tags once ----------------------
+
+def _tags(info) -> dict:
+    return info.json_schema_extra or {}
+
+
+def names(group: str) -> tuple[str, ...]:
+    """The JobSpec fields of one group, in the order JobSpec declares them."""
+    return tuple(name for name, info in JobSpec.model_fields.items() if _tags(info)["group"] == group)
+
+
+METHODS = get_args(JobSpec.model_fields["method"].annotation)
+HYPERPARAMETERS = names("hyperparameters")
+# Filled in by the worker for each run (the job's id and folder); never stored, never typed by a person.
+WORKER_FIELDS = names("worker")
+# What may be "auto": the values the resolved spec holds in place of the requested ones.
+AUTO_FIELDS = tuple(name for name, info in JobSpec.model_fields.items() if _tags(info).get("auto"))
+OPENAI_FIELDS = tuple(name for name, info in JobSpec.model_fields.items() if _tags(info).get("openai"))
+# Each integration and its name for people.
+INTEGRATIONS = {name: info.title for name, info in Integrations.model_fields.items()}
+
+
+def applies_to(name: str, method: str) -> bool:
+    methods = _tags(JobSpec.model_fields[name]).get("methods")
+    return methods is None or method in methods
+
+
+def hyperparameters_for(method: str | None = None) -> tuple[str, ...]:
+    """The hyperparameters a job of `method` takes; with no method, those that every method takes."""
+    if method is None:
+        return tuple(name for name in HYPERPARAMETERS if "methods" not in _tags(JobSpec.model_fields[name]))
+    return tuple(name for name in HYPERPARAMETERS if applies_to(name, method))
+
+
+class SpecValues:
+    """A job's spec as requested and as resolved, read through JobSpec (its defaults fill what a stored spec
+    leaves out).
+
+    `values.requested.n_epochs` is what was asked for ("auto" kept), `values.resolved.n_epochs` what the
+    job runs with (`resolved` is None until the job has been resolved), and `values.n_epochs` the one to
+    show: the resolved value of a field that may be "auto" once there is one, else the requested value.
+    """
+
+    def __init__(self, requested: dict | None, resolved: dict | None = None):
+        # No validation: a stored spec was validated when it was stored, and reading it must not fail.
+        self.requested = JobSpec.model_construct(**(requested or {}))
+        self.resolved = JobSpec.model_construct(**resolved) if resolved else None
+
+    def __getattr__(self, name):
+        if name not in JobSpec.model_fields:
+            raise AttributeError(name)
+        if self.resolved is not None and name in AUTO_FIELDS:
+            return getattr(self.resolved, name)
+        return getattr(self.requested, name, None)
+
+    def hyperparameters(self) -> dict:
+        """{name: value} for the hyperparameters of the job's method."""
+        return {name: getattr(self, name) for name in hyperparameters_for(self.method)}
+
+    @property
+    def base_learning_rate(self) -> float:
+        """The learning rate at multiplier 1 for the job's method and adapter."""
+        return BASE_LEARNING_RATE[self.method][self.adapter]
 
 
 def spec_errors(data: Any) -> list[tuple[str, str]]:
@@ -233,7 +332,7 @@ def _errors_from(exc: ValidationError) -> list[tuple[str, str]]:
         if field in union_errors:
             # An int | "auto" union reports one error per branch; say it once.
             low, high = meta
-            if field in ("n_epochs", "batch_size"):
+            if _type_name(JobSpec.model_fields[field].annotation) == "int":
                 result.append((field, f"must be an integer from {low} to {high}, or 'auto'"))
             else:
                 result.append((field, f"must be a number greater than {low:g} and at most {high:g}, or 'auto'"))
@@ -323,14 +422,8 @@ def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
         updates["beta"] = DEFAULT_BETA
     resolved = spec.model_copy(update=updates)
     resolved = JobSpec.model_validate(resolved.model_dump())  # re-check ranges and divisibility
-    summary = {
-        "n_epochs": resolved.n_epochs,
-        "batch_size": resolved.batch_size,
-        "learning_rate_multiplier": resolved.learning_rate_multiplier,
-        "learning_rate": resolved.learning_rate,
-    }
-    if resolved.method == "dpo":
-        summary["beta"] = resolved.beta
+    summary = {name: getattr(resolved, name) for name in hyperparameters_for(resolved.method)}
+    summary["learning_rate"] = resolved.learning_rate
     return resolved, summary
 
 

@@ -1,0 +1,172 @@
+"""Starting a job's engine as a child process, and signalling it.
+
+- The spec: the job's resolved spec goes to `<job_dir>/spec.json` with the
+  base model's folder, the files' paths and the job folder filled in; a
+  tracker's local folder is put inside the job folder (`engine_spec`).
+- The command: `python -m training.engine spec.json [--resume]`, under
+  `torchrun` when the spec asks for several GPUs (`engine_command`).
+- The process: its own process group (signals reach torchrun's children
+  too), dead with the thread that started it (PR_SET_PDEATHSIG), stderr
+  appended to `<job_dir>/engine.log`, and only the environment variables
+  `engine_env` lets through (ENGINE_ENV_NAMES and ENGINE_ENV_PREFIXES; a
+  tracker's own only when the job uses it), never the studio's secrets.
+- Signals: cancel → SIGTERM to the group, SIGKILL after CANCEL_GRACE_S;
+  pause → SIGUSR1 (the engine saves its state and exits).
+
+Imports no models: it reads the job it is given.
+"""
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from training.engine.spec import local_tracking_folder
+
+CANCEL_GRACE_S = float(os.environ.get("ATTUNE_CANCEL_GRACE_S", "5"))
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+PR_SET_PDEATHSIG = 1
+
+
+def _engine_child_setup():
+    # The engine gets SIGKILL when the thread that started it dies, so a kill -9 of
+    # the worker (or of `make run`) leaves no orphan writing into the job folder.
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# What the engine inherits from the worker's environment; nothing else reaches it, so the
+# studio's own secrets (SECRET_KEY, DATABASE_URL, REDIS_URL, tokens of other services) stay out
+# of training code and of the trackers it starts.
+ENGINE_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "LD_LIBRARY_PATH",
+    "TOKENIZERS_PARALLELISM", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+ENGINE_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
+                       "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_", "NVIDIA_",
+                       "ACCELERATE_")
+# A tracker's variables (its API key among them) pass only to a job that uses that tracker.
+INTEGRATION_ENV_PREFIXES = {"wandb": ("WANDB_",), "mlflow": ("MLFLOW_", "DATABRICKS_")}
+
+
+def engine_env(spec, environ=None):
+    """The environment of a job's engine: the allowed part of `environ` (the worker's own by default)."""
+    environ = os.environ if environ is None else environ
+    prefixes = ENGINE_ENV_PREFIXES
+    integrations = spec.get("integrations") or {}
+    for name, extra in INTEGRATION_ENV_PREFIXES.items():
+        if integrations.get(name):
+            prefixes += extra
+    env = {k: v for k, v in environ.items() if k in ENGINE_ENV_NAMES or k.startswith(prefixes)}
+    env["PYTHONUNBUFFERED"] = "1"
+    if integrations.get("wandb"):
+        env["WANDB_RUN_ID"] = spec["job_id"]
+    return env
+
+
+def engine_command(spec_path, n_gpus=1, resume=False):
+    args = ["-m", "training.engine", str(spec_path)] + (["--resume"] if resume else [])
+    if n_gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}",
+                *args]
+    return [sys.executable, *args]
+
+
+def engine_spec(job):
+    """The spec the engine reads: the resolved spec with this host's paths filled in."""
+    spec = dict(job.resolved_spec or job.spec)
+    spec["model"] = job.base_model.load_path
+    spec["training_file"] = str(job.training_file.full_path)
+    spec["validation_file"] = str(job.validation_file.full_path) if job.validation_file else None
+    spec["output_dir"] = str(job.job_dir)
+    spec["job_id"] = job.public_id
+    integrations = dict(spec.get("integrations") or {})
+    if integrations.get("tensorboard"):
+        board = dict(integrations["tensorboard"])
+        board["log_dir"] = str(job.job_dir / (board.get("log_dir") or "tensorboard"))
+        integrations["tensorboard"] = board
+    if integrations.get("mlflow"):
+        flow = dict(integrations["mlflow"])
+        local = local_tracking_folder(flow["tracking_uri"])
+        if local is not None:
+            flow["tracking_uri"] = str(job.job_dir / local)
+        integrations["mlflow"] = flow
+    spec["integrations"] = integrations
+    return spec
+
+
+def start_engine(job, spec, command, worker_name):
+    """Write `spec` to the job folder and start `command` (see the module docstring); the Popen."""
+    (job.job_dir / "spec.json").write_text(json.dumps(spec, indent=2))
+    with open(job.job_dir / "engine.log", "ab") as stderr:
+        stderr.write(f"\n=== attempt {job.attempts} by {worker_name}: {' '.join(command)}\n".encode())
+        stderr.flush()
+        return subprocess.Popen(
+            command, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+            env=engine_env(spec), start_new_session=True, preexec_fn=_engine_child_setup)
+
+
+def signal_engine(process, signum):
+    """`signum` to the engine's whole process group."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def terminate_engine(process):
+    """SIGTERM to the engine's group; SIGKILL if it is still there after the grace period."""
+    signal_engine(process, signal.SIGTERM)
+
+    def kill_later():
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+        signal_engine(process, signal.SIGKILL)
+
+    threading.Thread(target=kill_later, daemon=True).start()
+
+
+def is_engine_group(pgid):
+    """Whether process group `pgid` is led by an engine (and not some process that reuses the PID)."""
+    try:
+        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"training.engine" in cmdline or b"torch.distributed.run" in cmdline
+
+
+def kill_engine_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(job, n=5):
+    """The last `n` lines of the job's engine.log, joined with ` | `; empty when there is none."""
+    try:
+        lines = (job.job_dir / "engine.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in lines[-n:])
