@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def admin_user(db):
-    from training.management.commands.create_user import make_user
+    from config.access import make_user
 
     user, _ = make_user("alice", "admin", password="alice-password")
     return user
@@ -35,7 +35,7 @@ def admin_user(db):
 
 @pytest.fixture
 def evaluator_user(db):
-    from training.management.commands.create_user import make_user
+    from config.access import make_user
 
     user, _ = make_user("eve", "evaluator", password="eve-password")
     return user

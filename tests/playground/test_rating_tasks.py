@@ -32,7 +32,7 @@ def _create(admin_client, registered, evaluators, prompts=PROMPTS, **extra):
 
 @pytest.fixture
 def second_evaluator(db):
-    from training.management.commands.create_user import make_user
+    from config.access import make_user
 
     user, _ = make_user("ivan", "evaluator", password="ivan-password")
     return user
@@ -193,7 +193,7 @@ def test_an_evaluator_cannot_read_another_evaluators_ratings(ready_task, evaluat
 
 
 def test_an_unassigned_evaluator_cannot_open_the_task(ready_task, db):
-    from training.management.commands.create_user import make_user
+    from config.access import make_user
 
     outsider, _ = make_user("olga", "evaluator", password="olga-password")
     client = _client_for(outsider)
