@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -42,24 +42,9 @@ def _get_file(file_id):
     return get_object_or_404(DataFile, public_id=file_id)
 
 
-def _first_page(*names):
-    for name in names:
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return None
-
-
 @login_required
 def home(request):
-    if is_admin(request.user):
-        return redirect(_first_page("jobs", "datasets"))
-    target = _first_page("rating_tasks")
-    if target:
-        return redirect(target)
-    return render(request, "error.html", {"code": 200, "title": "Welcome",
-                                          "detail": "Ratings pages will appear here."})
+    return redirect("jobs" if is_admin(request.user) else "rating_tasks")
 
 
 @admin_required
@@ -206,13 +191,6 @@ def _get_checkpoint_for_user(request, checkpoint_id):
     return get_object_or_404(Checkpoint.objects.select_related("job__base_model"), public_id=checkpoint_id)
 
 
-def _url_or_none(name, *args):
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
-
-
 @admin_required
 @require_GET
 def jobs(request):
@@ -323,7 +301,7 @@ def _checkpoint_columns(job):
 
 
 def _checkpoint_rows(job):
-    playground = _url_or_none("playground")
+    playground = reverse("playground")
     columns = _checkpoint_columns(job)
     rows = []
     for checkpoint in job.checkpoints.all():
@@ -332,8 +310,8 @@ def _checkpoint_rows(job):
         rows.append({
             "checkpoint": checkpoint, "model_name": model_name,
             "metrics": [checkpoint.metrics.get(key) for _heading, key in columns],
-            "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}" if playground else None,
-            "download_url": _url_or_none("checkpoint_download", checkpoint.public_id),
+            "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}",
+            "download_url": reverse("checkpoint_download", args=[checkpoint.public_id]),
         })
     return rows
 
