@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.access import admin_required, is_admin, make_user
 from config.streaming import FileStream, in_thread
-from dashboard.consumers import build_traces, point_rows
+from dashboard.consumers import TRACES, build_traces, point_rows
 from dashboard.forms import (
     BaseModelForm,
     CompareRunsForm,
@@ -345,6 +345,7 @@ def job_detail(request, job_id):
         "reruns": reruns,
         "compare_url": _lineage_compare_url(job, reruns),
         "ws_path": f"/ws/jobs/{job.public_id}/",
+        "trace_names": TRACES,
     })
     return render(request, "dashboard/job_detail.html", context)
 
@@ -395,7 +396,7 @@ def _curves(job):
     """The job's curves as the job page's websocket history draws them: {trace name: {"x", "y"}},
     each thinned to at most 1,000 points by the same downsampling (LTTB)."""
     traces, _counts, _last = build_traces(point_rows(job))
-    return {name: trace for name, trace in traces.items() if trace["x"] and name != "learning_rate"}
+    return {name: trace for name, trace in traces.items() if trace["x"] and name != TRACES["train"]["learning_rate"]}
 
 
 def _flatten(spec, prefix=""):
@@ -435,7 +436,7 @@ def _full_validation_by_epoch(jobs):
 @require_GET
 def compare_jobs(request):
     form = CompareRunsForm(request.GET if "jobs" in request.GET else None)
-    context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50]}
+    context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50], "trace_names": TRACES}
     if form.is_valid():
         picked = form.cleaned_data["jobs"]
         context.update({

@@ -355,7 +355,7 @@ def _create_task(request, data):
 def rating_task_detail(request, task_id):
     task = _get_task_for_user(request, task_id)
     if request.htmx and request.GET.get("fragment") == "progress":
-        response = render(request, "playground/_task_progress.html", {"task": task})
+        response = render(request, "playground/task_progress.html", {"task": task})
         return response if task.status == RatingTask.GENERATING else HttpResponseStopPolling(response.content)
     items = task.items.all()
     own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}

@@ -253,6 +253,36 @@ def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin
     assert series[1]["curves"]["train_loss"] == {"x": [1], "y": [2.0]} and "valid_loss" not in series[1]["curves"]
 
 
+def _json_script(html, element_id):
+    return json.loads(html[html.index(f'id="{element_id}"'):].split(">", 1)[1].split("</script>")[0])
+
+
+@pytest.mark.django_db
+def test_the_chart_pages_carry_the_trace_names_the_websocket_uses(admin_client, base, train_file, trained_job):
+    from dashboard.consumers import TRACES
+
+    other = make_job(base, train_file)
+    job_page = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    compare_page = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, other.public_id]})
+    assert _json_script(job_page, "trace-names") == TRACES
+    assert _json_script(compare_page.content.decode(), "trace-names") == TRACES
+    assert TRACES["sampled"]["loss"] == "valid_loss" and TRACES["full"]["accuracy"] == "full_valid_accuracy"
+
+
+def test_the_chart_scripts_name_no_trace_of_their_own():
+    """job.js and compare_runs.js read the trace names from the page; a figure's own name (loss,
+    learning_rate) is the metric's field, not a trace name."""
+    from pathlib import Path
+
+    from dashboard.consumers import POINT_FIELDS, TRACES
+
+    names = {name for fields in TRACES.values() for name in fields.values()} - set(POINT_FIELDS)
+    static = Path(__file__).resolve().parents[2] / "static" / "js"
+    for script in ("job.js", "compare_runs.js"):
+        text = (static / script).read_text()
+        assert [name for name in sorted(names) if f'"{name}"' in text] == [], script
+
+
 @pytest.mark.django_db
 def test_compare_thins_a_long_curve_to_a_thousand_points(admin_client, base, train_file, trained_job):
     long_job = make_job(base, train_file)
