@@ -1,7 +1,9 @@
 """Roles: admins are staff users; evaluators are members of the "evaluators" group.
 
-Admins may do everything. Evaluators reach only the playground and rating
-pages; every other page answers 403 to them. Anonymous users go to login.
+Admins may do everything. Evaluators reach only their rating tasks, the
+leaderboard, their API keys and the pages of a comparison of their own; every
+other page answers 403 to them, checked before any object is looked up.
+Anonymous users go to login. tests/test_roles.py lists every route.
 """
 
 from functools import wraps

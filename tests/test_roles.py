@@ -18,11 +18,11 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-# Pages ----------------------------------------------------------------------------------------------------------
+# Pages ------------------------------------------------------------------------------------------------------
 
 PUBLIC = {"login", "logout"}
-# What evaluators use: their home, their rating tasks, the comparisons they started (streamed, rated, read
-# again), the leaderboard and its export, their own API keys.
+# What evaluators use: their home, their rating tasks, the pages of a comparison of their own (streamed,
+# rated, read again), the leaderboard and its export, their own API keys.
 FOR_EVALUATORS = {
     "home", "rating_tasks", "rating_task_detail", "rating_task_rate", "comparison_detail", "compare_stream",
     "compare_rate", "leaderboard", "leaderboard_export", "api_keys", "api_key_revoke",
@@ -38,7 +38,7 @@ FOR_ADMINS = {
 }
 PAGE_METHODS = ("get", "post")
 
-# The /v1 API ---------------------------------------------------------------------------------------------------
+# The /v1 API ------------------------------------------------------------------------------------------------
 
 API_PUBLIC = {"api_openapi", "api_unknown"}  # the schema holds no data; an unknown route is a 404 envelope
 # The methods evaluators' keys may use; the route's other methods are for admins (an evaluator lists and reads
@@ -134,7 +134,7 @@ def _url(route, kind, real_ids):
     return _fill(route, real_ids if kind == "real" else None)
 
 
-# The lists ------------------------------------------------------------------------------------------------------
+# The lists --------------------------------------------------------------------------------------------------
 
 
 def test_every_route_is_listed_once():
@@ -163,7 +163,7 @@ def test_a_made_up_id_is_not_a_real_one():
         _fill("things/<int:thing_id>/", {})
 
 
-# Pages ----------------------------------------------------------------------------------------------------------
+# Pages ------------------------------------------------------------------------------------------------------
 
 
 def _served(url):
@@ -224,7 +224,7 @@ def test_a_login_is_public(client):
     assert client.get("/login/").status_code == 200
 
 
-# The /v1 API ----------------------------------------------------------------------------------------------------
+# The /v1 API ------------------------------------------------------------------------------------------------
 
 
 def _api_call(client, method, url, key=None):
