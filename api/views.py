@@ -23,9 +23,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api import objects
 from api.auth import RATERS, api_view
+from api.catalog import find_model, list_models, rater_models
 from api.errors import ApiError, error_response, not_found
 from api.job_requests import request_param, spec_from_request
-from api.models_catalog import find_model, list_models, rater_models
 from config.streaming import FileStream
 from training.datasets import store_upload
 from training.jobs import create_job

@@ -29,7 +29,7 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from training.management.commands.create_user import make_user  # noqa: E402
+from config.access import make_user  # noqa: E402
 from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint  # noqa: E402
 
 N_JOBS = 1000

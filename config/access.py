@@ -1,13 +1,19 @@
 """Roles: admins are staff users; evaluators are members of the "evaluators" group.
 
-Admins may do everything. Evaluators reach only the playground and rating
-pages; every other page answers 403 to them. Anonymous users go to login.
+Admins may do everything. Evaluators reach only their rating tasks, the
+leaderboard, their API keys and the pages of a comparison of their own; every
+other page answers 403 to them, checked before any object is looked up.
+Anonymous users go to login. tests/test_roles.py lists every route.
 """
 
 from functools import wraps
 
+from asgiref.sync import iscoroutinefunction
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import Group, User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils.crypto import get_random_string
 
 EVALUATORS_GROUP = "evaluators"
 
@@ -26,7 +32,39 @@ def can_rate(user):
     return is_admin(user) or is_evaluator(user)
 
 
+def make_user(username, role, password=None):
+    """Create an admin (staff) or an evaluator; return (user, password), a generated one when none is given."""
+    if User.objects.filter(username=username).exists():
+        raise ValueError(f"A user named {username!r} already exists.")
+    password = password or get_random_string(16)
+    try:
+        validate_password(password, User(username=username))
+    except ValidationError as exc:
+        raise ValueError(" ".join(exc.messages)) from None
+    user = User.objects.create_user(username=username, password=password)
+    if role == "admin":
+        user.is_staff = True
+        user.is_superuser = True
+        user.save(update_fields=["is_staff", "is_superuser"])
+    else:
+        group, _ = Group.objects.get_or_create(name=EVALUATORS_GROUP)
+        user.groups.add(group)
+    return user, password
+
+
 def admin_required(view):
+    """Admins only, checked before the view looks anything up: an evaluator gets 403 at every admin URL,
+    whether the object it names exists or not. Works on sync and async views."""
+    if iscoroutinefunction(view):
+        @login_required
+        @wraps(view)
+        async def wrapped_async(request, *args, **kwargs):
+            if not is_admin(await request.auser()):
+                raise PermissionDenied("This page is for admins.")
+            return await view(request, *args, **kwargs)
+
+        return wrapped_async
+
     @login_required
     @wraps(view)
     def wrapped(request, *args, **kwargs):

@@ -16,7 +16,8 @@ Protocol (server → client, JSON text frames; the client sends nothing):
           "events":      [event payload, ...],                      # oldest first
           "checkpoints": [checkpoint payload, ...]}}                # by step
 
-   Trace NAMEs: `train_loss`, `train_accuracy`, `learning_rate` (scope train),
+   Trace NAMEs (TRACES below, the one definition: the job and compare-runs pages
+   read it from a json_script block): `train_loss`, `train_accuracy`, `learning_rate` (scope train),
    `valid_loss`, `valid_accuracy` (scope sampled), `full_valid_loss`,
    `full_valid_accuracy` (scope full), and for DPO jobs `<prefix>_reward_margin`
    and `<prefix>_reward_accuracy` with the same three prefixes. Each trace holds at most
@@ -56,7 +57,8 @@ from training import live
 MAX_TRACE_POINTS = 1000
 METRICS_EVENTS = 200
 
-# A metric point's fields, in the order build_traces reads them, and the trace each feeds per scope.
+# A metric point's fields, in the order build_traces reads them, and the trace each feeds per scope. The pages
+# get TRACES as JSON (json_script "trace-names"), so static/js/job.js and compare_runs.js name no trace.
 POINT_FIELDS = ("loss", "accuracy", "learning_rate", "reward_margin", "reward_accuracy")
 TRACES = {
     scope: {"loss": f"{prefix}_loss", "accuracy": f"{prefix}_accuracy",

@@ -272,7 +272,7 @@ class JobFilterForm(forms.Form):
             (name, name) for name in BaseModel.objects.values_list("name", flat=True)]
 
 
-class CompareForm(forms.Form):
+class CompareRunsForm(forms.Form):
     jobs = forms.Field(widget=forms.MultipleHiddenInput, help_text="Pick 2 to 4 jobs.",
                        error_messages={"required": "Pick 2 to 4 jobs to compare."})
 

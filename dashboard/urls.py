@@ -17,4 +17,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<str:job_id>/pause/", views.job_pause, name="job_pause"),
     path("jobs/<str:job_id>/resume/", views.job_resume, name="job_resume"),
+    path("checkpoints/<str:checkpoint_id>/download/", views.checkpoint_download, name="checkpoint_download"),
 ]

@@ -1,7 +1,8 @@
-"""Admin pages: datasets and users. Jobs, charts, re-run and compare live here too."""
+"""Admin pages: datasets and users. Jobs, charts, re-run, compare and checkpoint downloads live here too."""
 
 import itertools
 import json
+import logging
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
@@ -10,18 +11,18 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from config.access import admin_required, is_admin
-from config.streaming import FileStream
-from dashboard.consumers import build_traces, point_rows
+from config.access import admin_required, is_admin, make_user
+from config.streaming import FileStream, in_thread
+from dashboard.consumers import TRACES, build_traces, point_rows
 from dashboard.forms import (
     BaseModelForm,
-    CompareForm,
+    CompareRunsForm,
     EvaluatorForm,
     JobFilterForm,
     JobForm,
@@ -32,32 +33,18 @@ from training.base_models import BaseModelError, convert_gguf, gguf_to_convert, 
 from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import hyperparameters_for
 from training.jobs import create_job, rerun
-from training.management.commands.create_user import make_user
-from training.models import BaseModel, DataFile, FineTuningJob, JobError
+from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobError
+
+log = logging.getLogger(__name__)
 
 
 def _get_file(file_id):
     return get_object_or_404(DataFile, public_id=file_id)
 
 
-def _first_page(*names):
-    for name in names:
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return None
-
-
 @login_required
 def home(request):
-    if is_admin(request.user):
-        return redirect(_first_page("jobs", "datasets"))
-    target = _first_page("rating_tasks")
-    if target:
-        return redirect(target)
-    return render(request, "error.html", {"code": 200, "title": "Welcome",
-                                          "detail": "Ratings pages will appear here."})
+    return redirect("jobs" if is_admin(request.user) else "rating_tasks")
 
 
 @admin_required
@@ -147,11 +134,9 @@ def users(request):
     return render(request, "dashboard/users.html", {"form": form, "people": people, "created": created})
 
 
-@login_required
+@admin_required
 @require_http_methods(["GET", "POST"])
 async def base_models(request):
-    if not await sync_to_async(is_admin)(request.user):
-        raise PermissionDenied("This page is for admins.")
     form = BaseModelForm(request.POST) if request.method == "POST" else BaseModelForm()
     if request.method == "POST" and form.is_valid():
         fields = dict(form.cleaned_data)
@@ -191,19 +176,19 @@ COMPARE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
 
 
 def _get_job_for_user(request, job_id):
-    """The job, if this user may see it: admins see every job, nobody else sees any."""
-    job = get_object_or_404(FineTuningJob.objects.select_related(
-        "base_model", "training_file", "validation_file", "created_by", "parent"), public_id=job_id)
+    """The job, if this user may see it: admins see every job, nobody else sees any. The role is checked
+    before the lookup, so nobody else learns which job ids exist."""
     if not is_admin(request.user):
         raise PermissionDenied("Jobs are for admins.")
-    return job
+    return get_object_or_404(FineTuningJob.objects.select_related(
+        "base_model", "training_file", "validation_file", "created_by", "parent"), public_id=job_id)
 
 
-def _url_or_none(name, *args):
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
+def _get_checkpoint_for_user(request, checkpoint_id):
+    """The checkpoint, if this user may download it: admins only, checked before the lookup."""
+    if not is_admin(request.user):
+        raise PermissionDenied("Only admins download checkpoints.")
+    return get_object_or_404(Checkpoint.objects.select_related("job__base_model"), public_id=checkpoint_id)
 
 
 @admin_required
@@ -314,7 +299,7 @@ def _checkpoint_columns(job):
 
 
 def _checkpoint_rows(job):
-    playground = _url_or_none("playground")
+    playground = reverse("playground")
     columns = _checkpoint_columns(job)
     rows = []
     for checkpoint in job.checkpoints.all():
@@ -323,8 +308,8 @@ def _checkpoint_rows(job):
         rows.append({
             "checkpoint": checkpoint, "model_name": model_name,
             "metrics": [checkpoint.metrics.get(key) for _heading, key in columns],
-            "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}" if playground else None,
-            "download_url": _url_or_none("checkpoint_download", checkpoint.public_id),
+            "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}",
+            "download_url": reverse("checkpoint_download", args=[checkpoint.public_id]),
         })
     return rows
 
@@ -356,6 +341,7 @@ def job_detail(request, job_id):
         "reruns": reruns,
         "compare_url": _lineage_compare_url(job, reruns),
         "ws_path": f"/ws/jobs/{job.public_id}/",
+        "trace_names": TRACES,
     })
     return render(request, "dashboard/job_detail.html", context)
 
@@ -406,7 +392,7 @@ def _curves(job):
     """The job's curves as the job page's websocket history draws them: {trace name: {"x", "y"}},
     each thinned to at most 1,000 points by the same downsampling (LTTB)."""
     traces, _counts, _last = build_traces(point_rows(job))
-    return {name: trace for name, trace in traces.items() if trace["x"] and name != "learning_rate"}
+    return {name: trace for name, trace in traces.items() if trace["x"] and name != TRACES["train"]["learning_rate"]}
 
 
 def _flatten(spec, prefix=""):
@@ -445,8 +431,8 @@ def _full_validation_by_epoch(jobs):
 @admin_required
 @require_GET
 def compare_jobs(request):
-    form = CompareForm(request.GET if "jobs" in request.GET else None)
-    context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50]}
+    form = CompareRunsForm(request.GET if "jobs" in request.GET else None)
+    context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50], "trace_names": TRACES}
     if form.is_valid():
         picked = form.cleaned_data["jobs"]
         context.update({
@@ -458,4 +444,45 @@ def compare_jobs(request):
                         "colour": colour, "curves": _curves(job)}
                        for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
         })
-    return render(request, "dashboard/compare.html", context)
+    return render(request, "dashboard/compare_runs.html", context)
+
+
+# --- Checkpoint download: the adapter as it is, or merged into its base, as a zip ---
+
+def _checkpoint_to_export(request, checkpoint_id, fmt):
+    """The checkpoint and whether it must be merged first, or the response that refuses."""
+    checkpoint = _get_checkpoint_for_user(request, checkpoint_id)
+    if fmt not in ("adapter", "merged"):
+        refusal = HttpResponseBadRequest("format must be adapter or merged.", content_type="text/plain; charset=utf-8")
+        return refusal, False
+    if not checkpoint.full_path.is_dir():
+        return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
+                            status=410, content_type="text/plain"), False
+    return checkpoint, fmt == "merged" and (checkpoint.full_path / "adapter_config.json").exists()
+
+
+@admin_required
+@require_GET
+async def checkpoint_download(request, checkpoint_id):
+    from dashboard import checkpoint_export
+
+    fmt = request.GET.get("format", "adapter")
+    checkpoint, merge = await sync_to_async(_checkpoint_to_export)(request, checkpoint_id, fmt)
+    if isinstance(checkpoint, HttpResponse):
+        return checkpoint
+    folder = checkpoint.full_path
+    if merge:
+        # Minutes for a large model: in a thread of its own, so other requests go on meanwhile.
+        try:
+            folder = await sync_to_async(checkpoint_export.merged_folder, thread_sensitive=False)(checkpoint)
+        except OSError as exc:
+            return HttpResponse(f"Could not build the merged model: {exc}", status=503, content_type="text/plain")
+        except Exception as exc:  # a damaged adapter or base: say which, never a 500
+            log.exception("Merging %s failed", checkpoint.public_id)
+            return HttpResponse(f"Could not merge {checkpoint.public_id} into its base model "
+                                f"({type(exc).__name__}: {exc}).", status=422, content_type="text/plain")
+    files = checkpoint_export.export_files(folder)  # leaves out resume state and the merge's COMPLETE marker
+    safe_name = f"{checkpoint.job.public_id}-epoch{checkpoint.epoch}-step{checkpoint.step}-{fmt}.zip"
+    response = StreamingHttpResponse(in_thread(checkpoint_export.stream_zip(files)), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{safe_name}"'
+    return response

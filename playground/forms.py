@@ -24,7 +24,7 @@ def _sampling_errors(form, data):
         return None
 
 
-class CompareForm(forms.Form):
+class CompareSnapshotsForm(forms.Form):
     """What the compare page posts. `snapshots` and `messages` are JSON lists built by the page."""
 
     snapshots = forms.CharField(help_text="A JSON list of snapshot names, 1 to 8.")

@@ -17,5 +17,4 @@ urlpatterns = [
     path("tasks/<str:task_id>/restart/", views.rating_task_restart, name="rating_task_restart"),
     path("leaderboard/", views.leaderboard, name="leaderboard"),
     path("leaderboard/export/", views.leaderboard_export, name="leaderboard_export"),
-    path("checkpoints/<str:checkpoint_id>/download/", views.checkpoint_download, name="checkpoint_download"),
 ]

@@ -1,4 +1,4 @@
-"""Playground pages: compare snapshots, rate them, rating tasks, the leaderboard, checkpoint export.
+"""Playground pages: compare snapshots, rate them, rating tasks, the leaderboard.
 
 Blind mode: until the viewer has rated, a blind comparison's page, its
 stream and every JSON answer name outputs only by position ("Model A");
@@ -13,7 +13,6 @@ import re
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Prefetch, Q
@@ -26,11 +25,10 @@ from django_htmx.http import HttpResponseStopPolling
 
 from config.access import admin_required, is_admin, rater_required
 from config.spreadsheet import safe_row
-from config.streaming import in_thread
-from playground import leaderboard as vote_math
-from playground.forms import CompareForm, RatingTaskForm
+from playground.forms import CompareSnapshotsForm, RatingTaskForm
 from playground.inference import InferenceError, SamplingParams, get_backend
 from playground.inference.limits import HeldStream, TooManyGenerations, take_slot
+from playground.leaderboard import head_to_head, leaderboard_rows, task_agreement
 from playground.models import (
     Comparison,
     Output,
@@ -42,7 +40,7 @@ from playground.models import (
     column_label,
 )
 from playground.snapshots import UnknownModel, first_lineup, list_snapshots, resolve_snapshot
-from training.models import Checkpoint
+from training.demo import heldout_path
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +60,9 @@ def _get_comparison_for_user(request, comparison_id):
     return comparison
 
 
-def _get_task_for_user(request, task_id, admin=False):
+def _get_task_for_user(request, task_id):
     """Admins see every task; an evaluator only the tasks assigned to them."""
     task = get_object_or_404(RatingTask, public_id=task_id)
-    if admin and not is_admin(request.user):
-        raise PermissionDenied("Only admins manage rating tasks.")
     if not is_admin(request.user) and not task.is_assigned(request.user):
         raise PermissionDenied("This rating task is not assigned to you.")
     return task
@@ -140,8 +136,8 @@ def playground(request):
         # Nothing asked for: base vs fine-tuned vs an earlier epoch, on a prompt the training never saw.
         preselected = [snapshot.as_dict() for snapshot in first_lineup()]
         first_prompt = _first_heldout_prompt()
-    return render(request, "playground/compare.html", {
-        "preselected": preselected, "first_prompt": first_prompt, "form": CompareForm(),
+    return render(request, "playground/compare_snapshots.html", {
+        "preselected": preselected, "first_prompt": first_prompt, "form": CompareSnapshotsForm(),
         "max_snapshots": Comparison.MAX_SNAPSHOTS,
         "recent": Comparison.objects.filter(created_by=request.user)[:10],
     })
@@ -149,8 +145,6 @@ def playground(request):
 
 def _first_heldout_prompt():
     """{"system", "user"} of the first demo held-out prompt, or {} when the demo is not built."""
-    from training.management.commands.bootstrap_demo import heldout_path
-
     try:
         with heldout_path().open(encoding="utf-8") as handle:
             messages_ = json.loads(handle.readline())["messages"]
@@ -175,7 +169,7 @@ def snapshot_search(request):
 @require_POST
 @admin_required
 def compare_start(request):
-    form = CompareForm(request.POST)
+    form = CompareSnapshotsForm(request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in form.errors.items()}}, status=400)
     data = form.cleaned_data
@@ -318,11 +312,9 @@ def rating_tasks(request):
     return render(request, "playground/tasks.html", {"rows": rows})
 
 
-@rater_required
+@admin_required
 @require_http_methods(["GET", "POST"])
 def rating_task_new(request):
-    if not is_admin(request.user):
-        raise PermissionDenied("Only admins create rating tasks.")
     form = RatingTaskForm()
     if request.method == "POST":
         form = RatingTaskForm(request.POST, request.FILES)
@@ -341,7 +333,6 @@ def rating_task_new(request):
 def _create_task(request, data):
     if data["prompt_source"] == "demo":
         from playground.forms import read_prompts
-        from training.management.commands.bootstrap_demo import heldout_path
 
         path = heldout_path()
         if not path.exists():
@@ -364,7 +355,7 @@ def _create_task(request, data):
 def rating_task_detail(request, task_id):
     task = _get_task_for_user(request, task_id)
     if request.htmx and request.GET.get("fragment") == "progress":
-        response = render(request, "playground/_task_progress.html", {"task": task})
+        response = render(request, "playground/task_progress.html", {"task": task})
         return response if task.status == RatingTask.GENERATING else HttpResponseStopPolling(response.content)
     items = task.items.all()
     own = {r.item_id: r for r in Rating.objects.filter(item__task=task, rater=request.user)}
@@ -448,20 +439,20 @@ def rating_task_rate(request, task_id):
 
 
 @require_POST
-@login_required
+@admin_required
 def rating_task_close(request, task_id):
-    task = _get_task_for_user(request, task_id, admin=True)
+    task = _get_task_for_user(request, task_id)
     task.close()
     messages.success(request, f"{task.name} is closed; its ratings are final.")
     return redirect("rating_task_detail", task_id=task.public_id)
 
 
 @require_POST
-@login_required
+@admin_required
 def rating_task_restart(request, task_id):
     from playground.generation import retryable_items, start_generation
 
-    task = _get_task_for_user(request, task_id, admin=True)
+    task = _get_task_for_user(request, task_id)
     if task.status in (RatingTask.FAILED,) or task.generation_stalled:
         start_generation(task)
         messages.success(request, "Generation restarted; outputs already stored are kept.")
@@ -478,7 +469,7 @@ def rating_task_restart(request, task_id):
     return redirect("rating_task_detail", task_id=task.public_id)
 
 
-# Leaderboard and export ------------------------------------------------------
+# Leaderboard and its export ------------------------------------------------------
 
 
 def _ratings_for(request, task):
@@ -521,7 +512,7 @@ def _leaderboard_rows(ratings):
     key = "leaderboard:" + hashlib.sha256(repr(stamp).encode()).hexdigest()
     found = cache.get(key)
     if found is None:
-        found = vote_math.leaderboard_rows(list(ratings))
+        found = leaderboard_rows(list(ratings))
         cache.set(key, found, LEADERBOARD_CACHE_S)
     return found
 
@@ -533,14 +524,14 @@ def leaderboard(request):
     queryset = _ratings_for(request, task)
     rows, battles = _leaderboard_rows(queryset)
     ratings = list(queryset) if task is not None else None  # the agreement reads every score
-    matrix = vote_math.head_to_head(battles)
+    matrix = head_to_head(battles)
     names = [r["snapshot"] for r in rows]
     grid = [{"name": a, "cells": [matrix.get(a, {}).get(b) if a != b else "self" for b in names]} for a in names]
     tasks = RatingTask.objects.all() if is_admin(request.user) else request.user.rating_tasks.all()
     agreement = None
     if task is not None:
-        agreement = {"interval": vote_math.task_agreement(ratings, "interval"),
-                     "ordinal": vote_math.task_agreement(ratings, "ordinal")}
+        agreement = {"interval": task_agreement(ratings, "interval"),
+                     "ordinal": task_agreement(ratings, "ordinal")}
     return render(request, "playground/leaderboard.html", {
         "rows": rows, "grid": grid, "names": names, "task": task, "tasks": tasks, "agreement": agreement,
         "n_ratings": len(ratings) if ratings is not None else queryset.count(), "n_battles": len(battles),
@@ -592,47 +583,4 @@ def leaderboard_export(request):
         writer.writerows(safe_row(r) for r in records)
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-# Checkpoint export -----------------------------------------------------------
-
-
-def _checkpoint_to_export(request, checkpoint_id, fmt):
-    """The checkpoint and whether it must be merged first, or the response that refuses."""
-    checkpoint = get_object_or_404(Checkpoint.objects.select_related("job__base_model"), public_id=checkpoint_id)
-    if not is_admin(request.user):
-        raise PermissionDenied("Only admins download checkpoints.")
-    if fmt not in ("adapter", "merged"):
-        return _bad_request("format must be adapter or merged."), False
-    if not checkpoint.full_path.is_dir():
-        return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
-                            status=410, content_type="text/plain"), False
-    return checkpoint, fmt == "merged" and (checkpoint.full_path / "adapter_config.json").exists()
-
-
-@login_required
-@require_GET
-async def checkpoint_download(request, checkpoint_id):
-    from playground import export
-
-    fmt = request.GET.get("format", "adapter")
-    checkpoint, merge = await sync_to_async(_checkpoint_to_export)(request, checkpoint_id, fmt)
-    if isinstance(checkpoint, HttpResponse):
-        return checkpoint
-    folder = checkpoint.full_path
-    if merge:
-        # Minutes for a large model: in a thread of its own, so other requests go on meanwhile.
-        try:
-            folder = await sync_to_async(export.merged_folder, thread_sensitive=False)(checkpoint)
-        except OSError as exc:
-            return HttpResponse(f"Could not build the merged model: {exc}", status=503, content_type="text/plain")
-        except Exception as exc:  # a damaged adapter or base: say which, never a 500
-            log.exception("Merging %s failed", checkpoint.public_id)
-            return HttpResponse(f"Could not merge {checkpoint.public_id} into its base model "
-                                f"({type(exc).__name__}: {exc}).", status=422, content_type="text/plain")
-    files = export.export_files(folder)  # leaves out resume state and the merge's COMPLETE marker
-    safe_name = f"{checkpoint.job.public_id}-epoch{checkpoint.epoch}-step{checkpoint.step}-{fmt}.zip"
-    response = StreamingHttpResponse(in_thread(export.stream_zip(files)), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="{safe_name}"'
     return response

@@ -19,7 +19,7 @@ DEFAULT_USERNAMES = {"admin": "alice", "evaluator": "eve"}
 def make_user(role="admin", username=None, password=None):
     """An admin (staff) or an evaluator (in the evaluators group). The password, `<username>-password`
     unless given, passes the password rules; the test run hashes it with a fast hasher (tests/conftest.py)."""
-    from training.management.commands.create_user import make_user as create_user
+    from config.access import make_user as create_user
 
     username = username or DEFAULT_USERNAMES[role]
     user, _ = create_user(username, role, password=password or f"{username}-password")

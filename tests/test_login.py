@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.password_validation import validate_password
 
 from api.models import ApiKey
+from config.access import make_user
 from tests.servers import settings_of_a_fresh_process
-from training.management.commands.create_user import make_user
 
 
 def login(client, password, username="alice", address="10.0.0.1"):

@@ -1,5 +1,5 @@
 from django import template
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
 register = template.Library()
@@ -7,14 +7,14 @@ register = template.Library()
 
 @register.simple_tag(takes_context=True)
 def nav_link(context, url_name, label):
-    """A navigation link, marked current on its own page; omitted when the page does not exist."""
-    try:
-        url = reverse(url_name)
-    except NoReverseMatch:
-        return ""
+    """A navigation link, marked current on its own page. A name that names no page raises NoReverseMatch:
+    a renamed page must not drop out of the navigation unnoticed."""
+    url = reverse(url_name)
     path = context["request"].path
     current = path == url or (url != "/" and path.startswith(url))
-    return format_html('<a href="{}"{}>{}</a>', url, ' class="current" aria-current="page"' if current else "", label)
+    if current:
+        return format_html('<a href="{}" class="current" aria-current="page">{}</a>', url, label)
+    return format_html('<a href="{}">{}</a>', url, label)
 
 
 @register.filter

@@ -13,44 +13,41 @@
   const stateLabel = document.getElementById("stream-state");
   let finished = live.dataset.finished === "1";
 
-  // Trace names as the socket's history names them, per chart; the page holds the charts its job's
-  // method draws (token accuracy for supervised jobs, the reward margin and accuracy for DPO).
+  // The trace names, as the socket's history and live metrics name them: scope -> figure -> trace name
+  // (json_script "trace-names", from dashboard/consumers.py's TRACES).
+  const TRACE_NAMES = JSON.parse(document.getElementById("trace-names").textContent);
+  const SCOPES = Object.keys(TRACE_NAMES);
+  function tracesOf(figure) {
+    return SCOPES.map(function (scope) { return TRACE_NAMES[scope][figure]; }).filter(Boolean);
+  }
+  // One chart per figure; the page holds the charts its job's method draws (token accuracy for supervised
+  // jobs, the reward margin and accuracy for DPO).
   const ALL_CHARTS = {
-    "chart-loss": { title: "Loss", traces: ["train_loss", "valid_loss", "full_valid_loss"] },
-    "chart-accuracy": { title: "Token accuracy", traces: ["train_accuracy", "valid_accuracy", "full_valid_accuracy"] },
-    "chart-reward-margin": { title: "Reward margin (chosen − rejected)",
-                             traces: ["train_reward_margin", "valid_reward_margin", "full_valid_reward_margin"] },
-    "chart-reward-accuracy": { title: "Reward accuracy (chosen wins)",
-                               traces: ["train_reward_accuracy", "valid_reward_accuracy", "full_valid_reward_accuracy"] },
-    "chart-lr": { title: "Learning rate", traces: ["learning_rate"], exponent: true },
+    "chart-loss": { title: "Loss", figure: "loss" },
+    "chart-accuracy": { title: "Token accuracy", figure: "accuracy" },
+    "chart-reward-margin": { title: "Reward margin (chosen − rejected)", figure: "reward_margin" },
+    "chart-reward-accuracy": { title: "Reward accuracy (chosen wins)", figure: "reward_accuracy" },
+    "chart-lr": { title: "Learning rate", figure: "learning_rate", exponent: true },
   };
   const CHARTS = {};
-  Object.keys(ALL_CHARTS).forEach(function (id) { if (document.getElementById(id)) CHARTS[id] = ALL_CHARTS[id]; });
-  // A live metric (scope + step) feeds these traces.
-  const FROM_SCOPE = {};
-  [["train", "train"], ["sampled", "valid"], ["full", "full_valid"]].forEach(function (pair) {
-    const names = {};
-    ["loss", "accuracy", "reward_margin", "reward_accuracy"].forEach(function (field) {
-      names[field] = pair[1] + "_" + field;
-    });
-    if (pair[0] === "train") names.learning_rate = "learning_rate";
-    FROM_SCOPE[pair[0]] = names;
+  Object.keys(ALL_CHARTS).forEach(function (id) {
+    if (document.getElementById(id)) CHARTS[id] = Object.assign({ traces: tracesOf(ALL_CHARTS[id].figure) }, ALL_CHARTS[id]);
   });
   const TRAIN = { mode: "lines", line: { color: "#2a6fd6", width: 1.5 } };
   const SAMPLED = { mode: "lines+markers", line: { color: "#d9822b", width: 1.5 }, marker: { size: 4 } };
   const FULL = { mode: "markers", marker: { color: "#1f8a4c", size: 12, symbol: "diamond", line: { color: "#fff", width: 1 } } };
-  const STYLE = {
-    train_loss: Object.assign({ name: "train" }, TRAIN), train_accuracy: Object.assign({ name: "train" }, TRAIN),
-    learning_rate: Object.assign({ name: "learning rate" }, TRAIN),
-    valid_loss: Object.assign({ name: "valid (sampled)" }, SAMPLED),
-    valid_accuracy: Object.assign({ name: "valid (sampled)" }, SAMPLED),
-    full_valid_loss: Object.assign({ name: "full valid (epoch end)" }, FULL),
-    full_valid_accuracy: Object.assign({ name: "full valid (epoch end)" }, FULL),
+  const SCOPE_STYLE = {
+    train: Object.assign({ name: "train" }, TRAIN),
+    sampled: Object.assign({ name: "valid (sampled)" }, SAMPLED),
+    full: Object.assign({ name: "full valid (epoch end)" }, FULL),
   };
-  ["reward_margin", "reward_accuracy"].forEach(function (figure) {
-    STYLE["train_" + figure] = Object.assign({ name: "train" }, TRAIN);
-    STYLE["valid_" + figure] = Object.assign({ name: "valid (sampled)" }, SAMPLED);
-    STYLE["full_valid_" + figure] = Object.assign({ name: "full valid (epoch end)" }, FULL);
+  // trace name -> its plotly style, by the scope it comes from.
+  const STYLE = {};
+  SCOPES.forEach(function (scope) {
+    Object.keys(TRACE_NAMES[scope]).forEach(function (figure) {
+      STYLE[TRACE_NAMES[scope][figure]] = figure === "learning_rate"
+        ? Object.assign({}, SCOPE_STYLE[scope], { name: "learning rate" }) : SCOPE_STYLE[scope];
+    });
   });
 
   // name -> {x: [steps, ascending], y: [values], at: Map(step -> index)}
@@ -125,7 +122,7 @@
   // value replaced (a resumed job repeats the steps after its checkpoint), any other step falls
   // inside a stretch the server thinned out and is left out.
   function addPoint(point) {
-    const names = FROM_SCOPE[point.scope];
+    const names = TRACE_NAMES[point.scope];
     if (!names) return;
     Object.keys(names).forEach(function (field) {
       const value = point[field];

@@ -4,7 +4,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from training.models import BaseModel, Checkpoint, FineTuningJob, JobEvent, MetricPoint
@@ -119,21 +119,13 @@ def test_the_job_page_shows_status_model_name_hyperparameters_files_checkpoints_
 
 
 @pytest.mark.django_db
-def test_checkpoints_link_to_the_playground_and_download_once_those_pages_exist(admin_client, trained_job):
+def test_checkpoints_link_to_the_playground_and_to_their_download(admin_client, trained_job):
     html = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
     final = trained_job.checkpoints.get(is_final=True)
-    try:
-        playground = reverse("playground")
-    except NoReverseMatch:
-        assert "Open in playground" not in html
-    else:
-        assert f'href="{playground}?snapshot=ft%3Aattune-tiny%3Aintents%3Aabcdefgh"' in html
-    try:
-        download = reverse("checkpoint_download", args=[final.public_id])
-    except NoReverseMatch:
-        assert ">Download<" not in html
-    else:
-        assert f'href="{download}"' in html
+    playground = reverse("playground")
+    assert f'href="{playground}?snapshot=ft%3Aattune-tiny%3Aintents%3Aabcdefgh"' in html
+    download = reverse("checkpoint_download", args=[final.public_id])
+    assert f'href="{download}"' in html
 
 
 @pytest.mark.django_db
@@ -248,6 +240,36 @@ def test_compare_overlays_the_curves_and_lists_the_spec_fields_that_differ(admin
     assert len({s["colour"] for s in series}) == 2
     assert len(series[0]["curves"]["train_loss"]["x"]) == 120 and series[0]["curves"]["full_valid_loss"]["x"] == [60, 120]
     assert series[1]["curves"]["train_loss"] == {"x": [1], "y": [2.0]} and "valid_loss" not in series[1]["curves"]
+
+
+def _json_script(html, element_id):
+    return json.loads(html[html.index(f'id="{element_id}"'):].split(">", 1)[1].split("</script>")[0])
+
+
+@pytest.mark.django_db
+def test_the_chart_pages_carry_the_trace_names_the_websocket_uses(admin_client, base_model, train_file, trained_job):
+    from dashboard.consumers import TRACES
+
+    other = make_job(base_model, train_file)
+    job_page = admin_client.get(f"/jobs/{trained_job.public_id}/").content.decode()
+    compare_page = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, other.public_id]})
+    assert _json_script(job_page, "trace-names") == TRACES
+    assert _json_script(compare_page.content.decode(), "trace-names") == TRACES
+    assert TRACES["sampled"]["loss"] == "valid_loss" and TRACES["full"]["accuracy"] == "full_valid_accuracy"
+
+
+def test_the_chart_scripts_name_no_trace_of_their_own():
+    """job.js and compare_runs.js read the trace names from the page; a figure's own name (loss,
+    learning_rate) is the metric's field, not a trace name."""
+    from pathlib import Path
+
+    from dashboard.consumers import POINT_FIELDS, TRACES
+
+    names = {name for fields in TRACES.values() for name in fields.values()} - set(POINT_FIELDS)
+    static = Path(__file__).resolve().parents[2] / "static" / "js"
+    for script in ("job.js", "compare_runs.js"):
+        text = (static / script).read_text()
+        assert [name for name in sorted(names) if f'"{name}"' in text] == [], script
 
 
 @pytest.mark.django_db

@@ -200,8 +200,8 @@ def test_the_first_screen_offers_base_fine_tuned_and_an_earlier_epoch_on_a_heldo
         admin_client, snapshots, settings):
     import re
 
+    from training.demo import heldout_path
     from training.demo_data import SYSTEM_PROMPT
-    from training.management.commands.bootstrap_demo import heldout_path
 
     settings.ATTUNE_DEFAULT_BASE_MODEL = snapshots.base.name
     heldout_path().parent.mkdir(parents=True, exist_ok=True)

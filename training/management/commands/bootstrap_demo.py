@@ -20,13 +20,12 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from training.demo import DEMO_FILES, demo_dir, heldout_path
 from training.demo_data import corpus_texts, make_demo_data, to_jsonl
 from training.models import BaseModel, DataFile
 
 DEMO_MODEL = "attune-tiny"
 PRETRAINED_MODEL = "smollm2-135m"
-DEMO_FILES = {"train": "demo-intents-train.jsonl", "valid": "demo-intents-valid.jsonl"}
-HELDOUT_FILE = "demo-intents-heldout.jsonl"
 
 
 STAMP = "attune-build.json"
@@ -85,14 +84,6 @@ def register(name, model_dir: Path):
     base.has_chat_template, base.max_length, base.architecture = inspect_folder(model_dir)
     base.save()
     return base, created
-
-
-def demo_dir() -> Path:
-    return settings.ATTUNE_HOME / "demo"
-
-
-def heldout_path() -> Path:
-    return demo_dir() / HELDOUT_FILE
 
 
 class Command(BaseCommand):

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.utils.crypto import get_random_string
 
-from training.management.commands.create_user import make_user
+from config.access import make_user
 
 PASSWORD_FILE = "admin-password.txt"
 

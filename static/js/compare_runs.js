@@ -1,6 +1,6 @@
 // Compare runs: one colour per job; training curves as lines, sampled validation
 // dotted, full validation as large markers at epoch ends. Data comes from the page
-// (json_script "compare-series"), already thinned on the server.
+// (json_script "compare-series", already thinned on the server; "trace-names").
 (function () {
   const series = JSON.parse(document.getElementById("compare-series").textContent);
   const style = {
@@ -10,17 +10,15 @@
   };
   const names = { train: "train", sampled: "valid (sampled)", full: "full valid" };
 
-  // Trace names as the job page's websocket history names them.
-  const TRACES = {
-    loss: { train: "train_loss", sampled: "valid_loss", full: "full_valid_loss" },
-    accuracy: { train: "train_accuracy", sampled: "valid_accuracy", full: "full_valid_accuracy" },
-  };
+  // The trace names as the job page's websocket history names them: scope -> figure -> trace name
+  // (json_script "trace-names", from dashboard/consumers.py's TRACES).
+  const TRACE_NAMES = JSON.parse(document.getElementById("trace-names").textContent);
 
   function traces(metric) {
     const out = [];
     series.forEach(function (job) {
-      ["train", "sampled", "full"].forEach(function (scope) {
-        const curve = job.curves[TRACES[metric][scope]];
+      Object.keys(TRACE_NAMES).forEach(function (scope) {
+        const curve = job.curves[TRACE_NAMES[scope][metric]];
         if (!curve) return;
         const s = style[scope];
         out.push({

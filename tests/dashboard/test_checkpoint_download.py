@@ -1,4 +1,4 @@
-"""Checkpoint export: the adapter as it is, or merged into the base, as a zip streamed from disk."""
+"""Downloading a checkpoint: the adapter as it is, or merged into its base, as a zip streamed from disk."""
 
 import asyncio
 import io
@@ -19,7 +19,7 @@ def _zip(resp):
 def test_adapter_download_holds_the_adapter_and_tokenizer_only(admin_client, snapshots):
     checkpoint = snapshots.checkpoints[0]
     (checkpoint.full_path / "optimizer.pt").write_bytes(b"resume state")
-    archive = _zip(admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=adapter"))
+    archive = _zip(admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/?format=adapter"))
     names = set(archive.namelist())
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
     assert "optimizer.pt" not in names
@@ -32,7 +32,7 @@ def test_merged_download_is_a_plain_model_that_answers_like_base_plus_adapter(ad
     from playground.snapshots import Snapshot
 
     checkpoint = snapshots.checkpoints[1]
-    archive = _zip(admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=merged"))
+    archive = _zip(admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/?format=merged"))
     names = set(archive.namelist())
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= names and "adapter_config.json" not in names
     archive.extractall(tmp_path / "merged")
@@ -46,26 +46,26 @@ def test_merged_download_is_a_plain_model_that_answers_like_base_plus_adapter(ad
 
 def test_a_full_weight_checkpoint_downloads_its_weights(admin_client, snapshots):
     checkpoint = snapshots.full_checkpoint
-    archive = _zip(admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=merged"))
+    archive = _zip(admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/?format=merged"))
     assert "model.safetensors" in archive.namelist()
 
 
 def test_only_admins_download_checkpoints(evaluator_client, snapshots):
     checkpoint = snapshots.checkpoints[0]
-    assert evaluator_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/").status_code == 403
+    assert evaluator_client.get(f"/checkpoints/{checkpoint.public_id}/download/").status_code == 403
 
 
 @pytest.mark.parametrize("query, status", [("?format=gguf", 400), ("", 200)])
 def test_the_format_is_checked(admin_client, snapshots, query, status):
     checkpoint = snapshots.checkpoints[0]
-    assert admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/{query}").status_code == status
+    assert admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/{query}").status_code == status
 
 
 def test_a_checkpoint_whose_files_are_gone_says_so(admin_client, snapshots):
     checkpoint = snapshots.checkpoints[0]
     checkpoint.path = "jobs/gone/checkpoints/epoch-9-step-90"
     checkpoint.save()
-    resp = admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/")
+    resp = admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/")
     assert resp.status_code == 410 and b"missing" in resp.content
 
 
@@ -75,24 +75,24 @@ def test_the_zip_goes_out_block_by_block_under_the_asgi_server(admin_user, snaps
     from asgiref.sync import async_to_sync
     from django.test import AsyncClient
 
-    from playground import export
+    from dashboard import checkpoint_export
 
-    monkeypatch.setattr(export, "CHUNK", 4096)
+    monkeypatch.setattr(checkpoint_export, "CHUNK", 4096)
     made = []
-    blocks = export.stream_zip
+    blocks = checkpoint_export.stream_zip
 
     def counted(files):
         for block in blocks(files):
             made.append(len(block))
             yield block
 
-    monkeypatch.setattr(export, "stream_zip", counted)
+    monkeypatch.setattr(checkpoint_export, "stream_zip", counted)
     checkpoint = snapshots.checkpoints[0]
 
     async def download():
         client = AsyncClient()
         await client.aforce_login(admin_user)
-        resp = await client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=adapter")
+        resp = await client.get(f"/checkpoints/{checkpoint.public_id}/download/?format=adapter")
         assert resp.status_code == 200 and resp.is_async
         parts, made_at_first = [], None
         async for part in resp:  # what the ASGI handler does
@@ -116,5 +116,5 @@ def test_a_damaged_adapter_cannot_be_merged_and_says_so(admin_client, snapshots,
     (damaged / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     checkpoint.path = damaged.name
     checkpoint.save()
-    resp = admin_client.get(f"/playground/checkpoints/{checkpoint.public_id}/download/?format=merged")
+    resp = admin_client.get(f"/checkpoints/{checkpoint.public_id}/download/?format=merged")
     assert resp.status_code == 422 and checkpoint.public_id in resp.content.decode()

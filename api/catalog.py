@@ -1,5 +1,6 @@
-"""The models `/v1/models` lists, in OpenAI's model object: base models and every
-servable checkpoint, the final one under the job's `fine_tuned_model` name.
+"""The models `/v1/models` lists and the other routes accept by name: every
+base model and every servable checkpoint, the final one under its job's
+`fine_tuned_model` name, each as an OpenAI model object (id, created, owned_by).
 
 A fine-tuned model is its checkpoint: deleting the model deletes that
 checkpoint's weights and row. The job keeps its `fine_tuned_model` field, as
