@@ -75,7 +75,8 @@ def _after(obj, ordering):
 
 
 def cursor_page(request, queryset, ordering, serialize, *, default_limit, max_limit, with_ids=False):
-    """One page of `queryset` after the `after` cursor (a public id), as the contract's list object."""
+    """One page of `queryset` after the `after` cursor (a public id), as OpenAI's list object:
+    `object` "list", `data`, `has_more`, and `first_id`/`last_id` where `with_ids`."""
     limit = _limit(request, default_limit, max_limit)
     queryset = queryset.order_by(*[("-" if desc else "") + field for field, desc in ordering])
     after = request.GET.get("after")
