@@ -14,7 +14,7 @@ def test_an_upload_is_processed_at_once(api, demo_jsonl):
     assert body["status"] == "processed" and body["purpose"] == "fine-tune"
     assert body["filename"] == "train.jsonl" and body["bytes"] == len(demo_jsonl["train"].encode())
     assert isinstance(body["created_at"], int) and body["expires_at"] is None and body["status_details"] is None
-    assert DataFile.objects.get(public_id=body["id"]).n_examples == 480
+    assert DataFile.objects.get(public_id=body["id"]).n_examples == 400
 
 
 def test_a_line_that_is_not_json_is_refused_at_once(api, demo_jsonl):
@@ -35,7 +35,7 @@ def test_a_file_with_schema_errors_is_kept_with_status_error(api, demo_jsonl):
     content = demo_jsonl["train"] + '{"messages": [{"role": "user", "content": "hi"}]}\n'
     body = api.upload("partial.jsonl", content).json()
     assert body["status"] == "error"
-    assert "Line 481" in body["status_details"] and "assistant" in body["status_details"]
+    assert "Line 401" in body["status_details"] and "assistant" in body["status_details"]
 
 
 def test_a_line_over_the_line_limit_is_kept_as_an_error_naming_its_line(api, demo_jsonl, settings):
@@ -46,7 +46,7 @@ def test_a_line_over_the_line_limit_is_kept_as_an_error_naming_its_line(api, dem
     assert body["status"] == "error"
     assert body["status_details"].startswith("Line 3 is ") and "ATTUNE_MAX_LINE_MB" in body["status_details"]
     data_file = DataFile.objects.get(public_id=body["id"])
-    assert data_file.n_examples == 480 and [e["code"] for e in data_file.errors] == ["line_too_long"]
+    assert data_file.n_examples == 400 and [e["code"] for e in data_file.errors] == ["line_too_long"]
 
 
 def test_only_the_fine_tune_purpose_is_accepted(api, demo_jsonl):

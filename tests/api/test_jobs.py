@@ -39,7 +39,7 @@ def test_auto_hyperparameters_are_resolved_in_both_places(create):
     assert job["method"]["type"] == "supervised"
     resolved = job["method"]["supervised"]["hyperparameters"]
     assert resolved == job["hyperparameters"]
-    # 480 examples: 3 epochs, batch 8 (JobSpec's documented auto rules).
+    # 400 examples: 3 epochs, batch 8 (JobSpec's documented auto rules).
     assert resolved == {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
 
 
@@ -118,7 +118,7 @@ def test_a_file_with_errors_is_refused_naming_the_file(api, create, demo_jsonl):
     bad = api.upload("bad.jsonl", demo_jsonl["train"] + '{"messages": [{"role": "user", "content": "x"}]}\n')
     error = assert_error(create(training_file=bad.json()["id"]), 400, param="training_file",
                          code="example_missing_assistant_message")
-    assert "Line 481" in error["message"]
+    assert "Line 401" in error["message"]
     few = api.upload("few.jsonl", "\n".join(demo_jsonl["valid"].splitlines()[:3]) + "\n")
     error = assert_error(create(training_file=few.json()["id"]), 400, param="training_file",
                          code="invalid_n_examples")

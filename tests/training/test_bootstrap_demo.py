@@ -46,7 +46,7 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
 
     files = demo_files(homes[0])
     assert [(name, n, status) for name, n, status, _ in files] == [
-        ("demo-intents-train.jsonl", 480, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
+        ("demo-intents-train.jsonl", 400, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
 
     before = demo_files(homes[1])
     assert [f[:3] for f in before] == [f[:3] for f in files]
@@ -78,3 +78,17 @@ def test_create_user_prints_a_generated_password(tmp_path):
     assert len(password) >= 12
     again = manage(tmp_path, "create_user", "rater1", check=False)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_changed_demo_data_is_uploaded_beside_the_old_upload(demo_home):
+    """A machine bootstrapped by an older Attune holds older demo files; the new ones are uploaded and
+    the old rows stay, since jobs may name them."""
+    with sqlite3.connect(demo_home / "attune.sqlite3") as db:
+        old_id, path = db.execute("select public_id, path from training_datafile "
+                                  "where filename = 'demo-intents-train.jsonl'").fetchone()
+    (demo_home / "files" / path).write_text('{"messages": []}\n')  # what an older version stored
+    again = manage(demo_home, "bootstrap_demo")
+    assert "Uploaded demo-intents-train.jsonl" in again.stdout and "Uploaded demo-intents-valid" not in again.stdout
+    trains = [f for f in demo_files(demo_home) if f[0] == "demo-intents-train.jsonl"]
+    assert len(trains) == 2 and old_id in {f[3] for f in trains}
+    assert "Uploaded" not in manage(demo_home, "bootstrap_demo").stdout

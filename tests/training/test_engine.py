@@ -173,11 +173,11 @@ def test_truncation_is_reported_as_a_warning(tmp_path, tiny_model, files, monkey
     from trl import SFTTrainer
 
     monkeypatch.setattr(SFTTrainer, "train", lambda self, **kw: None)
-    spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]), max_seq_length=50)
+    spec = write_spec(tmp_path, model=str(tiny_model), training_file=str(files[0]), max_seq_length=60)
     status, lines = run_in_process(spec)
     warnings = [l["text"] for l in of_type(lines, "message", level="warn") if "truncated" in l["text"]]
     assert status == 0 and len(warnings) == 1
-    assert int(warnings[0].split()[0]) > 0 and "longer than max_seq_length (50 tokens)" in warnings[0]
+    assert int(warnings[0].split()[0]) > 0 and "longer than max_seq_length (60 tokens)" in warnings[0]
 
 
 def test_out_of_memory_says_what_to_lower(tmp_path, tiny_model, files, monkeypatch):

@@ -1,6 +1,9 @@
 """Fine-tuning works on the real pretrained demo base, smollm2-135m (SmolLM2-135M-Instruct), on a CPU:
-the demo spec on the demo intents takes the base from no right answers to most, on held-out prompts whose
-wordings the training file never shows (measured 82 % after 2 epochs; the aim is 95 %).
+
+- the demo spec on the demo intents takes the base from no right answers to at least 95 %, on held-out
+  prompts whose wordings the training file never shows;
+- DPO with every hyperparameter at `auto` teaches it a preferred style (the bare answer, not the
+  sentence around it that it writes by habit) without collapsing to empty answers, on held-out questions.
 """
 
 import json
@@ -15,8 +18,9 @@ from tests.training.engine_helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-# The spec the README gives for the demo on smollm2-135m: 2 epochs, every other hyperparameter at auto.
-DEMO_SPEC = {"n_epochs": 2, "eval_interval": 1000}
+# The spec the README gives for the demo on smollm2-135m: 2 epochs at 2.5 × the LoRA base rate (5e-4),
+# every other hyperparameter at auto (batch 8).
+DEMO_SPEC = {"n_epochs": 2, "learning_rate_multiplier": 2.5, "eval_interval": 1000}
 
 
 def run_engine(spec, folder, timeout=900):
@@ -46,4 +50,70 @@ def test_the_demo_fine_tune_teaches_the_real_model_the_intents(demo_home_templat
     assert len(heldout) >= 50
     before, after = exact_match(str(base), str(base), heldout), exact_match(done["final_checkpoint"], str(base), heldout)
     print(f"demo held-out exact match on smollm2-135m: base {before:.0%}, fine-tuned {after:.0%}")
-    assert before <= 0.2 and after >= 0.7
+    assert before <= 0.2 and after >= 0.95
+
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Spain": "Madrid", "Italy": "Rome", "Portugal": "Lisbon",
+    "Ireland": "Dublin", "Austria": "Vienna", "Belgium": "Brussels", "Netherlands": "Amsterdam",
+    "Sweden": "Stockholm", "Norway": "Oslo", "Denmark": "Copenhagen", "Finland": "Helsinki", "Poland": "Warsaw",
+    "Greece": "Athens", "Hungary": "Budapest", "Egypt": "Cairo", "Kenya": "Nairobi", "Japan": "Tokyo",
+    "China": "Beijing", "Thailand": "Bangkok", "Indonesia": "Jakarta", "Peru": "Lima", "Chile": "Santiago",
+    "Argentina": "Buenos Aires", "Mexico": "Mexico City", "Russia": "Moscow", "South Korea": "Seoul",
+    "Iran": "Tehran", "Cuba": "Havana", "Colombia": "Bogota", "Philippines": "Manila", "Vietnam": "Hanoi",
+    "Ukraine": "Kyiv", "Czech Republic": "Prague", "Romania": "Bucharest", "Iceland": "Reykjavik",
+    "Morocco": "Rabat", "Ethiopia": "Addis Ababa", "Nepal": "Kathmandu",
+}
+HELDOUT_CAPITALS = {
+    "United Kingdom": "London", "Canada": "Ottawa", "Australia": "Canberra", "India": "New Delhi",
+    "Brazil": "Brasilia", "Turkey": "Ankara", "Switzerland": "Bern", "Nigeria": "Abuja",
+    "Pakistan": "Islamabad", "Venezuela": "Caracas", "Bulgaria": "Sofia", "Scotland": "Edinburgh",
+}
+
+
+def question(country):
+    return [{"role": "user", "content": f"What is the capital of {country}?"}]
+
+
+def preference_pairs(capitals):
+    """The bare answer preferred to the sentence SmolLM2 answers with by habit."""
+    return "".join(json.dumps({
+        "input": {"messages": question(country)},
+        "preferred_output": [{"role": "assistant", "content": f"{capital}."}],
+        "non_preferred_output": [{"role": "assistant", "content": f"The capital of {country} is {capital}."}],
+    }) + "\n" for country, capital in capitals.items())
+
+
+def test_dpo_with_auto_teaches_the_real_model_the_preferred_style_without_empty_answers(demo_home_template,
+                                                                                           tmp_path):
+    from training.engine.evaluate import greedy_answers, load_for_inference
+
+    assert not set(HELDOUT_CAPITALS) & set(CAPITALS)
+    base = demo_home_template / "models" / "smollm2-135m"
+    (tmp_path / "pairs.jsonl").write_text(preference_pairs(CAPITALS))
+    (tmp_path / "heldout-pairs.jsonl").write_text(preference_pairs(HELDOUT_CAPITALS))
+    spec = {"model": str(base), "method": "dpo", "training_file": str(tmp_path / "pairs.jsonl"),
+            "validation_file": str(tmp_path / "heldout-pairs.jsonl"), "output_dir": str(tmp_path / "job")}
+    started = time.monotonic()
+    lines, done = run_engine(spec, tmp_path)
+    hyper = next(line for line in lines if line["type"] == "started")["resolved"]
+    # 40 pairs: 3 epochs, 8 pairs a step (DPO's floor), DPO's LoRA rate of 2e-5, beta 0.1.
+    assert (hyper["n_epochs"], hyper["batch_size"], hyper["learning_rate"], hyper["beta"]) == (3, 8, 2e-5, 0.1)
+    full = [line for line in lines if line["type"] == "eval" and line["scope"] == "full"]
+    print(f"DPO on smollm2-135m: {time.monotonic() - started:.0f} s; held-out reward margin by epoch "
+          f"{[round(line['full_valid_reward_margin'], 2) for line in full]}")
+    # On held-out questions the trained policy prefers the bare answer more than the base does.
+    assert full[-1]["full_valid_reward_accuracy"] >= 0.9 and full[-1]["full_valid_reward_margin"] > 0.5
+
+    model, tokenizer = load_for_inference(str(base), str(base))
+    before = greedy_answers(model, tokenizer, [question(c) for c in HELDOUT_CAPITALS], max_new_tokens=32)
+    model, tokenizer = load_for_inference(done["final_checkpoint"], str(base))
+    after = greedy_answers(model, tokenizer, [question(c) for c in HELDOUT_CAPITALS], max_new_tokens=32)
+    print("held-out answers, base → DPO:", list(zip(before, after, strict=True)))
+    assert all(answer.strip() for answer in after)  # no collapse to ending at once
+    assert sum(map(is_bare, before)) == 0 and sum(map(is_bare, after)) >= 0.75 * len(after)
+
+
+def is_bare(answer):
+    """The preferred style: the name alone (at most three words), not a sentence around it."""
+    return len(answer.split()) <= 3 and not answer.lower().startswith("the capital")

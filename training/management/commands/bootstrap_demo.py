@@ -86,6 +86,18 @@ def register(name, model_dir: Path):
     return base, created
 
 
+def _stored(filename, content):
+    """Whether the newest upload named `filename` holds `content`. When the demo data changes (a new
+    version of Attune), the new files are uploaded beside the old ones, which jobs may still name."""
+    newest = DataFile.objects.filter(filename=filename, purpose="fine-tune").order_by("-created_at").first()
+    if newest is None:
+        return False
+    try:
+        return newest.bytes == len(content) and newest.full_path.read_bytes() == content
+    except OSError:
+        return False
+
+
 class Command(BaseCommand):
     help = "Build the demo base models (smollm2-135m, attune-tiny) and the demo data set when they are missing."
 
@@ -110,7 +122,7 @@ class Command(BaseCommand):
         for key, filename in DEMO_FILES.items():
             path = demo_dir() / filename
             path.write_text(contents[key], encoding="utf-8")
-            if not DataFile.objects.filter(filename=filename, purpose="fine-tune").exists():
+            if not _stored(filename, contents[key].encode("utf-8")):
                 from training.datasets import store_upload
 
                 with open(path, "rb") as fh:
