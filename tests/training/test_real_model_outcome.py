@@ -84,7 +84,7 @@ def preference_pairs(capitals):
     }) + "\n" for country, capital in capitals.items())
 
 
-def test_dpo_with_auto_teaches_the_real_model_the_preferred_style_without_empty_answers(demo_home_template,
+def test_dpo_with_auto_moves_the_real_model_towards_the_preferred_style_without_empty_answers(demo_home_template,
                                                                                            tmp_path):
     from training.engine.evaluate import greedy_answers, load_for_inference
 
