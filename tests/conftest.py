@@ -1,5 +1,6 @@
 """Fixtures every test package shares, built on tests/factories.py.
 
+- No test reaches the Hugging Face hub (`HF_HUB_OFFLINE=1`, set before anything imports it).
 - The test run hashes passwords with Django's fast MD5 hasher (see `pytest_configure`).
 - `admin_user` (alice) and `evaluator_user` (eve), with passwords `alice-password` and `eve-password`;
   `admin_client`, `evaluator_client`: Django's test client logged in as each.
@@ -15,9 +16,14 @@
 - From tests/servers.py: `postgres_server`, `redis_server`; from tests/browser.py: `chromium`.
 """
 
+import os
 import shutil
 
 import pytest
+
+# Nothing in a test reaches the Hugging Face hub: a model that is not on this disk fails at once (a
+# hub id with no network would wait for the hub's retries, 46 s on the role matrix's dataset page).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 # The helper modules' asserts report their values as a test's do; this must come before they are imported.
 pytest.register_assert_rewrite("tests.api_client", "tests.browser", "tests.factories", "tests.servers",
