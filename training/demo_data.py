@@ -27,7 +27,7 @@ INTENTS = {
         "i no longer need the {item}, cancel it please",
         "how do i cancel order {order}",
         "i made an error with order {order}, cancel it",
-        "drop order {order}, i do not want it",
+        "please void order {order}",
         "please stop the {item} order before you send it",
     ],
     "tracking": [

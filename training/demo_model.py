@@ -5,18 +5,21 @@
   EOS) and `<|pad|>`, and a Jinja chat template for system / user /
   assistant / tool messages. Assistant turns are wrapped in
   `{% generation %}` markers, so `return_assistant_tokens_mask=True` works.
-- Every corpus string that is one snake_case identifier (the intent labels)
-  is one token, so the answer the demo teaches is a single-token decision.
+- Every corpus string that is one snake_case identifier is one token, so a
+  two-word label (`cancel_order`) is a single-token decision. The demo's
+  one-word labels (`cancel`) stay as BPE splits them, one to four tokens:
+  with them added as tokens (which also splits off every use of the word in
+  a user message), the demo's LoRA run reached 73 %, not at least 95 %.
 - A small LlamaForCausalLM (4 layers, hidden 256, 4 heads of 64, 2 KV
   heads, vocab a multiple of 64) that vLLM can serve, initialised from
   `seed` and saved as safetensors. By default it is not pre-trained: the
   demo's LoRA run (4 epochs, batch 8, learning_rate_multiplier 10, r 16,
   all-linear; about 25 s on 2 idle CPU cores) takes the random-initialised
-  model from 0 % to 100 % exact match on the held-out prompts (98 % after
-  3 epochs), while 3-6 epochs on a copy pre-trained with
-  `pretrain_steps=300` (or 100 at a lower rate) stay flat at 16-34 %: the
-  brief full-weight pre-training below left a base that LoRA could not
-  steer, so it only runs when asked for.
+  model from 0 % to at least 95 % exact match on the validation prompts,
+  while 3-6 epochs on a copy pre-trained with `pretrain_steps=300` (or 100
+  at a lower rate) stay flat at 16-34 %: the brief full-weight pre-training
+  below left a base that LoRA could not steer, so it only runs when asked
+  for.
 - `pretrain_steps > 0` pre-trains on generic synthetic chat (full weights,
   transformers Trainer) that uses the corpus's words but never its task:
   either "echo these words", or "answer with one label from this list"

@@ -177,11 +177,9 @@ def create_job(spec, user, parent=None, metadata=None):
     job.record_event(validating)
 
     resolved, _summary = resolve_auto(typed, training_file.n_examples)
-    job.resolved_spec = resolved.model_dump(mode="json", exclude=set(WORKER_FIELDS))
-    job.status = FineTuningJob.QUEUED
-    job.save(update_fields=["resolved_spec", "status"])
-    job.record_event("Files validated, moving job to queued state")
-    job.publish_status()
+    job.change_status(FineTuningJob.QUEUED, only_from=[FineTuningJob.VALIDATING],
+                      resolved_spec=resolved.model_dump(mode="json", exclude=set(WORKER_FIELDS)),
+                      events=[{"message": "Files validated, moving job to queued state"}])
     return job
 
 

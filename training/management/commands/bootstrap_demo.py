@@ -89,7 +89,8 @@ def register(name, model_dir: Path):
 def _stored(filename, content):
     """Whether the newest upload named `filename` holds `content`. When the demo data changes (a new
     version of Attune), the new files are uploaded beside the old ones, which jobs may still name."""
-    newest = DataFile.objects.filter(filename=filename, purpose="fine-tune").order_by("-created_at").first()
+    newest = DataFile.objects.filter(filename=filename, purpose="fine-tune", owner__isnull=True).order_by(
+        "-created_at", "-id").first()
     if newest is None:
         return False
     try:
