@@ -166,18 +166,19 @@ def test_a_made_up_id_is_not_a_real_one():
 # Pages ------------------------------------------------------------------------------------------------------
 
 
-def _served(url):
-    """The methods the route serves: those an anonymous request is not refused with 405 for."""
+def _served(route, kind, real_ids):
+    """The route's URL and the methods it serves: those an anonymous request is not refused with 405 for."""
+    url = _url(route, kind, real_ids)
     anonymous = Client()
-    return [m for m in PAGE_METHODS if getattr(anonymous, m)(url).status_code != 405]
+    served = [m for m in PAGE_METHODS if getattr(anonymous, m)(url).status_code != 405]
+    assert served, (url, "serves neither GET nor POST")
+    return url, served
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("route, name, kind", _params(PAGES))
 def test_anonymous_users_are_sent_to_login(client, real_ids, route, name, kind):
-    url = _url(route, kind, real_ids)
-    served = _served(url)
-    assert served, (url, "serves neither GET nor POST")
+    url, served = _served(route, kind, real_ids)
     for method in served:
         resp = getattr(client, method)(url)
         assert resp.status_code == 302 and resp["Location"].startswith("/login/"), (method, url, resp.status_code)
@@ -186,9 +187,7 @@ def test_anonymous_users_are_sent_to_login(client, real_ids, route, name, kind):
 @pytest.mark.django_db
 @pytest.mark.parametrize("route, name, kind", _params(ADMIN_PAGES))
 def test_evaluators_get_403_on_every_admin_page(evaluator_client, real_ids, route, name, kind):
-    url = _url(route, kind, real_ids)
-    served = _served(url)
-    assert served, (url, "serves neither GET nor POST")
+    url, served = _served(route, kind, real_ids)
     codes = {method: getattr(evaluator_client, method)(url).status_code for method in served}
     assert codes == {method: 403 for method in served}, (url, codes)
 
