@@ -289,11 +289,10 @@ class JobRun:
             if final:
                 # The final epoch's snapshot carries the fine-tuned model's own name.
                 checkpoint.model_tag = job.model_tag
-            checkpoint.save()
         else:
             for name, value in values.items():
                 setattr(checkpoint, name, value)
-            checkpoint.save()
+        checkpoint.save()
         checkpoint.job = job
         out = [("checkpoint", live.checkpoint_payload(checkpoint))]
         if not final:
