@@ -450,15 +450,16 @@ def compare_jobs(request):
 # --- Checkpoint download: the adapter as it is, or merged into its base, as a zip ---
 
 def _checkpoint_to_export(request, checkpoint_id, fmt):
-    """The checkpoint and whether it must be merged first, or the response that refuses."""
+    """(checkpoint, whether it must be merged first, the response that refuses it or None)."""
     checkpoint = _get_checkpoint_for_user(request, checkpoint_id)
     if fmt not in ("adapter", "merged"):
-        refusal = HttpResponseBadRequest("format must be adapter or merged.", content_type="text/plain; charset=utf-8")
-        return refusal, False
+        return checkpoint, False, HttpResponseBadRequest("format must be adapter or merged.",
+                                                         content_type="text/plain; charset=utf-8")
     if not checkpoint.full_path.is_dir():
-        return HttpResponse(f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).",
-                            status=410, content_type="text/plain"), False
-    return checkpoint, fmt == "merged" and (checkpoint.full_path / "adapter_config.json").exists()
+        return checkpoint, False, HttpResponse(
+            f"The files of {checkpoint.public_id} are missing from disk ({checkpoint.path}).", status=410,
+            content_type="text/plain")
+    return checkpoint, fmt == "merged" and (checkpoint.full_path / "adapter_config.json").exists(), None
 
 
 @admin_required
@@ -467,9 +468,9 @@ async def checkpoint_download(request, checkpoint_id):
     from dashboard import checkpoint_export
 
     fmt = request.GET.get("format", "adapter")
-    checkpoint, merge = await sync_to_async(_checkpoint_to_export)(request, checkpoint_id, fmt)
-    if isinstance(checkpoint, HttpResponse):
-        return checkpoint
+    checkpoint, merge, refusal = await sync_to_async(_checkpoint_to_export)(request, checkpoint_id, fmt)
+    if refusal is not None:
+        return refusal
     folder = checkpoint.full_path
     if merge:
         # Minutes for a large model: in a thread of its own, so other requests go on meanwhile.
