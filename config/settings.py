@@ -10,6 +10,16 @@
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | ATTUNE_MAX_LINE_MB       | 8 (longest line of a data file)   |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
+| VLLM_URL                 | none: with INFERENCE_BACKEND=vllm, Attune runs its own vLLM servers |
+| VLLM_COMMAND             | .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server |
+| VLLM_MAX_LORAS / VLLM_MAX_LORA_RANK | 8 adapters in a batch / rank 16 |
+| VLLM_DTYPE               | auto (float32 on a CPU)           |
+| VLLM_KV_CACHE_GB         | 2 (CPU) / VLLM_GPU_MEMORY_UTILIZATION 0.4 (GPU) |
+| VLLM_MAX_MODEL_LEN       | 0 (the model's own)               |
+| VLLM_IDLE_SECONDS        | 900 (an idle server stops)        |
+| VLLM_MAX_FULL_SERVERS    | 1 server for full-weight snapshots at once |
+| VLLM_START_TIMEOUT       | 300 s                             |
+| VLLM_EXTRA_ARGS          | none (more flags for each server) |
 | INFERENCE_MAX_FULL_MODELS| 2 full-weight snapshots in memory (builtin) |
 | ATTUNE_DEFAULT_BASE_MODEL| smollm2-135m (the base the forms pick first) |
 | INFERENCE_MAX_LOADED_MB  | 8192 MB of loaded models (builtin) |
@@ -156,6 +166,19 @@ if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "vllm" if os.environ.get("VLLM_URL") else "builtin")
 VLLM_URL = os.environ.get("VLLM_URL", "")
+# Attune's own vLLM servers (INFERENCE_BACKEND=vllm with no VLLM_URL): playground/inference/vllm_servers.py.
+VLLM_COMMAND = os.environ.get("VLLM_COMMAND") or (
+    f"{BASE_DIR / '.venv-vllm' / 'bin' / 'python'} -m vllm.entrypoints.openai.api_server")
+VLLM_MAX_LORAS = int(os.environ.get("VLLM_MAX_LORAS", "8"))
+VLLM_MAX_LORA_RANK = int(os.environ.get("VLLM_MAX_LORA_RANK") or "16")
+VLLM_DTYPE = os.environ.get("VLLM_DTYPE", "auto")
+VLLM_KV_CACHE_GB = int(os.environ.get("VLLM_KV_CACHE_GB", "2"))
+VLLM_GPU_MEMORY_UTILIZATION = float(os.environ.get("VLLM_GPU_MEMORY_UTILIZATION", "0.4"))
+VLLM_MAX_MODEL_LEN = int(os.environ.get("VLLM_MAX_MODEL_LEN", "0"))
+VLLM_IDLE_SECONDS = float(os.environ.get("VLLM_IDLE_SECONDS", "900"))
+VLLM_MAX_FULL_SERVERS = int(os.environ.get("VLLM_MAX_FULL_SERVERS", "1"))
+VLLM_START_TIMEOUT = float(os.environ.get("VLLM_START_TIMEOUT", "300"))
+VLLM_EXTRA_ARGS = os.environ.get("VLLM_EXTRA_ARGS", "")
 INFERENCE_MAX_FULL_MODELS = int(os.environ.get("INFERENCE_MAX_FULL_MODELS", "2"))
 # The base model the new-job form, the datasets' token statistics and the playground start from.
 ATTUNE_DEFAULT_BASE_MODEL = os.environ.get("ATTUNE_DEFAULT_BASE_MODEL", "smollm2-135m")

@@ -6,6 +6,7 @@ import logging
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -153,8 +154,13 @@ async def base_models(request):
         else:
             await sync_to_async(messages.success)(request, f"Registered {model.name}.")
             return redirect("base_models")
+    from playground.inference import backend_servers
+
     models = await sync_to_async(list)(BaseModel.objects.all())
-    return await sync_to_async(render)(request, "dashboard/base_models.html", {"form": form, "models": models})
+    servers = await sync_to_async(backend_servers, thread_sensitive=False)()
+    return await sync_to_async(render)(request, "dashboard/base_models.html",
+                                       {"form": form, "models": models, "servers": servers,
+                                        "managed_vllm": settings.INFERENCE_BACKEND == "vllm" and not settings.VLLM_URL})
 
 
 def forbidden(request, exception=None):

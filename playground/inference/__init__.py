@@ -5,7 +5,8 @@
         ...   # StreamEvent(index, type=delta|done|error, text, ...)
 
 `builtin` (the embedded default) decodes with transformers + PEFT in this
-process; `vllm` talks to a vLLM OpenAI-compatible server at VLLM_URL. The
+process; `vllm` talks to a vLLM OpenAI-compatible server at VLLM_URL or,
+without one, to the vLLM servers Attune starts itself (vllm_servers.py). The
 choice comes from the INFERENCE_BACKEND setting.
 """
 
@@ -21,13 +22,14 @@ from playground.inference.base import (
 )
 
 __all__ = ["AdapterRankError", "InferenceError", "SamplingParams", "StreamEvent", "collect", "get_backend",
-           "validate_messages"]
+           "validate_messages", "backend_servers", "close_backend"]
 
 _backend = None
 _lock = threading.Lock()
 
 
-def make_backend(kind, url="", max_full_models=2, max_loaded_mb=8192, max_prompt_tokens=4096):
+def make_backend(kind, url="", max_full_models=2, max_loaded_mb=8192, max_prompt_tokens=4096, servers=None):
+    """`servers`: the ServerSettings of Attune's own vLLM servers, for `vllm` with no `url`."""
     if kind == "builtin":
         from playground.inference.builtin import BuiltinBackend
 
@@ -42,9 +44,20 @@ def make_backend(kind, url="", max_full_models=2, max_loaded_mb=8192, max_prompt
     if kind == "vllm":
         from playground.inference.vllm import VLLMBackend
 
-        if not url:
-            raise InferenceError("INFERENCE_BACKEND is vllm but VLLM_URL is not set.")
-        return VLLMBackend(url)
+        if url:
+            return VLLMBackend(url)
+        from playground.inference.vllm_servers import VLLMServerPool
+
+        if servers is None:
+            raise InferenceError("INFERENCE_BACKEND is vllm but neither VLLM_URL nor settings for its own servers "
+                                 "are given.")
+        for name, value, low in (("VLLM_MAX_LORAS", servers.max_loras, 1),
+                                 ("VLLM_MAX_LORA_RANK", servers.max_lora_rank, 1),
+                                 ("VLLM_MAX_FULL_SERVERS", servers.max_full_servers, 0),
+                                 ("VLLM_START_TIMEOUT", servers.start_timeout, 1)):
+            if value < low:
+                raise InferenceError(f"{name} must be at least {low}; got {value}.")
+        return VLLMBackend(pool=VLLMServerPool(servers), max_lora_rank=servers.max_lora_rank)
     raise InferenceError(f"Unknown INFERENCE_BACKEND {kind!r}: use builtin or vllm.")
 
 
@@ -55,6 +68,29 @@ def get_backend():
         if _backend is None:
             from django.conf import settings
 
+            servers = None
+            if settings.INFERENCE_BACKEND == "vllm" and not settings.VLLM_URL:
+                from playground.inference.vllm_servers import ServerSettings
+
+                servers = ServerSettings.from_django()
             _backend = make_backend(settings.INFERENCE_BACKEND, settings.VLLM_URL, settings.INFERENCE_MAX_FULL_MODELS,
-                                    settings.INFERENCE_MAX_LOADED_MB, settings.INFERENCE_MAX_PROMPT_TOKENS)
+                                    settings.INFERENCE_MAX_LOADED_MB, settings.INFERENCE_MAX_PROMPT_TOKENS, servers)
         return _backend
+
+
+def backend_servers():
+    """The inference servers this process runs and their state (empty unless Attune runs vLLM itself)."""
+    from django.conf import settings
+
+    if settings.INFERENCE_BACKEND != "vllm" or settings.VLLM_URL:
+        return []
+    return get_backend().status()
+
+
+def close_backend():
+    """Stop what the backend started (Attune's own vLLM servers), at the studio's shutdown."""
+    global _backend
+    with _lock:
+        backend, _backend = _backend, None
+    if backend is not None and hasattr(backend, "close"):
+        backend.close()

@@ -63,14 +63,14 @@ class InferenceServer:
         if scope["type"] != "http":
             return
         try:
+            if (scope["method"], scope["path"].rstrip("/")) == ("GET", "/health"):
+                return await _json(send, 200, {"status": "ok"})  # as vLLM: the health check needs no key
             if self.api_key and not hmac.compare_digest(
                     (_header(scope, b"authorization") or "").encode("latin-1"), f"Bearer {self.api_key}".encode()):
                 raise _HTTPError(401, "Missing or wrong API key.", code="invalid_api_key")
             route = (scope["method"], scope["path"].rstrip("/"))
             if route == ("GET", "/v1/models"):
                 return await _json(send, 200, self.models())
-            if route == ("GET", "/health"):
-                return await _json(send, 200, {"status": "ok"})
             if scope["method"] != "POST" or route[1] not in (
                     "/v1/chat/completions", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
                 raise _HTTPError(404, f"No route {scope['method']} {scope['path']}.", code="not_found")

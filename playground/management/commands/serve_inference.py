@@ -5,7 +5,9 @@
 `--model` is a base model registered in the studio (its name) or a model
 folder. Adapters are loaded at run time with POST /v1/load_lora_adapter,
 from folders under ATTUNE_HOME (or --lora-root). This is what the vllm
-backend's tests talk to, and a CPU stand-in for a vLLM server.
+backend's tests talk to, and a CPU stand-in for a vLLM server: it takes
+vLLM's flags for the same things (`--enable-lora`, `--max-loras`, `--dtype`,
+…), so VLLM_COMMAND can name it in place of vLLM.
 """
 
 import argparse
@@ -36,13 +38,22 @@ class Command(BaseCommand):
         parser.add_argument("--api-key", default="", help="Require this bearer token.")
         parser.add_argument("--max-body-mb", type=int, default=16,
                             help="Refuse request bodies larger than this with 413 (default 16).")
+        # vLLM's flags, taken as vLLM takes them where this server can honour them.
+        parser.add_argument("--enable-lora", action="store_true", help="Accepted: adapters are always enabled.")
+        parser.add_argument("--max-loras", type=int, default=0, help="Accepted: every adapter of a request "
+                            "shares one batch.")
+        parser.add_argument("--max-cpu-loras", type=int, default=0, help="Accepted: adapters stay loaded.")
+        parser.add_argument("--max-model-len", type=int, default=0, help="Listed in /v1/models (default: the "
+                            "model's max_position_embeddings).")
+        parser.add_argument("--dtype", default="auto", choices=["auto", "float32"],
+                            help="The built-in backend decodes in float32.")
 
     def handle(self, host, port, model, served_model_name, max_lora_rank, lora_root, api_key, list_max_lora_rank,
-               max_body_mb, **options):
+               max_body_mb, max_model_len, **options):
         base = self._base(model, served_model_name)
-        max_model_len = None
+        max_model_len = max_model_len or None
         config = Path(base.base_path) / "config.json"
-        if config.is_file():
+        if config.is_file() and not max_model_len:
             import json
 
             max_model_len = json.loads(config.read_text()).get("max_position_embeddings")
@@ -64,6 +75,8 @@ class Command(BaseCommand):
         folder = Path(model).resolve()
         if (folder / "config.json").is_file():
             return Snapshot.from_paths(served_name or folder.name, folder)
+        if folder.is_dir():
+            raise CommandError(f"--model {model!r} is a folder but not a model folder (no config.json there).")
         try:
             snapshot = resolve_snapshot(model)
         except UnknownModel:

@@ -77,6 +77,9 @@ class Command(BaseCommand):
         uvicorn.run("config.asgi:application", host=host, port=port, ws="websockets-sansio", lifespan="off",
                     log_level="warning", server_header=False, proxy_headers=settings.TRUST_PROXY_HEADERS,
                     forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS)
+        from playground.inference import close_backend
+
+        close_backend()  # the vLLM servers this studio started, if any
         if worker:
             from training.worker import stop_inprocess_worker
 
