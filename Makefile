@@ -41,7 +41,8 @@ setup: install
 	@echo "==> Building the demo base models and data (skipped when present) …"
 	$(PY) manage.py bootstrap_demo
 
-run: setup
+# With INFERENCE_BACKEND=vllm and no VLLM_URL the studio runs vLLM itself: build .venv-vllm first.
+run: setup $(if $(filter vllm,$(INFERENCE_BACKEND)),$(if $(VLLM_URL),,vllm))
 	@echo "==> Serving on http://127.0.0.1:$(PORT)"
 	$(PY) manage.py serve --port $(PORT)
 

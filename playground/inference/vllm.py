@@ -219,7 +219,9 @@ class VLLMBackend:
                 return False
             if resp.status_code != 200:
                 await resp.aread()
-                raise InferenceError(f"The vLLM server answered {resp.status_code}: {_error_text(resp)}")
+                detail = _error_text(resp)
+                raise InferenceError(f"The vLLM server answered {resp.status_code}: {detail}",
+                                     param=_error_param(resp, detail))
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -270,6 +272,19 @@ class VLLMBackend:
     def close(self):
         if self.pool is not None:
             self.pool.stop_all()
+
+
+def _error_param(resp, detail):
+    """The request field an error answer blames, in the names Attune's requests use."""
+    try:
+        error = resp.json().get("error") or {}
+        param = error.get("param") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        param = None
+    if not param:
+        found = re.search(r"\(parameter=(\w+)", detail)
+        param = found.group(1) if found else None
+    return "messages" if param in ("input_text", "prompt", "messages") else param
 
 
 def _error_text(resp):

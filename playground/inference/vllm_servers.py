@@ -17,8 +17,10 @@
   memory) is an InferenceError that says what to do, with the log's last line;
   nothing waits past `start_timeout`.
 
-The servers run in Attune's own process group, so stopping the studio stops them;
-`stop_all` runs at exit too.
+Each server runs in a process group of its own (vLLM starts an engine process
+under its API server), and is stopped as a group: a server that crashed leaves
+no engine behind. The studio stops them all when it stops (`stop_all`, also at
+exit).
 """
 
 import atexit
@@ -259,7 +261,7 @@ class VLLMServerPool:
             log.flush()
             try:
                 server.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, env=env)
+                                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             except OSError as exc:
                 self._mark_failed(server, f"vLLM could not be started ({shown.split()[0]}): {exc}. Run `make vllm`.")
                 return
@@ -344,14 +346,15 @@ class VLLMServerPool:
 
     @staticmethod
     def _terminate(process, grace=20.0):
-        if process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        """Stop a server's process group: SIGTERM, then SIGKILL for what is left after `grace`."""
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(process, signal.SIGKILL)  # the engine process, if it outlived its API server
+        process.wait()
 
     # The supervisor ------------------------------------------------------------------------------
 
@@ -375,6 +378,7 @@ class VLLMServerPool:
             starting = [s for s in self._servers.values() if s.state == STARTING]
             for server in self._servers.values():
                 if server.state == READY and server.process.poll() is not None:
+                    _signal_group(server.process, signal.SIGKILL)
                     server.restarts += 1
                     delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (server.restarts - 1))
                     server.state = CRASHED
@@ -394,6 +398,13 @@ class VLLMServerPool:
             self._check_start(server, server.started_at + self.settings.start_timeout)
         for server in to_stop:
             self._stop(server, STOPPED, f"stopped after {self.settings.idle_seconds:.0f} s idle (VLLM_IDLE_SECONDS)")
+
+
+def _signal_group(process, signum):
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _cuda_available():

@@ -2,39 +2,9 @@
 pick three snapshots, stream their answers side by side blind, rate them, see the names revealed,
 then find them on the leaderboard. Each page is saved under test-output/screenshots/."""
 
-import shutil
-
-import pytest
-
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks, shot
-from tests.servers import manage, start_studio, stop_studio
 
 pytestmark = browser_marks
-
-REGISTER = """
-import json
-from django.conf import settings
-from tests.playground.tiny_models import build_tiny_models, register_snapshots
-registered = register_snapshots(build_tiny_models(settings.ATTUNE_HOME / "playground-test-models"))
-print("NAMES=" + json.dumps(registered.names))
-"""
-
-
-@pytest.fixture
-def playground_studio(tiny_models, tmp_path):
-    """A studio over a fresh home holding the tiny models as a base, a job and its checkpoints."""
-    import json
-
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copytree(tiny_models.root, home / "playground-test-models")
-    manage(home, "migrate", "--noinput")
-    out = manage(home, "shell", "-c", REGISTER).stdout
-    names = json.loads(next(line for line in out.splitlines() if line.startswith("NAMES="))[6:])
-    studio = start_studio(home, ATTUNE_INPROCESS_WORKER="0")
-    studio.extra["names"] = names
-    yield studio
-    stop_studio(studio.process)
 
 
 def test_compare_rate_reveal_and_leaderboard_in_the_browser(playground_studio):
