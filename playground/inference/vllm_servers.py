@@ -322,6 +322,9 @@ class VLLMServerPool:
         server.ready.set()
 
     def _make_room_for_full(self, server):
+        if self.settings.max_full_servers < 1:
+            raise InferenceError("VLLM_MAX_FULL_SERVERS is 0: full-weight snapshots are not served here; raise it "
+                                 "to give them vLLM servers.", param="model", code="inference_server_busy")
         running = [s for s in self._servers.values()
                    if not s.lora and s is not server and s.state in (STARTING, READY)]
         while len(running) >= self.settings.max_full_servers:

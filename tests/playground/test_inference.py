@@ -214,3 +214,28 @@ def test_the_full_model_limit_comes_from_settings_and_is_checked(settings):
         inference._backend = kept
     with pytest.raises(InferenceError, match="INFERENCE_MAX_FULL_MODELS must be at least 1"):
         inference.make_backend("builtin", max_full_models=0)
+
+
+def test_vllm_without_a_url_runs_its_own_servers_from_settings_which_are_checked(settings, tmp_path):
+    from playground import inference
+    from playground.inference.vllm_servers import ServerSettings
+
+    settings.INFERENCE_BACKEND, settings.VLLM_URL = "vllm", ""
+    settings.VLLM_COMMAND, settings.VLLM_MAX_LORAS, settings.VLLM_IDLE_SECONDS = "/opt/vllm/bin/python -m vllm", 4, 60
+    kept, inference._backend = inference._backend, None
+    try:
+        backend = inference.get_backend()
+        assert backend.pool is not None and backend.url == ""
+        assert backend.pool.settings.command == ["/opt/vllm/bin/python", "-m", "vllm"]
+        assert backend.pool.settings.max_loras == 4 and backend.pool.settings.idle_seconds == 60
+        assert inference.backend_servers() == []  # none started before a prompt asks
+    finally:
+        inference.close_backend()
+        inference._backend = kept
+    assert inference.make_backend("vllm", url="http://gpu-host:8100/v1").url == "http://gpu-host:8100"
+    for field, value, message in (("max_loras", 0, "VLLM_MAX_LORAS must be at least 1"),
+                                  ("max_lora_rank", 0, "VLLM_MAX_LORA_RANK must be at least 1"),
+                                  ("start_timeout", 0, "VLLM_START_TIMEOUT must be at least 1")):
+        servers = ServerSettings(command=["vllm"], log_dir=tmp_path, **{field: value})
+        with pytest.raises(InferenceError, match=message):
+            inference.make_backend("vllm", servers=servers)
