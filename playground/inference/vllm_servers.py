@@ -180,8 +180,9 @@ class VLLMServerPool:
                 server = ManagedServer(key, model_path, name, lora=not full,
                                        log_path=self.settings.log_dir / f"{_slug(model_path)}.log")
                 self._servers[key] = server
-            server.last_used = time.monotonic()
-            now = time.monotonic()
+            server.last_used = now = time.monotonic()
+            if server.state == READY and server.process.poll() is not None:
+                self._note_crash(server, now)  # found before the supervisor's next round
             if server.state == FAILED and server.failed_at and now - server.failed_at < FAILED_RETRY_S:
                 raise InferenceError(server.error, code="inference_server_unavailable")
             if server.state == CRASHED and server.restarts > 1 and server.next_start_at > now:
@@ -372,6 +373,17 @@ class VLLMServerPool:
 
                 logging.getLogger(__name__).exception("vLLM supervisor")
 
+    def _note_crash(self, server, now):
+        """A ready server's process has exited (the pool's lock held): clean up, and plan its restart."""
+        _signal_group(server.process, signal.SIGKILL)
+        server.restarts += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (server.restarts - 1))
+        server.state = CRASHED
+        server.error = (f"exited with code {server.process.returncode}: "
+                        f"{_last_error_line(server.log_tail())}; starting again in {delay:.0f} s")
+        server.next_start_at = now + delay
+        server.ready.set()
+
     def supervise_once(self):
         now = time.monotonic()
         to_stop = []
@@ -381,14 +393,7 @@ class VLLMServerPool:
             starting = [s for s in self._servers.values() if s.state == STARTING]
             for server in self._servers.values():
                 if server.state == READY and server.process.poll() is not None:
-                    _signal_group(server.process, signal.SIGKILL)
-                    server.restarts += 1
-                    delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (server.restarts - 1))
-                    server.state = CRASHED
-                    server.error = (f"exited with code {server.process.returncode}: "
-                                    f"{_last_error_line(server.log_tail())}; starting again in {delay:.0f} s")
-                    server.next_start_at = now + delay
-                    server.ready.set()
+                    self._note_crash(server, now)
                 elif server.state == CRASHED and server.next_start_at and now >= server.next_start_at:
                     if now - server.last_used > self.settings.idle_seconds:
                         server.state, server.next_start_at = STOPPED, None

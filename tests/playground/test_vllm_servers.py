@@ -208,3 +208,17 @@ def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(pool_fac
     assert event.type == "error" and "did not answer within 3 s (VLLM_START_TIMEOUT)" in event.error
     assert pool._servers[pool.server_key(_snapshots(tiny_models)[0])].process is not None
     assert pool._servers[pool.server_key(_snapshots(tiny_models)[0])].process.poll() is not None
+
+
+def test_a_request_that_finds_its_server_dead_starts_it_again_at_once(pool_factory, tiny_models):
+    pool, backend = pool_factory()
+    snapshots = _snapshots(tiny_models)
+    assert run(backend, snapshots[1:2])[0].type == "done"
+    server = pool._servers[pool.server_key(snapshots[0])]
+    first = server.process.pid
+    os.kill(first, signal.SIGKILL)
+    server.process.wait()
+    # Whether the request or the supervisor sees it first, the answer comes from a new process.
+    again = run(backend, snapshots[1:2])
+    assert again[0].type == "done", again[0].error
+    assert server.state == READY and server.process.pid != first and server.generation == 2
