@@ -142,7 +142,17 @@ def report(kind, results, rounds):
     return lines
 
 
+def _exit_on_signal(signum, frame):
+    # SIGTERM (a `timeout`, a closed terminal) ends the benchmark through SystemExit, so the vLLM server
+    # it started is stopped on the way out rather than left running.
+    raise SystemExit(128 + signum)
+
+
 def main():
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["builtin", "vllm", "both"], default="builtin")
     parser.add_argument("--prompts", type=int, default=8)
