@@ -1,5 +1,6 @@
 """Serve the whole studio from one process: web, websockets, the in-process
-training worker (embedded default) and built-in inference.
+training worker (embedded default) and built-in inference (or, with
+INFERENCE_BACKEND=vllm and no VLLM_URL, the vLLM servers it starts and stops).
 
 On first start it creates the admin user `admin` with a random password,
 saved under ATTUNE_HOME so later starts can print it again.
