@@ -88,7 +88,8 @@ class ManagedServer:
         self.served_name = served_name
         self.lora = lora
         self.log_path = log_path
-        self.api_key = secrets.token_urlsafe(24)
+        # Hex, never URL-safe base64: a key that starts with '-' reads as an option on vLLM's command line.
+        self.api_key = secrets.token_hex(24)
         self.state = STOPPED
         self.process = None
         self.port = None
