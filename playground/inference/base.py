@@ -143,6 +143,13 @@ class Timer:
         return time.perf_counter() - self.started
 
 
+def local_device():
+    """Where this host's models run: "cuda" when torch sees a GPU, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def validate_messages(messages):
     """Check a chat: a list of {role, content} ending with a user turn."""
     if not isinstance(messages, list) or not messages:

@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from playground.inference.base import InferenceError, StreamEvent, Timer, validate_messages
+from playground.inference.base import InferenceError, StreamEvent, Timer, local_device, validate_messages
 from playground.inference.multi_lora import BASE_ADAPTER, Stack, mixable
 from playground.snapshots import BASE, FULL, LORA
 
@@ -87,17 +87,11 @@ def _footprint_mb(model):
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def _pick_device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load_model(path, trust_remote_code=False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = _pick_device()
+    device = local_device()
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     with _LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

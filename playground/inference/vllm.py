@@ -121,8 +121,7 @@ class _Target:
                                          param="model", code="lora_rank_too_large")
                 raise InferenceError(f"The vLLM server could not load the adapter of '{snapshot.name}' "
                                      f"({resp.status_code}): {detail}", param="model")
-            for old in [k for k in self.served if k[0] == snapshot.key]:
-                del self.served[old]
+            self.forget(snapshot)  # the folder's earlier weights, if it was written again
             self.served[key] = name
             return name
 

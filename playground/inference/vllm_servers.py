@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from playground.inference.base import InferenceError
+from playground.inference.base import InferenceError, local_device
 from playground.snapshots import FULL
 
 STARTING, READY, CRASHED, FAILED, STOPPED = "starting", "ready", "crashed", "failed", "stopped"
@@ -151,7 +151,7 @@ def _last_error_line(log_tail):
 class VLLMServerPool:
     def __init__(self, settings, on_gpu=None):
         self.settings = settings
-        self.on_gpu = _cuda_available() if on_gpu is None else on_gpu
+        self.on_gpu = local_device() == "cuda" if on_gpu is None else on_gpu
         self._servers = {}          # key -> ManagedServer
         self._lock = threading.RLock()
         self._closed = False
@@ -416,10 +416,3 @@ def _signal_group(process, signum):
         pass
 
 
-def _cuda_available():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False

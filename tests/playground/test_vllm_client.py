@@ -10,6 +10,7 @@ import pytest
 from playground.inference import SamplingParams, collect
 from playground.inference.vllm import VLLMBackend
 from playground.snapshots import Snapshot
+from tests.playground.tiny_models import answers, tiny_snapshots
 from tests.servers import ROOT, free_port, post_oversized_body, stop_studio, studio_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
@@ -48,20 +49,13 @@ def vllm_like_server(tiny_models, tmp_path_factory):
     stop_studio(process)
 
 
-def _snapshots(models):
-    base = Snapshot.from_paths("tiny", models.base)
-    loras = [Snapshot.from_paths(f"lora-{n}", models.base, folder, base_model="tiny")
-             for n, folder in enumerate(models.adapters[:2])]
-    return [base, *loras]
-
-
 def run(backend, snapshots, params=GREEDY):
-    return asyncio.run(collect(backend.generate(snapshots, MESSAGES, params), len(snapshots)))
+    return answers(backend, snapshots, MESSAGES, params)
 
 
 def test_the_client_loads_each_adapter_once_under_a_fresh_name_and_generates(inference_server, tiny_models,
                                                                             builtin_backend):
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     client = VLLMBackend(inference_server)
     remote = run(client, snapshots)
     local = run(builtin_backend, snapshots)
@@ -132,7 +126,7 @@ def test_a_rank_the_server_does_not_list_is_refused_by_the_server_as_clearly(vll
 
 def test_an_error_inside_the_stream_ends_the_output_as_an_error(inference_server, tiny_models):
     too_long = SamplingParams(temperature=0, max_tokens=4000)  # more than the model's context
-    event = run(VLLMBackend(inference_server), _snapshots(tiny_models)[:1], params=too_long)[0]
+    event = run(VLLMBackend(inference_server), tiny_snapshots(tiny_models)[:1], params=too_long)[0]
     assert event.type == "error" and "context" in event.error
 
 

@@ -9,16 +9,16 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import httpx
 import pytest
 
-from playground.inference import AdapterRankError, SamplingParams, collect
+from playground.inference import AdapterRankError, SamplingParams
 from playground.inference.vllm import VLLMBackend
 from playground.inference.vllm_servers import READY, STOPPED, ServerSettings, VLLMServerPool
 from playground.snapshots import Snapshot
+from tests.playground.tiny_models import answers, stream_in_thread
 from tests.servers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def _lora(models, n, folder=None):
 
 
 def run(backend, snapshots, params=GREEDY, messages=MESSAGES):
-    return asyncio.run(collect(backend.generate(snapshots, messages, params), len(snapshots)))
+    return answers(backend, snapshots, messages, params)
 
 
 def _listed_adapters(pool, snapshot):
@@ -183,16 +183,8 @@ def test_a_full_weight_fine_tune_gets_a_server_of_its_own_which_stops_when_idle(
 
 
 def _stream_until_first_delta(backend, snapshot):
-    events, started = [], threading.Event()
-
-    async def stream():
-        async for event in backend.generate([snapshot], MESSAGES, SamplingParams(temperature=0, max_tokens=900)):
-            events.append(event)
-            started.set()
-
-    thread = threading.Thread(target=lambda: asyncio.run(stream()))
-    thread.start()
-    assert started.wait(120)
+    events, thread = stream_in_thread(backend, [snapshot], MESSAGES, SamplingParams(temperature=0, max_tokens=900),
+                                      wait_s=120)
     assert events[0].type == "delta", events
     return events, thread
 
@@ -213,6 +205,7 @@ def _wait_ready_again(pool, snapshot, old_pid):
 
 def test_an_error_inside_a_stream_ends_that_answer_and_the_next_request_is_served(backend, pool, tiny_models):
     snapshot = _lora(tiny_models, 1)
+    assert run(backend, [snapshot])[0].type == "done"  # its server is up (the module's first test starts it)
     server = pool._servers[pool.server_key(snapshot)]
     api_pid = server.process.pid
     events, thread = _stream_until_first_delta(backend, snapshot)
@@ -230,6 +223,7 @@ def test_an_error_inside_a_stream_ends_that_answer_and_the_next_request_is_serve
 
 def test_the_server_going_away_mid_answer_is_a_clear_error_and_it_is_started_again(backend, pool, tiny_models):
     snapshot = _lora(tiny_models, 0)
+    assert run(backend, [snapshot])[0].type == "done"  # its server is up (the module's first test starts it)
     server = pool._servers[pool.server_key(snapshot)]
     api_pid = server.process.pid
     events, thread = _stream_until_first_delta(backend, snapshot)

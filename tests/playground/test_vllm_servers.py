@@ -4,20 +4,19 @@ The built-in server takes vLLM's flags and speaks its protocol, and starts in se
 against real vLLM is tests/playground/test_vllm_real.py.
 """
 
-import asyncio
 import os
 import shutil
 import signal
 import sys
-import threading
 import time
 
 import pytest
 
-from playground.inference import InferenceError, SamplingParams, collect
+from playground.inference import InferenceError, SamplingParams
 from playground.inference.vllm import VLLMBackend
 from playground.inference.vllm_servers import CRASHED, FAILED, READY, STOPPED, ServerSettings, VLLMServerPool
 from playground.snapshots import Snapshot
+from tests.playground.tiny_models import answers, stream_in_thread, tiny_snapshots
 from tests.servers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -48,15 +47,8 @@ def pool_factory(tmp_path):
         pool.stop_all()
 
 
-def _snapshots(models):
-    base = Snapshot.from_paths("tiny", models.base)
-    loras = [Snapshot.from_paths(f"lora-{n}", models.base, folder, base_model="tiny")
-             for n, folder in enumerate(models.adapters[:2])]
-    return [base, *loras]
-
-
 def run(backend, snapshots, params=GREEDY):
-    return asyncio.run(collect(backend.generate(snapshots, MESSAGES, params), len(snapshots)))
+    return answers(backend, snapshots, MESSAGES, params)
 
 
 def _wait_for(predicate, pool, seconds=60):
@@ -71,7 +63,7 @@ def test_one_server_per_base_started_on_first_use_serves_the_base_and_its_adapte
         pool_factory, tiny_models, builtin_backend):
     pool, backend = pool_factory()
     assert pool.status() == []
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     served = run(backend, snapshots)
     assert [e.type for e in served] == ["done"] * 3, [e.error for e in served]
     assert [e.text for e in served] == [e.text for e in run(builtin_backend, snapshots)]
@@ -90,20 +82,11 @@ def test_one_server_per_base_started_on_first_use_serves_the_base_and_its_adapte
 
 def test_a_server_that_dies_mid_answer_gives_a_clear_error_and_is_started_again(pool_factory, tiny_models):
     pool, backend = pool_factory()
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     assert all(e.type == "done" for e in run(backend, snapshots[1:2]))
     process = pool._servers[pool.server_key(snapshots[0])].process
 
-    events, first_delta = [], threading.Event()
-
-    async def stream():
-        async for event in backend.generate(snapshots[1:2], MESSAGES, SamplingParams(temperature=0, max_tokens=900)):
-            events.append(event)
-            first_delta.set()
-
-    thread = threading.Thread(target=lambda: asyncio.run(stream()))
-    thread.start()
-    assert first_delta.wait(60)
+    events, thread = stream_in_thread(backend, snapshots[1:2], MESSAGES, SamplingParams(temperature=0, max_tokens=900))
     assert events[0].type == "delta", events
     os.kill(process.pid, signal.SIGKILL)
     thread.join(60)
@@ -124,7 +107,7 @@ def test_a_server_that_dies_mid_answer_gives_a_clear_error_and_is_started_again(
 
 def test_a_crashed_server_is_started_again_by_the_supervisor_after_its_back_off(pool_factory, tiny_models):
     pool, backend = pool_factory()
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     run(backend, snapshots[:1])
     server = pool._servers[pool.server_key(snapshots[0])]
     first = server.process.pid
@@ -140,7 +123,7 @@ def test_a_crashed_server_is_started_again_by_the_supervisor_after_its_back_off(
 
 def test_an_idle_server_stops_and_the_next_request_starts_it_again(pool_factory, tiny_models):
     pool, backend = pool_factory(idle_seconds=0.5)
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     run(backend, snapshots[:1])
     server = pool._servers[pool.server_key(snapshots[0])]
     process = server.process
@@ -155,7 +138,7 @@ def test_an_idle_server_stops_and_the_next_request_starts_it_again(pool_factory,
 def test_full_weights_get_their_own_server_within_the_budget(pool_factory, tiny_models, builtin_backend, tmp_path):
     pool, backend = pool_factory(max_full_servers=1)
     full = Snapshot.from_paths("ft:tiny:full", tiny_models.base, tiny_models.full, base_model="tiny")
-    served = run(backend, [full, _snapshots(tiny_models)[0]])
+    served = run(backend, [full, tiny_snapshots(tiny_models)[0]])
     assert [e.type for e in served] == ["done", "done"], [e.error for e in served]
     assert served[0].text == run(builtin_backend, [full])[0].text
     kinds = sorted(s["kind"] for s in pool.status())
@@ -178,7 +161,7 @@ def test_full_weights_get_their_own_server_within_the_budget(pool_factory, tiny_
 def test_a_missing_vllm_install_is_a_clear_error_at_once(pool_factory, tiny_models, tmp_path):
     pool, backend = pool_factory(command=[str(tmp_path / "no-venv" / "bin" / "python"), "-m", "vllm"])
     started = time.monotonic()
-    [event] = run(backend, _snapshots(tiny_models)[:1])
+    [event] = run(backend, tiny_snapshots(tiny_models)[:1])
     assert time.monotonic() - started < 5
     assert event.type == "error" and "make vllm" in event.error and "no-venv" in event.error
     assert pool.status()[0]["state"] == FAILED
@@ -203,16 +186,16 @@ def test_a_model_the_server_cannot_serve_fails_with_the_logs_reason(pool_factory
 def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(pool_factory, tiny_models):
     pool, backend = pool_factory(command=[sys.executable, "-c", "import time; time.sleep(120)"], start_timeout=3)
     started = time.monotonic()
-    [event] = run(backend, _snapshots(tiny_models)[:1])
+    [event] = run(backend, tiny_snapshots(tiny_models)[:1])
     assert time.monotonic() - started < 15
     assert event.type == "error" and "did not answer within 3 s (VLLM_START_TIMEOUT)" in event.error
-    assert pool._servers[pool.server_key(_snapshots(tiny_models)[0])].process is not None
-    assert pool._servers[pool.server_key(_snapshots(tiny_models)[0])].process.poll() is not None
+    assert pool._servers[pool.server_key(tiny_snapshots(tiny_models)[0])].process is not None
+    assert pool._servers[pool.server_key(tiny_snapshots(tiny_models)[0])].process.poll() is not None
 
 
 def test_a_request_that_finds_its_server_dead_starts_it_again_at_once(pool_factory, tiny_models):
     pool, backend = pool_factory()
-    snapshots = _snapshots(tiny_models)
+    snapshots = tiny_snapshots(tiny_models)
     assert run(backend, snapshots[1:2])[0].type == "done"
     server = pool._servers[pool.server_key(snapshots[0])]
     first = server.process.pid

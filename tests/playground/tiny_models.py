@@ -5,7 +5,9 @@ random (non-zero) weights of ranks 4, 8 and 8, one adapter of rank 32 (too big f
 --max-lora-rank 16), and a full-weight checkpoint (the base with perturbed weights); each built once.
 
 `register_snapshots(models)` registers them in the database as a base model, a job and its epoch
-checkpoints, so they resolve by name like real ones. No pytest here: a studio's process imports this too.
+checkpoints, so they resolve by name like real ones. `tiny_snapshots`, `answers` and `stream_in_thread`
+send prompts to them through any backend without a database. No pytest here: a studio's process
+imports this too.
 """
 
 from dataclasses import dataclass
@@ -114,3 +116,41 @@ def register_snapshots(models):
     full_checkpoint = Checkpoint.objects.create(job=full_job, epoch=1, step=10, is_final=False,
                                                 path=str(models.full.relative_to(settings.ATTUNE_HOME)))
     return Registered(base=base, job=job, checkpoints=checkpoints, full_job=full_job, full_checkpoint=full_checkpoint)
+
+
+def tiny_snapshots(models, n_adapters=2):
+    """The tiny base and its first `n_adapters` adapters, as snapshots of the files on disk."""
+    from playground.snapshots import Snapshot
+
+    base = Snapshot.from_paths("tiny", models.base)
+    loras = [Snapshot.from_paths(f"lora-{n}", models.base, folder, base_model="tiny")
+             for n, folder in enumerate(models.adapters[:n_adapters])]
+    return [base, *loras]
+
+
+def answers(backend, snapshots, messages, params):
+    """One final event (done or error) per snapshot, from one request to `backend`."""
+    import asyncio
+
+    from playground.inference import collect
+
+    return asyncio.run(collect(backend.generate(snapshots, messages, params), len(snapshots)))
+
+
+def stream_in_thread(backend, snapshots, messages, params, wait_s=60):
+    """Start a request in a thread of its own; once its first event is in, return (events, thread):
+    `events` fills as the stream goes on."""
+    import asyncio
+    import threading
+
+    events, started = [], threading.Event()
+
+    async def stream():
+        async for event in backend.generate(snapshots, messages, params):
+            events.append(event)
+            started.set()
+
+    thread = threading.Thread(target=lambda: asyncio.run(stream()))
+    thread.start()
+    assert started.wait(wait_s), f"no event within {wait_s} s"
+    return events, thread
