@@ -92,11 +92,14 @@ def event_object(event):
     }
 
 
-def checkpoint_object(checkpoint):
+def checkpoint_object(checkpoint, best_checkpoint=...):
     metrics = {name: checkpoint.metrics.get(name) for name in CHECKPOINT_METRICS}
     # A DPO checkpoint adds its reward figures (`train_reward_margin`, `full_valid_reward_accuracy`, …).
     metrics.update({name: value for name, value in checkpoint.metrics.items() if "_reward_" in name})
     metrics["step"] = float(checkpoint.step) if metrics["step"] is None else metrics["step"]
+    # A job that names an eval adds each epoch's scores (`eval_mean_score`, `eval_pass_rate`, `eval_scores`).
+    metrics.update({name: value for name, value in checkpoint.metrics.items() if name.startswith("eval_")})
+    best = checkpoint.job.best_checkpoint() if best_checkpoint is ... else best_checkpoint
     return {
         "id": checkpoint.public_id,
         "object": "fine_tuning.job.checkpoint",
@@ -105,6 +108,7 @@ def checkpoint_object(checkpoint):
         "fine_tuning_job_id": checkpoint.job.public_id,
         "step_number": checkpoint.step,
         "metrics": metrics,
+        "attune": {"is_best": best is not None and best.pk == checkpoint.pk, "best_metric": checkpoint.job.best_metric[0]},
     }
 
 

@@ -15,7 +15,7 @@ from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, form_fields, hy
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",
-               "405": "Method not allowed."}
+               "405": "Method not allowed.", "429": "Too many requests at once: wait for some to end."}
 
 
 def _ref(name):
@@ -212,6 +212,63 @@ def _schemas():
     }
 
 
+EVAL_ID = _path_param("eval_id", "An eval id, `eval_…`.")
+RUN_ID = _path_param("run_id", "A run id, `evalrun_…`.")
+OBJECT = {"type": "object"}
+
+
+def _eval_paths(paths):
+    """The Evals and graders routes: OpenAI's shapes (the SDK's `client.evals`), objects left open here."""
+    body = {"required": True, "content": {"application/json": {"schema": OBJECT}}}
+    ok = _json(OBJECT)
+    order = _query("order", {"enum": ["asc", "desc"]}, "By creation time.")
+    paths["/fine_tuning/alpha/graders/validate"] = {"post": {
+        "operationId": "validateGrader", "summary": "Check a grader before anything runs: `{grader}`.",
+        "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+    paths["/fine_tuning/alpha/graders/run"] = {"post": {
+        "operationId": "runGrader", "summary": "Grade one sample: `{grader, model_sample, item}` → reward.",
+        "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+    paths["/evals"] = {
+        "get": {"operationId": "listEvals", "parameters": [AFTER, _limit(20, 100), order,
+                                                           _query("order_by", {"enum": ["created_at", "updated_at"]},
+                                                                  "The time to order by.")],
+                "responses": {"200": ok, **_errors("400", "403")}},
+        "post": {"operationId": "createEval", "summary": "An eval: data_source_config and testing_criteria.",
+                 "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+    paths["/evals/{eval_id}"] = {
+        "parameters": [EVAL_ID],
+        "get": {"operationId": "getEval", "responses": {"200": ok, **_errors("403", "404")}},
+        "post": {"operationId": "updateEval", "summary": "Change its name or metadata.", "requestBody": body,
+                 "responses": {"200": ok, **_errors("400", "403", "404")}},
+        "delete": {"operationId": "deleteEval", "responses": {"200": ok, **_errors("403", "404")}}}
+    paths["/evals/{eval_id}/runs"] = {
+        "parameters": [EVAL_ID],
+        "get": {"operationId": "listEvalRuns",
+                "parameters": [AFTER, _limit(20, 100), order, _query("status", {"enum": [
+                    "queued", "in_progress", "completed", "canceled", "failed"]}, "Only runs in this status.")],
+                "responses": {"200": ok, **_errors("400", "403", "404")}},
+        "post": {"operationId": "createEvalRun", "summary": "Queue a run: a completions or jsonl data source.",
+                 "requestBody": body, "responses": {"200": ok, **_errors("400", "403", "404", "429")}}}
+    paths["/evals/{eval_id}/runs/{run_id}"] = {
+        "parameters": [EVAL_ID, RUN_ID],
+        "get": {"operationId": "getEvalRun", "responses": {"200": ok, **_errors("403", "404")}},
+        "post": {"operationId": "cancelEvalRunByPost", "summary": "Cancel the run.",
+                 "responses": {"200": ok, **_errors("400", "403", "404")}},
+        "delete": {"operationId": "deleteEvalRun", "responses": {"200": ok, **_errors("403", "404")}}}
+    paths["/evals/{eval_id}/runs/{run_id}/cancel"] = {
+        "parameters": [EVAL_ID, RUN_ID],
+        "post": {"operationId": "cancelEvalRun", "responses": {"200": ok, **_errors("400", "403", "404")}}}
+    paths["/evals/{eval_id}/runs/{run_id}/output_items"] = {
+        "parameters": [EVAL_ID, RUN_ID],
+        "get": {"operationId": "listEvalRunOutputItems",
+                "parameters": [AFTER, _limit(20, 100), order,
+                               _query("status", {"enum": ["pass", "fail"]}, "Only passed or failed items.")],
+                "responses": {"200": ok, **_errors("400", "403", "404")}}}
+    paths["/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}"] = {
+        "parameters": [EVAL_ID, RUN_ID, _path_param("output_item_id", "An output item id, `outputitem_…`.")],
+        "get": {"operationId": "getEvalRunOutputItem", "responses": {"200": ok, **_errors("403", "404")}}}
+
+
 def build():
     paths = {
         "/files": {
@@ -220,11 +277,11 @@ def build():
                                    _query("order", {"enum": ["asc", "desc"]}, "By created_at."),
                                    _query("purpose", {"type": "string"}, "Only files of this purpose.")],
                     "responses": {"200": _json(_ref("FileList")), **_errors("400")}},
-            "post": {"operationId": "createFile", "summary": "Upload a JSONL training file (purpose fine-tune).",
+            "post": {"operationId": "createFile", "summary": "Upload a JSONL file: training data (purpose fine-tune) or eval items (purpose evals).",
                      "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                          "type": "object", "required": ["file", "purpose"], "properties": {
                              "file": {"type": "string", "format": "binary"},
-                             "purpose": {"enum": ["fine-tune"]}}}}}},
+                             "purpose": {"enum": ["fine-tune", "evals"]}}}}}},
                      "responses": {"200": _json(_ref("FileObject")), **_errors("400")}}},
         "/files/{file_id}": {
             "parameters": [FILE_ID],
@@ -290,6 +347,7 @@ def build():
         "responses": {"200": {"description": "A completion, or an event stream when stream is true.", "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
             "text/event-stream": {"schema": {"type": "string"}}}}, **_errors("400", "403", "404")}}}
+    _eval_paths(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Attune API", "version": "1",

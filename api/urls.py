@@ -3,7 +3,7 @@
 
 from django.urls import path, re_path
 
-from api import openapi, views
+from api import evals, openapi, views
 
 urlpatterns = [
     path("files", views.files, name="api_files"),
@@ -16,6 +16,16 @@ urlpatterns = [
     path("fine_tuning/jobs/<str:job_id>/resume", views.job_resume, name="api_job_resume"),
     path("fine_tuning/jobs/<str:job_id>/events", views.job_events, name="api_job_events"),
     path("fine_tuning/jobs/<str:job_id>/checkpoints", views.job_checkpoints, name="api_job_checkpoints"),
+    path("fine_tuning/alpha/graders/validate", evals.graders_validate, name="api_graders_validate"),
+    path("fine_tuning/alpha/graders/run", evals.graders_run, name="api_graders_run"),
+    path("evals", evals.evals, name="api_evals"),
+    path("evals/<str:eval_id>", evals.eval_detail, name="api_eval"),
+    path("evals/<str:eval_id>/runs", evals.runs, name="api_eval_runs"),
+    path("evals/<str:eval_id>/runs/<str:run_id>", evals.run_detail, name="api_eval_run"),
+    path("evals/<str:eval_id>/runs/<str:run_id>/cancel", evals.run_cancel, name="api_eval_run_cancel"),
+    path("evals/<str:eval_id>/runs/<str:run_id>/output_items", evals.output_items, name="api_eval_output_items"),
+    path("evals/<str:eval_id>/runs/<str:run_id>/output_items/<str:item_id>", evals.output_item_detail,
+         name="api_eval_output_item"),
     path("models", views.models, name="api_models"),
     path("models/<path:model_id>", views.model_detail, name="api_model"),
     path("chat/completions", views.chat_completions, name="api_chat_completions"),

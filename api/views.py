@@ -165,9 +165,9 @@ def upload_file(request):
     purpose = request.POST.get("purpose")
     if not purpose:
         raise ApiError("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
-    if purpose != "fine-tune":
+    if purpose not in ("fine-tune", "evals"):
         detail = "a valid OpenAI purpose, but " if purpose in UPLOAD_PURPOSES else ""
-        raise ApiError(f"Invalid purpose {purpose!r}: {detail}Attune stores only 'fine-tune' files.",
+        raise ApiError(f"Invalid purpose {purpose!r}: {detail}Attune stores only 'fine-tune' and 'evals' files.",
                        param="purpose", code="invalid_purpose")
     extra = sorted(k for k in request.POST if k not in ("purpose",))
     if extra:
@@ -178,8 +178,7 @@ def upload_file(request):
         raise ApiError("Missing required parameter: 'file' (send it as multipart/form-data).", param="file",
                        code="missing_required_parameter")
     filename = (upload.name or "").replace("\x00", "") or "upload.jsonl"
-    data_file, report = store_upload(upload.chunks(), filename, owner=request.user,
-                                     purpose="fine-tune")
+    data_file, report = store_upload(upload.chunks(), filename, owner=request.user, purpose=purpose)
     json_error = report.first_json_error()
     too_large = next((e for e in report.errors if e["code"] == "file_too_large"), None)
     if json_error or too_large:
@@ -303,7 +302,9 @@ def job_events(request, job_id):
 def job_checkpoints(request, job_id):
     job = _get_job(request, job_id)
     checkpoints = job.checkpoints.select_related("job__base_model")
-    return cursor_page(request, checkpoints, [("step", True), ("id", True)], objects.checkpoint_object,
+    best = job.best_checkpoint()
+    return cursor_page(request, checkpoints, [("step", True), ("id", True)],
+                       lambda checkpoint: objects.checkpoint_object(checkpoint, best),
                        default_limit=10, max_limit=1000, with_ids=True)
 
 

@@ -25,6 +25,10 @@
 | INFERENCE_MAX_LOADED_MB  | 8192 MB of loaded models (builtin) |
 | INFERENCE_MAX_PROMPT_TOKENS | 4096 prompt tokens (builtin)   |
 | INFERENCE_MAX_CONCURRENT_PER_USER | 2 generations at once per user |
+| EVAL_WORKER_SLOTS        | 1 (eval runs generated at once)   |
+| EVAL_BATCH_SNAPSHOTS     | 8 snapshots generated in one batch |
+| EVAL_MAX_ITEMS           | 10000 items in one run            |
+| EVAL_MAX_QUEUED_PER_USER | 100 runs waiting at once          |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 | TRUST_PROXY_HEADERS      | off (X-Forwarded-* ignored)       |
@@ -90,6 +94,7 @@ INSTALLED_APPS = [
     "dashboard",
     "playground",
     "api",
+    "evals",
     "axes",
 ]
 
@@ -189,6 +194,15 @@ INFERENCE_MAX_LOADED_MB = int(os.environ.get("INFERENCE_MAX_LOADED_MB", "8192"))
 INFERENCE_MAX_PROMPT_TOKENS = int(os.environ.get("INFERENCE_MAX_PROMPT_TOKENS", "4096"))
 # Generations (compare streams, chat completions) one user may run at once, per web process.
 INFERENCE_MAX_CONCURRENT_PER_USER = int(os.environ.get("INFERENCE_MAX_CONCURRENT_PER_USER", "2"))
+
+# Evals (evals/runner.py): runs generated at once (each in a thread of the studio), snapshots of one base
+# generated together, items per stored chunk, and the limits of one run and of one user's queue.
+EVAL_WORKER_SLOTS = int(os.environ.get("EVAL_WORKER_SLOTS", "1"))
+EVAL_BATCH_SNAPSHOTS = int(os.environ.get("EVAL_BATCH_SNAPSHOTS", "8"))
+EVAL_CHUNK_ITEMS = int(os.environ.get("EVAL_CHUNK_ITEMS", "16"))
+EVAL_MAX_ITEMS = int(os.environ.get("EVAL_MAX_ITEMS", "10000"))
+EVAL_MAX_QUEUED_PER_USER = int(os.environ.get("EVAL_MAX_QUEUED_PER_USER", "100"))
+EVAL_STALE_SECONDS = float(os.environ.get("EVAL_STALE_SECONDS", "120"))
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -47,6 +47,8 @@ API_FOR_EVALUATORS = {"api_models": {"get"}, "api_model": {"get"}}
 API_FOR_ADMINS = {
     "api_files", "api_file", "api_file_content", "api_jobs", "api_job", "api_job_cancel", "api_job_pause",
     "api_job_resume", "api_job_events", "api_job_checkpoints", "api_chat_completions",
+    "api_graders_validate", "api_graders_run", "api_evals", "api_eval", "api_eval_runs", "api_eval_run",
+    "api_eval_run_cancel", "api_eval_output_items", "api_eval_output_item",
 }
 API_METHODS = ("get", "post", "delete")
 
@@ -119,7 +121,14 @@ def real_ids(admin_user, evaluator_user, settings):
     endpoint = WebhookEndpoint.objects.create(url="https://example.invalid/hook", secret="whsec_x",
                                               created_by=admin_user)
     key, _ = ApiKey.issue(evaluator_user, "roles")
-    return {"file_id": data_file.public_id, "job_id": job.public_id, "checkpoint_id": checkpoint.public_id,
+    from evals.models import Eval, EvalRun, OutputItem
+
+    eval_obj = Eval.objects.create(name="roles", data_source_config={"type": "custom", "item_schema": {}},
+                                   testing_criteria=[{"type": "string_check", "name": "s", "input": "a",
+                                                      "reference": "a", "operation": "eq"}])
+    run = EvalRun.objects.create(eval=eval_obj, status=EvalRun.COMPLETED, data_source={"type": "jsonl"})
+    item = OutputItem.objects.create(run=run, index=0)
+    return {"eval_id": eval_obj.public_id, "run_id": run.public_id, "item_id": item.public_id,"file_id": data_file.public_id, "job_id": job.public_id, "checkpoint_id": checkpoint.public_id,
             "comparison_id": comparison.public_id, "task_id": task.public_id, "endpoint_id": endpoint.pk,
             "key_id": key.pk, "model_id": base.name}
 

@@ -302,8 +302,22 @@ def _read_lines(stream, max_line_bytes):
         yield None, size
 
 
-def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES) -> Report:
-    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long."""
+def check_eval_item(obj):
+    """("items", problems) for one line of an eval's data: a JSON object, the item itself or
+    `{"item": {...}, "sample": {...}}` as OpenAI's eval files hold them."""
+    if not isinstance(obj, dict):
+        return "items", [("data_type", f"Expected a JSON object, got {type(obj).__name__}.")]
+    if "item" in obj and not isinstance(obj["item"], dict):
+        return "items", [("invalid_item", "'item' must be a JSON object (the fields graders read as item.*).")]
+    if "sample" in obj and obj["sample"] is not None and not isinstance(obj["sample"], dict):
+        return "items", [("invalid_sample", "'sample' must be a JSON object, such as {\"output_text\": \"…\"}.")]
+    return "items", []
+
+
+def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES, purpose="fine-tune") -> Report:
+    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long: chat or
+    preference examples for `fine-tune`, any JSON objects for `evals` (an eval's items)."""
+    check = check_eval_item if purpose == "evals" else check_example
     report = Report()
     for number, (raw, size) in enumerate(_read_lines(stream, max_line_bytes), start=1):
         report.n_lines = number
@@ -341,7 +355,7 @@ def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES
                        f"Line {number} nests arrays or objects too deeply to read; every line must be one "
                        f"JSON object. The line starts with: {_hint(text)!r}")
             continue
-        fmt, problems = check_example(obj)
+        fmt, problems = check(obj)
         if problems and problems[0][0] == "data_type":
             report.add(number, "data_type",
                        f"Line {number} is not a JSON object (dictionary): {problems[0][1]} "
@@ -359,7 +373,7 @@ def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES
             report.n_examples += 1
     if report.n_lines == 0 or (report.n_examples == 0 and report.n_errors == 0):
         report.add(None, "empty_file", "The file has no examples: it is empty or holds only blank lines.")
-    elif report.n_errors == 0 and report.n_examples < MIN_EXAMPLES:
+    elif report.n_errors == 0 and report.n_examples < MIN_EXAMPLES and purpose != "evals":
         report.add(None, "invalid_n_examples",
                    f"Training file has {report.n_examples} example(s), but must have at least "
                    f"{MIN_EXAMPLES} examples.")
@@ -474,7 +488,8 @@ def store_upload(chunks, filename, owner=None, purpose="fine-tune", base_model=N
                        "(ATTUNE_MAX_UPLOAD_MB); split it or raise the limit.")
         else:
             with open(dest, "rb") as fh:
-                report = validate_lines(fh, max_line_bytes=settings.ATTUNE_MAX_LINE_MB * 1024 * 1024)
+                report = validate_lines(fh, max_line_bytes=settings.ATTUNE_MAX_LINE_MB * 1024 * 1024,
+                                        purpose=purpose)
     except OSError:
         shutil.rmtree(dest.parent, ignore_errors=True)
         raise

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from training import launch, live
 from training.engine import checkpoints
-from training.models import Checkpoint, FineTuningJob, JobEvent, MetricPoint
+from training.models import Checkpoint, FineTuningJob, JobEvent, MetricPoint, checkpoint_stored
 
 log = logging.getLogger("attune.worker")
 
@@ -284,16 +284,22 @@ class JobRun:
         values = {"step": int(line["step"]), "path": relative, "bytes": line.get("bytes") or 0,
                   "metrics": line.get("metrics") or {}, "is_final": final}
         checkpoint = Checkpoint.objects.filter(job=job, epoch=epoch).first()
+        created = checkpoint is None
         if checkpoint is None:
             checkpoint = Checkpoint(job=job, epoch=epoch, **values)
             if final:
                 # The final epoch's snapshot carries the fine-tuned model's own name.
                 checkpoint.model_tag = job.model_tag
         else:
+            # A replayed line keeps what was added to the metrics since (the eval's scores).
+            values["metrics"] = {**checkpoint.metrics, **values["metrics"]}
             for name, value in values.items():
                 setattr(checkpoint, name, value)
         checkpoint.save()
         checkpoint.job = job
+        # After the commit: what listens (the evals app queues a run) must see the row.
+        transaction.on_commit(lambda: checkpoint_stored.send(sender=Checkpoint, checkpoint=checkpoint,
+                                                             created=created))
         out = [("checkpoint", live.checkpoint_payload(checkpoint))]
         if not final:
             event, created = self._checkpoint_event(checkpoint)

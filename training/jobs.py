@@ -76,7 +76,7 @@ def _check_integration_paths(typed):
                            "relative to the job folder without '..'.", "invalid_value")
 
 
-def _check_metadata(metadata):
+def check_metadata(metadata):
     """OpenAI's limits on a job's metadata: string keys and values, 16 pairs, 64 / 512 characters."""
     if metadata is None:
         return None
@@ -151,6 +151,23 @@ def file_problem(data_file, param, method):
     return None
 
 
+def _check_eval(eval_id):
+    """The eval a job runs on each epoch checkpoint exists and has prompts to run. The evals app is found
+    through the app registry: training imports nothing of the apps built on it."""
+    if not eval_id:
+        return
+    from django.apps import apps
+
+    found = apps.get_model("evals", "Eval").objects.filter(public_id=eval_id).first()
+    if found is None:
+        raise JobError("eval", f"No eval with id '{eval_id}' (eval). Create it on the Evals page or with "
+                               "POST /v1/evals first.", "eval_not_found")
+    if not found.epoch_data_source:
+        raise JobError("eval", f"Eval {eval_id} (eval) has no prompts of its own to run on each checkpoint: "
+                               "give it attune.data_source (the Evals page does) or pick another eval.",
+                       "eval_without_prompts")
+
+
 def create_job(spec, user, parent=None, metadata=None):
     """Validate a request and make the job; see the module docstring for what raises JobError."""
     spec = dict(spec) if isinstance(spec, dict) else spec
@@ -158,10 +175,11 @@ def create_job(spec, user, parent=None, metadata=None):
         # OpenAI generates a seed when none is given; storing it makes a re-run reproduce the run.
         spec["seed"] = secrets.randbelow(2**31)
     typed = check_spec(spec)
-    metadata = _check_metadata(metadata)
+    metadata = check_metadata(metadata)
     base = _find_base_model(typed.model)
     training_file = _find_file(typed.training_file, "training_file", typed.method)
     validation_file = _find_file(typed.validation_file, "validation_file", typed.method)
+    _check_eval(typed.eval)
 
     stored = typed.model_dump(mode="json", exclude=set(WORKER_FIELDS))
     with transaction.atomic():

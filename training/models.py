@@ -29,6 +29,8 @@ from training.engine.spec import SpecValues
 
 # Sent with `job` once a job has ended (succeeded, failed or cancelled) and its closing events are stored.
 job_ended = Signal()
+# Sent with `checkpoint` and `created` once a checkpoint's row is stored (the evals app scores it).
+checkpoint_stored = Signal()
 
 RESULTS_FILENAME = "step_metrics.csv"
 RESULTS_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
@@ -50,9 +52,9 @@ class JobError(Exception):
 
 
 class DataFile(models.Model):
-    PURPOSES = [("fine-tune", "fine-tune"), ("fine-tune-results", "fine-tune-results")]
+    PURPOSES = [("fine-tune", "fine-tune"), ("fine-tune-results", "fine-tune-results"), ("evals", "evals")]
     STATUSES = [("uploaded", "uploaded"), ("processed", "processed"), ("error", "error")]
-    FORMATS = [("", "unknown"), ("chat", "chat"), ("preference", "preference")]
+    FORMATS = [("", "unknown"), ("chat", "chat"), ("preference", "preference"), ("items", "items")]
 
     public_id = models.CharField(max_length=40, unique=True, default=ids.new_file_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -203,6 +205,32 @@ class FineTuningJob(models.Model):
     def model_name(self, tag=None):
         """`ft:<base>:<suffix>:<id>`; a checkpoint passes its own tag."""
         return f"ft:{self.base_model.name}:{self.suffix}:{tag or self.model_tag}"
+
+    # --- the best checkpoint --------------------------------------------------------
+
+    @property
+    def best_metric(self):
+        """(metric name, higher is better) that marks the best checkpoint: the spec's best_checkpoint_metric,
+        with auto → eval_mean_score when the job names an eval, else full_valid_loss."""
+        values = self.spec_values
+        metric = values.best_checkpoint_metric or "auto"
+        if metric == "auto":
+            metric = "eval_mean_score" if values.eval else "full_valid_loss"
+        return metric, metric != "full_valid_loss"
+
+    def best_checkpoint(self, checkpoints=None):
+        """The checkpoint with the best value of `best_metric` (the earlier one on a tie), or None while no
+        checkpoint has a value for it."""
+        metric, higher = self.best_metric
+        best, best_value = None, None
+        for checkpoint in sorted(checkpoints if checkpoints is not None else self.checkpoints.all(),
+                                 key=lambda c: c.step):
+            value = checkpoint.metric_value(metric)
+            if value is None:
+                continue
+            if best is None or (value > best_value if higher else value < best_value):
+                best, best_value = checkpoint, value
+        return best
 
     @property
     def progress(self):
@@ -441,6 +469,15 @@ class Checkpoint(models.Model):
     @property
     def full_path(self) -> Path:
         return settings.ATTUNE_HOME / self.path
+
+    def metric_value(self, metric):
+        """A number from the checkpoint's metrics: `eval:<name>` reads one testing criterion's mean score
+        (`eval_scores`), anything else the metric of that name; None when it has none."""
+        if metric.startswith("eval:"):
+            value = (self.metrics.get("eval_scores") or {}).get(metric[len("eval:"):])
+        else:
+            value = self.metrics.get(metric)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class MetricPoint(models.Model):

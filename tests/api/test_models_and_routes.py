@@ -83,7 +83,7 @@ def test_a_checkpoint_of_a_running_job_cannot_be_deleted(api, finished_job):
     assert_error(api.delete(f"/v1/models/{name}"), 400, param="model", code="model_in_use")
 
 
-@pytest.mark.parametrize("method, path", [("get", "/v1/nothing"), ("post", "/v1/fine_tuning/alpha/graders/run"),
+@pytest.mark.parametrize("method, path", [("get", "/v1/nothing"), ("post", "/v1/fine_tuning/alpha/graders/nothing"),
                                           ("get", "/v1/files/file-x/content/more"), ("delete", "/v1/")])
 def test_an_unknown_route_is_a_404_envelope(api, method, path):
     assert_error(getattr(api, method)(path), 404, code="unknown_url")
@@ -110,7 +110,8 @@ def test_every_route_is_in_the_openapi_schema(client, db):
         if route.startswith("^") or route == "openapi.json":
             continue
         routes.add("/" + route.replace("<str:file_id>", "{file_id}").replace("<str:job_id>", "{fine_tuning_job_id}")
-                   .replace("<path:model_id>", "{model}"))
+                   .replace("<path:model_id>", "{model}").replace("<str:eval_id>", "{eval_id}")
+                   .replace("<str:run_id>", "{run_id}").replace("<str:item_id>", "{output_item_id}"))
     assert routes == described
     attune = schema["components"]["schemas"]["AttuneJobSettings"]["properties"]
     assert {"adapter", "lora_r", "lora_alpha", "max_seq_length"} <= set(attune)

@@ -203,6 +203,15 @@ class JobSpec(_Strict):
                                 group="advanced", ge=1, le=10000)
     n_gpus: int = _field(1, description="GPUs for this job; more than 1 launches torchrun.", group="advanced",
                          ge=1, le=64)
+    # --- evaluation (the studio's; the engine never reads them) ------------------
+    eval: str | None = _field(None, description="An eval (eval_…) run on every epoch checkpoint, off the training "
+                                                "path; its scores land in the checkpoint's metrics.",
+                              group="advanced", max_length=64, pattern=r"^eval_[A-Za-z0-9]+$")
+    best_checkpoint_metric: str = _field(
+        AUTO, description="What marks the best checkpoint: full_valid_loss (lowest), eval_mean_score or "
+                          "eval_pass_rate (highest), or eval:<testing criterion name>; auto takes eval_mean_score "
+                          "when the job names an eval, else full_valid_loss.", group="advanced", min_length=1,
+        max_length=300)
     output_dir: str = _field("var/jobs/local", description="The job folder; checkpoints go under it.",
                              group="worker", min_length=1)
 
@@ -218,6 +227,15 @@ class JobSpec(_Strict):
             raise ValueError("give at least one module name, or all-linear")
         return value
 
+    @field_validator("best_checkpoint_metric")
+    @classmethod
+    def _known_metric(cls, metric):
+        if not (metric in (AUTO, "full_valid_loss", "eval_mean_score", "eval_pass_rate")
+                or (metric.startswith("eval:") and len(metric) > 5)):
+            raise ValueError(f"{metric!r} is not one of auto, full_valid_loss, eval_mean_score, eval_pass_rate "
+                             "or eval:<testing criterion name>")
+        return metric
+
     @model_validator(mode="after")
     def _batch_divides(self):
         if isinstance(self.batch_size, int):
@@ -226,6 +244,9 @@ class JobSpec(_Strict):
                 raise ValueError(
                     f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps × n_gpus "
                     f"({per_step})")
+        metric = self.best_checkpoint_metric
+        if metric.startswith("eval") and not self.eval:
+            raise ValueError(f"best_checkpoint_metric {metric!r} needs an eval; name one in 'eval'")
         if self.packing and not applies_to("packing", self.method):
             raise ValueError("packing applies to supervised fine-tuning only; turn it off for DPO")
         return self
@@ -420,6 +441,8 @@ def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
         updates["learning_rate_multiplier"] = 1.0
     if spec.beta == AUTO:
         updates["beta"] = DEFAULT_BETA
+    if spec.best_checkpoint_metric == AUTO:
+        updates["best_checkpoint_metric"] = "eval_mean_score" if spec.eval else "full_valid_loss"
     resolved = spec.model_copy(update=updates)
     resolved = JobSpec.model_validate(resolved.model_dump())  # re-check ranges and divisibility
     summary = {name: getattr(resolved, name) for name in hyperparameters_for(resolved.method)}

@@ -13,6 +13,7 @@ resumes them from there.
 import signal
 import sys
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
@@ -65,6 +66,11 @@ class Command(BaseCommand):
 
             start_inprocess_worker(slots=settings.ATTUNE_WORKER_SLOTS)
             self.stdout.write(f"Training worker running in this process ({settings.ATTUNE_WORKER_SLOTS} slot(s)).")
+        # The apps built on training that keep work going in the background (the eval worker) say so with
+        # `start_background()` / `stop_background()` on their AppConfig.
+        background = [app for app in apps.get_app_configs() if hasattr(app, "start_background")]
+        for app in background:
+            self.stdout.write(app.start_background())
 
         import uvicorn
 
@@ -80,6 +86,8 @@ class Command(BaseCommand):
                     forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS)
         from playground.inference import close_backend
 
+        for app in background:
+            app.stop_background()
         close_backend()  # the vLLM servers this studio started, if any
         if worker:
             from training.worker import stop_inprocess_worker
