@@ -252,9 +252,19 @@ def _content_text(content, param):
                     param=param, code="unsupported_value")
 
 
-def _input_messages(value, param):
-    from graders import GraderError, check_template
+def _check_prompt_template(text, param):
+    """A prompt is written before any sample exists: it may name the item's fields only."""
+    from graders.templates import VARIABLE, parse_variable
 
+    for match in VARIABLE.finditer(text):
+        path = parse_variable(match.group(1))
+        if path is None or path[0] != "item":
+            raise EvalError(f"Unknown template variable {match.group(0)} in {param}: a prompt may use "
+                            "{{item.<field>}} only (the sample does not exist yet).", param=param,
+                            code="invalid_variable")
+
+
+def _input_messages(value, param):
     messages = _object(value, param, required=True)
     kind = messages.get("type")
     if kind == "item_reference":
@@ -279,10 +289,7 @@ def _input_messages(value, param):
         if message.get("role") not in ROLES:
             raise EvalError(f"'{where}.role' must be one of {', '.join(ROLES)}.", param=f"{where}.role")
         text = _content_text(message.get("content"), f"{where}.content")
-        try:
-            check_template(text, param=f"{where}.content", allow_sample=False)
-        except GraderError as exc:
-            raise EvalError(exc.message, param=exc.param, code=exc.code or "invalid_variable") from None
+        _check_prompt_template(text, f"{where}.content")
         out.append({"role": message["role"], "content": text})
     if out[-1]["role"] != "user":
         raise EvalError(f"The last message of '{param}.template' must be from the user.",
@@ -355,7 +362,7 @@ def load_rows(data_source):
 
 def input_messages(data_source, item):
     """The chat for one item, or EvalError naming what the item lacks."""
-    from graders import GraderError, render_template
+    from graders.templates import TemplateError, make_sample, render
 
     spec = data_source["input_messages"]
     if spec["type"] == "item_reference":
@@ -372,7 +379,8 @@ def input_messages(data_source, item):
     out = []
     for message in spec["template"]:
         try:
-            out.append({"role": message["role"], "content": render_template(message["content"], item=item)})
-        except GraderError as exc:
-            raise EvalError(exc.message, param="data_source.input_messages") from None
+            out.append({"role": message["role"], "content": render(message["content"], make_sample(""), item)})
+        except TemplateError as exc:
+            raise EvalError(f"The prompt cannot be written for this item: {exc}.",
+                            param="data_source.input_messages") from None
     return out
