@@ -52,7 +52,7 @@ def score(metric, text, reference):
     if metric == "bleu":
         import sacrebleu
 
-        return sacrebleu.sentence_bleu(text, [reference]).score / 100
+        return min(sacrebleu.sentence_bleu(text, [reference]).score / 100, 1.0)  # 100.00000000000004 happens
     if metric == "gleu":
         from nltk.translate.gleu_score import sentence_gleu
 
