@@ -274,6 +274,7 @@ def graders_run(request):
     from graders import run_grader
 
     from evals.judges import StudioJudge
+    from evals.runner import python_limits
 
     body = json_body(request)
     extra = sorted(set(body) - {"grader", "model_sample", "item", "reference_answer"})
@@ -287,5 +288,5 @@ def graders_run(request):
     item = body.get("item")
     if item is not None and not isinstance(item, dict):
         raise ApiError("'item' must be an object (the fields graders read as item.*).", param="item")
-    result = run_grader(grader, sample, item or {}, judge=StudioJudge())
+    result = run_grader(grader, sample, item or {}, judge=StudioJudge(), limits=python_limits())
     return JsonResponse(result.as_response())

@@ -29,6 +29,7 @@
 | EVAL_BATCH_SNAPSHOTS     | 8 snapshots generated in one batch |
 | EVAL_MAX_ITEMS           | 10000 items in one run            |
 | EVAL_MAX_QUEUED_PER_USER | 100 runs waiting at once          |
+| PYTHON_GRADER_CPU_SECONDS / _WALL_SECONDS / _MEMORY_MB | 10 / 30 / 1024 per item |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 | TRUST_PROXY_HEADERS      | off (X-Forwarded-* ignored)       |
@@ -203,6 +204,10 @@ EVAL_CHUNK_ITEMS = int(os.environ.get("EVAL_CHUNK_ITEMS", "16"))
 EVAL_MAX_ITEMS = int(os.environ.get("EVAL_MAX_ITEMS", "10000"))
 EVAL_MAX_QUEUED_PER_USER = int(os.environ.get("EVAL_MAX_QUEUED_PER_USER", "100"))
 EVAL_STALE_SECONDS = float(os.environ.get("EVAL_STALE_SECONDS", "120"))
+# The sandbox of python graders (graders/sandbox.py): CPU seconds and wall seconds per item, memory.
+PYTHON_GRADER_CPU_SECONDS = float(os.environ.get("PYTHON_GRADER_CPU_SECONDS", "10"))
+PYTHON_GRADER_WALL_SECONDS = float(os.environ.get("PYTHON_GRADER_WALL_SECONDS", "30"))
+PYTHON_GRADER_MEMORY_MB = int(os.environ.get("PYTHON_GRADER_MEMORY_MB", "1024"))
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

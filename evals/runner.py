@@ -23,7 +23,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from evals.models import EvalRun, OutputItem
@@ -89,6 +89,15 @@ class _Usage:
         return [dict(row) for row in self.by_model.values()]
 
 
+def python_limits():
+    """The python graders' sandbox limits, from settings."""
+    from graders import SandboxLimits
+
+    return SandboxLimits(cpu_seconds=settings.PYTHON_GRADER_CPU_SECONDS,
+                         memory_mb=settings.PYTHON_GRADER_MEMORY_MB,
+                         wall_seconds=settings.PYTHON_GRADER_WALL_SECONDS)
+
+
 def execute(runs, chunk_items=None):
     """Generate and grade a group of claimed runs (one eval, one data source) to their end."""
     from graders import grade_items
@@ -135,7 +144,7 @@ def execute(runs, chunk_items=None):
         graded = {}
         for criterion in criteria:
             try:
-                results = grade_items(criterion, pairs, judge=judge)
+                results = grade_items(criterion, pairs, judge=judge, limits=python_limits())
             except Exception as exc:  # noqa: BLE001 - a grader that breaks errors its items, the run goes on
                 log.exception("Grader %s failed on run %s", criterion.get("name"), live[0].public_id)
                 results = [exc] * len(pairs)
@@ -309,9 +318,9 @@ class EvalWorker:
         runs = EvalRun.claim_next(self.name, max_runs=settings.EVAL_BATCH_SNAPSHOTS)
         if not runs:
             return False
-        running = threading.Event()
-        running.set()
-        threading.Thread(target=self._beat, args=([r.pk for r in runs], running), daemon=True).start()
+        ended = threading.Event()
+        beat = threading.Thread(target=self._beat, args=([r.pk for r in runs], ended), daemon=True)
+        beat.start()
         try:
             execute(runs)
         except Exception as exc:  # noqa: BLE001 - the run says what went wrong
@@ -320,14 +329,21 @@ class EvalWorker:
                 run.fail(f"{type(exc).__name__}: {exc}", code="server_error")
             finish_hooks(runs)
         finally:
-            running.clear()
+            ended.set()
+            beat.join()
         return True
 
-    def _beat(self, pks, running):
+    def _beat(self, pks, ended):
         # A long generation (a slow first model load) must not read as a dead worker.
-        while running.is_set() and not self.stopping.wait(min(10.0, settings.EVAL_STALE_SECONDS / 3)):
-            EvalRun.objects.filter(pk__in=pks, status=EvalRun.IN_PROGRESS).update(heartbeat_at=timezone.now())
-        close_old_connections()
+        beat = False
+        while not ended.wait(min(10.0, settings.EVAL_STALE_SECONDS / 3)):
+            try:
+                EvalRun.objects.filter(pk__in=pks, status=EvalRun.IN_PROGRESS).update(heartbeat_at=timezone.now())
+            except DatabaseError:  # a busy database: the next beat comes well before the run looks stale
+                log.warning("An eval heartbeat could not be stored", exc_info=True)
+            beat = True
+        if beat:
+            close_old_connections()
 
     def _loop(self):
         while not self.stopping.is_set():
