@@ -25,3 +25,8 @@ class EvalsConfig(AppConfig):
         from evals.runner import stop_inprocess_eval_worker
 
         stop_inprocess_eval_worker()
+
+    def bootstrap_demo(self):
+        from evals.demo import ensure_demo_eval
+
+        return ensure_demo_eval()

@@ -17,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -132,4 +133,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"Uploaded {filename} as {data_file.public_id}: "
                                   f"{report.n_examples} examples, {report.n_errors} errors.")
         heldout_path().write_text(to_jsonl(heldout), encoding="utf-8")
+        # The apps built on training add their part of the demo (the evals app: an eval on the held-out
+        # prompts) through `bootstrap_demo()` on their AppConfig.
+        for app in apps.get_app_configs():
+            if hasattr(app, "bootstrap_demo"):
+                for line in app.bootstrap_demo():
+                    self.stdout.write(line)
         self.stdout.write("Demo ready.")

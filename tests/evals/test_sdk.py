@@ -1,0 +1,108 @@
+"""The official `openai` SDK drives a whole eval against a live studio (`manage.py serve`, its eval worker,
+the demo data), unchanged: evals, runs, output items, cancel, delete, and the graders routes."""
+
+import time
+
+import pytest
+from openai import OpenAI
+
+pytestmark = pytest.mark.slow
+
+LABEL = {"type": "string_check", "name": "label", "input": "{{sample.output_text}}",
+         "reference": "{{item.expected}}", "operation": "eq"}
+SHORT = {"type": "python", "name": "short", "pass_threshold": 1,
+         "source": "def grade(sample, item):\n    return 1.0 if len(sample['output_text']) <= 40 else 0.0\n"}
+
+
+def wait_for_run(client, eval_id, run_id, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.evals.runs.retrieve(run_id, eval_id=eval_id)
+        if run.status in ("completed", "failed", "canceled"):
+            return run
+        assert time.monotonic() < deadline, f"{run_id} still {run.status}"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def sdk(studio):
+    key = studio.manage("create_api_key", "admin").stdout.strip()
+    client = OpenAI(base_url=studio.url + "/v1", api_key=key, max_retries=0, timeout=120)
+    client.studio = studio
+    return client
+
+
+def test_the_sdk_drives_a_whole_eval(sdk):
+    demo = sdk.evals.retrieve("eval_demo")
+    assert demo.testing_criteria[0].type == "string_check"
+    assert "eval_demo" in [e.id for e in sdk.evals.list(limit=100).data]
+
+    evaluation = sdk.evals.create(
+        name="intents on attune-tiny", metadata={"team": "support"},
+        data_source_config={"type": "custom", "item_schema": {"type": "object", "properties": {
+            "messages": {"type": "array"}, "expected": {"type": "string"}}}, "include_sample_schema": True},
+        testing_criteria=[LABEL, SHORT])
+    assert evaluation.id.startswith("eval_") and evaluation.data_source_config.type == "custom"
+    heldout = (sdk.studio.home / "demo" / "demo-intents-heldout.jsonl").read_text().splitlines()[:6]
+    import json
+
+    rows = [{"item": json.loads(line)} for line in heldout]
+    run = sdk.evals.runs.create(evaluation.id, name="tiny base", data_source={
+        "type": "completions", "model": "attune-tiny", "source": {"type": "file_content", "content": rows},
+        "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
+        "sampling_params": {"max_completion_tokens": 6, "temperature": 0, "seed": 3}})
+    assert run.status in ("queued", "in_progress") and run.model == "attune-tiny"
+    done = wait_for_run(sdk, evaluation.id, run.id)
+    assert done.status == "completed", done.error
+    counts = done.result_counts
+    assert counts.total == 6 and counts.passed + counts.failed + counts.errored == 6
+    assert {r.testing_criteria for r in done.per_testing_criteria_results} == {"label", "short"}
+    assert done.per_model_usage[0].model_name == "attune-tiny" and done.per_model_usage[0].invocation_count == 6
+
+    items = sdk.evals.runs.output_items.list(run.id, eval_id=evaluation.id, limit=100).data
+    assert sorted(i.datasource_item_id for i in items) == list(range(6))
+    first = items[0]
+    assert first.sample.model == "attune-tiny" and first.sample.input[-1].role == "user"
+    assert {r.name for r in first.results} == {"label", "short"}
+    for item in items:  # the verdicts follow the graders' rules on what the model wrote
+        text = item.sample.output[0].content
+        label = next(r for r in item.results if r.name == "label")
+        assert label.passed == (text == item.datasource_item["expected"])
+    failed = sdk.evals.runs.output_items.list(run.id, eval_id=evaluation.id, status="fail").data
+    assert all(i.status == "fail" for i in failed) and len(failed) == counts.failed
+    one = sdk.evals.runs.output_items.retrieve(first.id, eval_id=evaluation.id, run_id=run.id)
+    assert one.id == first.id
+
+    # Pre-generated samples, then a run canceled before it ends.
+    samples = sdk.evals.runs.create(evaluation.id, data_source={"type": "jsonl", "source": {
+        "type": "file_content", "content": [{"item": {"expected": "refund"}, "sample": {"output_text": "refund"}}]}})
+    assert wait_for_run(sdk, evaluation.id, samples.id).result_counts.passed == 1
+    long_run = sdk.evals.runs.create(evaluation.id, data_source={
+        "type": "completions", "model": "smollm2-135m", "source": {"type": "file_content", "content": rows * 8},
+        "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
+        "sampling_params": {"max_completion_tokens": 32}})
+    canceled = sdk.evals.runs.cancel(long_run.id, eval_id=evaluation.id)
+    assert canceled.status == "canceled"
+    assert wait_for_run(sdk, evaluation.id, long_run.id).status == "canceled"
+    listed = sdk.evals.runs.list(evaluation.id, status="completed").data
+    assert {r.id for r in listed} == {run.id, samples.id}
+
+    renamed = sdk.evals.update(evaluation.id, name="renamed")
+    assert renamed.name == "renamed"
+    assert sdk.evals.runs.delete(samples.id, eval_id=evaluation.id).deleted
+    assert sdk.evals.delete(evaluation.id).deleted
+
+
+def test_the_sdk_runs_and_validates_graders(sdk):
+    grader = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}
+    validated = sdk.fine_tuning.alpha.graders.validate(grader=grader)
+    assert validated.grader.evaluation_metric == "fuzzy_match"
+    result = sdk.fine_tuning.alpha.graders.run(grader=grader, model_sample="refund", item={"answer": "refund"})
+    assert result.reward == pytest.approx(1.0)
+    assert result.metadata.errors.invalid_variable_error is False
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.fine_tuning.alpha.graders.validate(grader={"type": "python", "name": "p", "source": "def grade(:\n"})
+    assert raised.value.body["param"] == "grader.source" and "line 1" in raised.value.body["message"]
