@@ -246,9 +246,8 @@ def output_item_detail(request, eval_id, run_id, item_id):
 # --- graders ---------------------------------------------------------------------------
 
 def _grader(body):
-    from graders import GraderError, validate_grader
-
     from evals.requests import snapshot_exists
+    from graders import GraderError, validate_grader
 
     grader = body.get("grader")
     if not isinstance(grader, dict):
@@ -271,10 +270,9 @@ def graders_validate(request):
 
 @api_view("POST")
 def graders_run(request):
-    from graders import run_grader
-
     from evals.judges import StudioJudge
     from evals.runner import python_limits
+    from graders import run_grader
 
     body = json_body(request)
     extra = sorted(set(body) - {"grader", "model_sample", "item", "reference_answer"})

@@ -19,7 +19,6 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 
-
 def _hex_id(prefix):
     return prefix + secrets.token_hex(16)
 
