@@ -7,9 +7,8 @@ class EvalsConfig(AppConfig):
 
     def ready(self):
         # A job that names an eval has each epoch checkpoint scored; training knows nothing of evals.
-        from training.models import checkpoint_stored
-
         from evals.epochs import on_checkpoint_stored
+        from training.models import checkpoint_stored
 
         checkpoint_stored.connect(on_checkpoint_stored, dispatch_uid="evals.epochs")
 

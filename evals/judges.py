@@ -39,7 +39,13 @@ class StudioJudge:
         return self._snapshot(model, messages, params, choices)
 
     def _snapshot(self, model, messages, params, choices):
-        from playground.inference import InferenceError, SamplingParams, collect, get_backend, validate_messages
+        from playground.inference import (
+            InferenceError,
+            SamplingParams,
+            collect,
+            get_backend,
+            validate_messages,
+        )
         from playground.snapshots import UnknownModel, resolve_snapshot
 
         try:

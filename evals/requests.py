@@ -69,9 +69,8 @@ def _name(value, param="name"):
 
 
 def snapshot_exists(name):
-    from playground.snapshots import UnknownModel, resolve_snapshot
-
     from evals.judges import endpoint_for
+    from playground.snapshots import UnknownModel, resolve_snapshot
 
     if endpoint_for(name) is not None:
         return True

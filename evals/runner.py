@@ -91,9 +91,8 @@ class _Usage:
 
 def execute(runs, chunk_items=None):
     """Generate and grade a group of claimed runs (one eval, one data source) to their end."""
-    from graders import grade_items
-
     from evals.judges import StudioJudge
+    from graders import grade_items
 
     chunk_items = chunk_items or settings.EVAL_CHUNK_ITEMS
     eval_obj = runs[0].eval
