@@ -29,7 +29,8 @@ Grader types:
   root; only rlimits and an audit hook otherwise). Limits in SandboxLimits. `image_tag` is accepted and
   not used: every grader runs on this machine's Python, with only the standard modules math, re, json,
   statistics, string, collections, itertools, functools, difflib, datetime, random, fractions, decimal
-  and unicodedata (no numpy, no network, no files).
+  and unicodedata (no numpy, no network, no files). `sample` is a dict: output_text, output_json (None
+  when the text is not JSON), output_tools, choices; `item` is the data row.
 - multi: `graders` by key (no multi inside), combined by the `calculate_output` formula (graders/formula.py:
   + - * / ^, parentheses, min max abs floor ceil exp sqrt log). The sub-graders' scores are the
   `sub_rewards`. A formula that cannot be computed for a sample (division by zero, log of 0) sets

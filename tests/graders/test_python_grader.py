@@ -62,6 +62,20 @@ def test_a_loop_that_swallows_the_cpu_limit_is_killed_and_a_fresh_process_grades
     assert [result.reward for result in results[1:]] == [0.5, 0.5]
 
 
+def test_an_item_that_waits_without_using_cpu_is_killed_at_its_wall_clock_limit():
+    grader = python("""
+        import random
+        def grade(sample, item):
+            if item["wait"]:
+                random._os.read(0, 1)  # the request pipe: nothing more comes until this item answers
+            return 1
+    """)
+    results = grade_items(grader, [("a", {"wait": True}), ("b", {"wait": False})],
+                          limits=SandboxLimits(wall_seconds=1))
+    assert "wall-clock limit" in results[0].errors["python_grader_runtime_error_details"]
+    assert results[1].reward == 1.0
+
+
 def test_a_10_gb_allocation_fails_at_the_memory_limit():
     grader = python("""
         def grade(sample, item):
