@@ -10,7 +10,6 @@
 Every problem answers in the API's error envelope with the request field at fault as `param`.
 """
 
-from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse
 from django.utils import timezone
@@ -148,35 +147,13 @@ def eval_detail(request, eval_id):
 
 # --- runs ------------------------------------------------------------------------------
 
-def create_run(eval_obj, user, fields, job=None, checkpoint=None):
-    """Queue a run, or EvalError when the user's queue is full. Shared with the Evals page."""
-    waiting = EvalRun.objects.filter(owner=user, status__in=[EvalRun.QUEUED, EvalRun.IN_PROGRESS]).count()
-    if waiting >= settings.EVAL_MAX_QUEUED_PER_USER:
-        raise EvalError(f"You have {waiting} eval runs queued or in progress, the most allowed at once "
-                        f"(EVAL_MAX_QUEUED_PER_USER); wait for some to end or cancel them.", param=None,
-                        code="rate_limit_exceeded", status=429)
-    data_source = fields["data_source"]
-    base = ""
-    if data_source["type"] == "completions":
-        from playground.snapshots import UnknownModel, resolve_snapshot
-
-        try:
-            base = resolve_snapshot(data_source["model"]).base_model
-        except UnknownModel:
-            base = ""  # an external judge endpoint cannot be a run's model; resolve fails in the run
-    return EvalRun.objects.create(
-        eval=eval_obj, owner=user, name=fields["name"], metadata=fields["metadata"], data_source=data_source,
-        model=data_source.get("model", ""), batch_key=EvalRun.key_for(eval_obj, data_source), base_model=base,
-        job=job, checkpoint=checkpoint)
-
-
 @api_view("GET", "POST")
 def runs(request, eval_id):
     eval_obj = _get_eval(eval_id)
     if request.method == "POST":
         try:
             with transaction.atomic():
-                run = create_run(eval_obj, request.user, run_fields(eval_obj, json_body(request)))
+                run = EvalRun.queue(eval_obj, request.user, run_fields(eval_obj, json_body(request)))
         except EvalError as exc:
             raise _api_error(exc) from None
         run.refresh_from_db()

@@ -121,10 +121,9 @@ def main():
     args = parser.parse_args()
 
     _django.setup("attune-bench-evals-")
+    from compare import build
     from django.conf import settings
     from django.core.management import call_command
-
-    from compare import build
 
     call_command("migrate", verbosity=0)
     base, adapters = build(settings.ATTUNE_HOME / "bench-models", base=args.base)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("v1/", include("api.urls")),
     path("playground/", include("playground.urls")),
     path("settings/", include("api.page_urls")),
+    path("evals/", include("evals.urls")),
     path("", include("training.urls")),
     path("", include("dashboard.urls")),
 ]

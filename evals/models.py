@@ -160,6 +160,31 @@ class EvalRun(models.Model):
             taken = [run for run in group if cls.objects.filter(pk=run.pk, status=cls.QUEUED).update(**changes)]
         return list(cls.objects.filter(pk__in=[run.pk for run in taken]).order_by("created_at", "id"))
 
+    @classmethod
+    def queue(cls, eval_obj, user, fields, job=None, checkpoint=None):
+        """Queue a run of checked `fields` (`evals.requests.run_fields`), or EvalError when the user's queue
+        is full. The API and the Evals page both queue runs here."""
+        from evals.requests import EvalError
+
+        waiting = cls.objects.filter(owner=user, status__in=[cls.QUEUED, cls.IN_PROGRESS]).count()
+        if waiting >= settings.EVAL_MAX_QUEUED_PER_USER:
+            raise EvalError(f"You have {waiting} eval runs queued or in progress, the most allowed at once "
+                            f"(EVAL_MAX_QUEUED_PER_USER); wait for some to end or cancel them.", param=None,
+                            code="rate_limit_exceeded", status=429)
+        data_source = fields["data_source"]
+        base = ""
+        if data_source["type"] == "completions":
+            from playground.snapshots import UnknownModel, resolve_snapshot
+
+            try:
+                base = resolve_snapshot(data_source["model"]).base_model
+            except UnknownModel:
+                base = ""  # an external judge endpoint cannot be a run's model; resolve fails in the run
+        return cls.objects.create(
+            eval=eval_obj, owner=user, name=fields["name"], metadata=fields["metadata"], data_source=data_source,
+            model=data_source.get("model", ""), batch_key=cls.key_for(eval_obj, data_source), base_model=base,
+            job=job, checkpoint=checkpoint)
+
     def cancel(self):
         """Cancel a run that has not ended; True when it was canceled now."""
         updated = EvalRun.objects.filter(pk=self.pk, status__in=[self.QUEUED, self.IN_PROGRESS]).update(

@@ -359,6 +359,40 @@ def load_rows(data_source):
     return rows
 
 
+def first_item(data_file, max_bytes=1024 * 1024):
+    """The item of a stored file's first line, or None when it is gone or that line is not an object
+    (or longer than `max_bytes`): what the Evals page derives an item schema from and shows as an example."""
+    try:
+        with open(data_file.full_path, "rb") as fh:
+            while raw := fh.readline(max_bytes + 1):
+                if len(raw) > max_bytes:
+                    return None
+                text = raw.decode("utf-8-sig", errors="replace").strip()
+                if not text:
+                    continue
+                try:
+                    item, _sample = _row(json.loads(text))
+                except ValueError:
+                    return None
+                return item if isinstance(item, dict) else None
+    except OSError:
+        return None
+    return None
+
+
+JSON_TYPES = ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array"),
+              (dict, "object"), (type(None), "null"))
+
+
+def item_schema(item):
+    """A JSON schema of an item's top-level fields and their types, from one example item."""
+    properties = {}
+    for key, value in (item or {}).items():
+        kind = next(name for cls, name in JSON_TYPES if isinstance(value, cls))
+        properties[key] = {"type": kind}
+    return {"type": "object", "properties": properties}
+
+
 def input_messages(data_source, item):
     """The chat for one item, or EvalError naming what the item lacks."""
     from graders.templates import TemplateError, make_sample, render

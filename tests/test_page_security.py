@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("playground", "dashboard", "api", "training", "config")
+APPS = ("playground", "dashboard", "api", "training", "config", "evals")
 TEMPLATES = ROOT / "templates"
 
 

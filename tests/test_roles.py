@@ -35,6 +35,7 @@ FOR_ADMINS = {
     "job_detail", "job_rerun", "job_cancel", "job_pause", "job_resume", "checkpoint_download",
     "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close",
     "rating_task_restart", "webhooks", "webhook_detail", "webhook_toggle", "webhook_delete",
+    "evals", "eval_new", "eval_try", "eval_detail", "eval_run_new", "eval_run_cancel", "eval_items", "eval_agreement",
 }
 PAGE_METHODS = ("get", "post")
 
@@ -128,7 +129,7 @@ def real_ids(admin_user, evaluator_user, settings):
                                                       "reference": "a", "operation": "eq"}])
     run = EvalRun.objects.create(eval=eval_obj, status=EvalRun.COMPLETED, data_source={"type": "jsonl"})
     item = OutputItem.objects.create(run=run, index=0)
-    return {"eval_id": eval_obj.public_id, "run_id": run.public_id, "item_id": item.public_id,"file_id": data_file.public_id, "job_id": job.public_id, "checkpoint_id": checkpoint.public_id,
+    return {"eval_id": eval_obj.public_id, "run_id": run.public_id, "item_id": item.public_id, "file_id": data_file.public_id, "job_id": job.public_id, "checkpoint_id": checkpoint.public_id,
             "comparison_id": comparison.public_id, "task_id": task.public_id, "endpoint_id": endpoint.pk,
             "key_id": key.pk, "model_id": base.name}
 

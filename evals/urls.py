@@ -1,0 +1,14 @@
+from django.urls import path
+
+from evals import views
+
+urlpatterns = [
+    path("", views.evals, name="evals"),
+    path("new/", views.eval_new, name="eval_new"),
+    path("try/", views.eval_try, name="eval_try"),
+    path("agreement/<str:task_id>/", views.eval_agreement, name="eval_agreement"),
+    path("<str:eval_id>/", views.eval_detail, name="eval_detail"),
+    path("<str:eval_id>/runs/", views.eval_run_new, name="eval_run_new"),
+    path("<str:eval_id>/runs/<str:run_id>/cancel/", views.eval_run_cancel, name="eval_run_cancel"),
+    path("<str:eval_id>/items/", views.eval_items, name="eval_items"),
+]
