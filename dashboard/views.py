@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -507,6 +508,30 @@ def _full_validation_by_epoch(jobs):
     return sorted(table.items())
 
 
+def _eval_by_epoch(jobs):
+    """[(epoch, [cell per job])]: each job's eval scores at each epoch end, {mean, pass_rate, best}, its best
+    checkpoint (by the job's own best_metric) marked; None where the job has no checkpoint at that epoch."""
+    table = {}
+    for i, job in enumerate(jobs):
+        checkpoints = list(job.checkpoints.all())
+        best = job.best_checkpoint(checkpoints)
+        for checkpoint in checkpoints:
+            row = table.setdefault(checkpoint.epoch, [None] * len(jobs))
+            row[i] = {"mean": _eval_cell("eval_mean_score", checkpoint.metric_value("eval_mean_score")),
+                      "pass_rate": _eval_cell("eval_pass_rate", checkpoint.metric_value("eval_pass_rate")),
+                      "best": best is not None and checkpoint.pk == best.pk}
+    return sorted(table.items())
+
+
+def _eval_headings(jobs):
+    """Per job: its eval id (or None) and what marks its best checkpoint."""
+    out = []
+    for job in jobs:
+        metric, higher = job.best_metric
+        out.append({"eval": job.spec_values.eval, "best_metric": metric, "direction": "highest" if higher else "lowest"})
+    return out
+
+
 @admin_required
 @require_GET
 def compare_jobs(request):
@@ -514,13 +539,19 @@ def compare_jobs(request):
     context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50], "trace_names": TRACES}
     if form.is_valid():
         picked = form.cleaned_data["jobs"]
+        prefetch_related_objects(picked, "checkpoints")
+        evals = _eval_headings(picked)
+        named = {heading["eval"] for heading in evals if heading["eval"]}
         context.update({
+            "evals": list(zip(picked, evals, strict=True)) if named else [],
+            "evals_differ": len(named) > 1,
+            "eval_by_epoch": _eval_by_epoch(picked) if named else [],
             "picked": list(zip(picked, COMPARE_COLOURS, strict=False)),
             "picked_ids": [job.public_id for job in picked],
             "differences": _spec_differences(picked),
             "full_validation": _full_validation_by_epoch(picked),
             "series": [{"id": job.public_id, "label": f"{job.public_id[:12]}… {job.suffix or job.base_model.name}",
-                        "colour": colour, "curves": _curves(job)}
+                        "colour": colour, "curves": _curves(job), "eval": eval_curves(job.checkpoints.all())}
                        for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
         })
     return render(request, "dashboard/compare_runs.html", context)

@@ -185,3 +185,45 @@ def test_the_checkpoint_message_carries_the_eval_scores_the_chart_reads(base_mod
     metrics = history["checkpoints"][0]["metrics"]
     assert metrics[TRACES["eval"]["mean_score"]] == 0.5 and metrics[TRACES["eval"]["pass_rate"]] == 0.5
     assert set(history["points"]) == {"train", "sampled", "full"}
+
+
+@pytest.mark.django_db
+def test_compare_runs_shows_each_jobs_eval_scores_per_epoch_with_its_best_marked(admin_client, base_model,
+                                                                                train_file, intents_eval):
+    a = eval_job(base_model, train_file, intents_eval)
+    b = eval_job(base_model, train_file, intents_eval, metric="eval_pass_rate")
+    add_checkpoint(a, 1, 2.0, {"exact": 0.4, "polite": 0.6}, 0.5)
+    add_checkpoint(a, 2, 1.5, {"exact": 0.8, "polite": 0.8}, 0.25)
+    add_checkpoint(b, 1, 2.0, {"exact": 0.9, "polite": 0.9}, 0.4)
+    add_checkpoint(b, 2, 1.5, {"exact": 0.2, "polite": 0.2}, 0.6)
+    add_checkpoint(b, 3, 1.4)
+    html = admin_client.get("/jobs/compare/", {"jobs": [a.public_id, b.public_id]}).content.decode()
+    table = html[html.index('id="eval-scores"'):]
+    table = table[:table.index("</table>")]
+    rows = {epoch: table[table.index(f'<tr data-epoch="{epoch}">'):] for epoch in (1, 2, 3)}
+    rows = {epoch: row[:row.index("</tr>")] for epoch, row in rows.items()}
+    cells = {epoch: row.split('<td class="num">')[2:] for epoch, row in rows.items()}
+    assert "0.500 / 50%" in cells[1][0] and "0.900 / 40%" in cells[1][1]
+    assert "0.800 / 25%" in cells[2][0] and "0.200 / 60%" in cells[2][1]
+    assert cells[3][0].startswith("—") and "— / —" in cells[3][1]
+    # Each job's own best: a by its mean score (epoch 2), b by its pass rate (epoch 2 too, not epoch 1).
+    assert [e for e in (1, 2, 3) if "badge best" in cells[e][0]] == [2]
+    assert [e for e in (1, 2, 3) if "badge best" in cells[e][1]] == [2]
+    assert "best by <span class=\"mono\">eval_pass_rate</span> (highest)" in table
+    assert 'id="evals-differ"' not in html
+    series = json_script(html, "compare-series")
+    assert series[0]["eval"]["eval_mean_score"] == {"x": [1, 2], "y": [0.5, 0.8], "step": [60, 120]}
+    assert series[1]["eval"]["eval_pass_rate"]["y"] == [0.4, 0.6]
+    assert 'id="compare-eval"' in html
+
+
+@pytest.mark.django_db
+def test_compare_runs_says_when_the_jobs_run_different_evals_and_leaves_eval_out_when_none_does(
+        admin_client, base_model, train_file, intents_eval):
+    other = make_eval("other", criteria=("exact",))
+    a, b = eval_job(base_model, train_file, intents_eval), eval_job(base_model, train_file, other)
+    html = admin_client.get("/jobs/compare/", {"jobs": [a.public_id, b.public_id]}).content.decode()
+    assert 'id="evals-differ"' in html
+    plain = [make_job(base_model, train_file), make_job(base_model, train_file)]
+    html = admin_client.get("/jobs/compare/", {"jobs": [j.public_id for j in plain]}).content.decode()
+    assert 'id="eval-scores"' not in html and 'id="compare-eval"' not in html
