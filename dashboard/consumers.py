@@ -20,7 +20,9 @@ Protocol (server → client, JSON text frames; the client sends nothing):
    read it from a json_script block): `train_loss`, `train_accuracy`, `learning_rate` (scope train),
    `valid_loss`, `valid_accuracy` (scope sampled), `full_valid_loss`,
    `full_valid_accuracy` (scope full), and for DPO jobs `<prefix>_reward_margin`
-   and `<prefix>_reward_accuracy` with the same three prefixes. Each trace holds at most
+   and `<prefix>_reward_accuracy` with the same three prefixes. The history's traces
+   are these metric-point traces; the `eval` scope (`eval_mean_score`, `eval_pass_rate`)
+   is drawn from the checkpoints' metrics, one point per scored epoch. Each trace holds at most
    MAX_TRACE_POINTS points (LTTB downsampling, first and last kept); null
    values are left out. `events` holds every message event and the newest
    METRICS_EVENTS metrics events.
@@ -60,12 +62,16 @@ METRICS_EVENTS = 200
 # A metric point's fields, in the order build_traces reads them, and the trace each feeds per scope. The pages
 # get TRACES as JSON (json_script "trace-names"), so static/js/job.js and compare_runs.js name no trace.
 POINT_FIELDS = ("loss", "accuracy", "learning_rate", "reward_margin", "reward_accuracy")
-TRACES = {
+POINT_TRACES = {
     scope: {"loss": f"{prefix}_loss", "accuracy": f"{prefix}_accuracy",
             "reward_margin": f"{prefix}_reward_margin", "reward_accuracy": f"{prefix}_reward_accuracy",
             **({"learning_rate": "learning_rate"} if scope == "train" else {})}
     for scope, prefix in (("train", "train"), ("sampled", "valid"), ("full", "full_valid"))
 }
+# The eval scores of epoch checkpoints (evals/epochs.py writes them), named as the checkpoint metrics they draw,
+# so a script reads `checkpoint.metrics[name]` from a checkpoint message. One point per scored epoch.
+EVAL_TRACES = {"mean_score": "eval_mean_score", "pass_rate": "eval_pass_rate"}
+TRACES = {**POINT_TRACES, "eval": EVAL_TRACES}
 
 
 def point_rows(job):
@@ -104,14 +110,14 @@ def lttb(xs, ys, threshold=MAX_TRACE_POINTS):
 
 def build_traces(rows):
     """rows: (scope, step, *POINT_FIELDS) ordered by step → the history's traces."""
-    columns = {name: ([], []) for fields in TRACES.values() for name in fields.values()}
-    counts = {scope: 0 for scope in TRACES}
-    last = {scope: None for scope in TRACES}
+    columns = {name: ([], []) for fields in POINT_TRACES.values() for name in fields.values()}
+    counts = {scope: 0 for scope in POINT_TRACES}
+    last = {scope: None for scope in POINT_TRACES}
     for scope, step, *values in rows:
         counts[scope] += 1
         last[scope] = step
         for field, value in zip(POINT_FIELDS, values, strict=True):
-            name = TRACES[scope].get(field)
+            name = POINT_TRACES[scope].get(field)
             if name and value is not None and math.isfinite(value):
                 columns[name][0].append(step)
                 columns[name][1].append(value)
@@ -120,6 +126,20 @@ def build_traces(rows):
         xs, ys = lttb(xs, ys)
         traces[name] = {"x": xs, "y": ys}
     return traces, counts, last
+
+
+def eval_curves(checkpoints):
+    """The eval traces of a job's epoch checkpoints: {name: {"x": [epoch], "y": [score], "step": [step]}}, by
+    epoch, each holding the checkpoints that have that score."""
+    curves = {name: {"x": [], "y": [], "step": []} for name in EVAL_TRACES.values()}
+    for checkpoint in sorted(checkpoints, key=lambda c: c.step):
+        for name, curve in curves.items():
+            value = checkpoint.metric_value(name)
+            if value is not None and math.isfinite(value):
+                curve["x"].append(checkpoint.epoch)
+                curve["y"].append(value)
+                curve["step"].append(checkpoint.step)
+    return curves
 
 
 def job_history(job):

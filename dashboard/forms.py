@@ -29,7 +29,17 @@ HELP_OVERRIDES = {
     "training_file": "A processed JSONL file. Files with errors are listed but cannot be picked.",
     "validation_file": "Optional. Loss and accuracy on it are charted during training and measured in full at "
                        "every epoch end.",
+    "eval": "Optional. An eval run on every epoch checkpoint, off the training path; its scores appear in the "
+            "checkpoints table. Only evals with prompts of their own are listed.",
 }
+
+# best_checkpoint_metric's fixed choices; each testing criterion of the listed evals adds `eval:<name>`.
+BEST_METRICS = [
+    ("auto", "auto: eval_mean_score with an eval, else full_valid_loss"),
+    ("full_valid_loss", "full_valid_loss (lowest)"),
+    ("eval_mean_score", "eval_mean_score (highest)"),
+    ("eval_pass_rate", "eval_pass_rate (highest)"),
+]
 
 
 def field_key(name):
@@ -57,6 +67,42 @@ class FileSelect(forms.Select):
         if value in self.unusable:
             option["attrs"]["disabled"] = True
         return option
+
+
+class SpecSelect(forms.Select):
+    """A select for a free-text spec field: the value is checked by the spec and `create_job`, not against the
+    options, so a value that is not offered (a re-run's eval that is gone) is shown as an option of its own
+    and refused next to the field. `option_attrs`: {value: {attribute: text}} for job_form.js."""
+
+    def __init__(self, *args, option_attrs=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.option_attrs = option_attrs or {}
+
+    def optgroups(self, name, value, attrs=None):
+        offered = {str(v) for v, _label in self.choices}
+        missing = [v for v in value if v not in ("", None) and v not in offered]
+        if missing:
+            self.choices = list(self.choices) + [(v, f"{v} (not listed)") for v in missing]
+            self.option_attrs = {**self.option_attrs, **{v: {"data-unlisted": "1"} for v in missing}}
+        return super().optgroups(name, value, attrs)
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        option["attrs"].update(self.option_attrs.get(value, {}))
+        return option
+
+
+def epoch_evals():
+    """The evals a job can run on its epoch checkpoints: those with prompts of their own, newest first.
+    Found through the app registry, as training/jobs.py finds them."""
+    from django.apps import apps
+
+    return list(apps.get_model("evals", "Eval").objects.exclude(epoch_data_source={}).only(
+        "public_id", "name", "testing_criteria", "epoch_data_source"))
+
+
+def _eval_label(eval_obj):
+    return f"{eval_obj.name} ({eval_obj.public_id})" if eval_obj.name else eval_obj.public_id
 
 
 def _file_label(f):
@@ -87,6 +133,7 @@ class JobForm(forms.Form):
         files = list(DataFile.objects.filter(purpose="fine-tune").only(
             "public_id", "filename", "status", "n_errors", "n_examples", "purpose"))
         self.files = {f.public_id: f for f in files}
+        self.evals = {e.public_id: e for e in epoch_evals()}
         for meta in self.spec_fields:
             key = field_key(meta["name"])
             self.fields[key] = self._make_field(meta)
@@ -113,6 +160,11 @@ class JobForm(forms.Form):
             choices = [("", "— none —" if name == "validation_file" else "— pick a file —")] + choices
             return forms.ChoiceField(choices=choices, widget=FileSelect(unusable=unusable),
                                      **{**common, "required": name == "training_file"})
+        if name == "eval":
+            choices = [("", "— none —")] + [(eid, _eval_label(e)) for eid, e in self.evals.items()]
+            return forms.CharField(widget=SpecSelect(choices=choices), **common)
+        if name == "best_checkpoint_metric":
+            return self._best_metric_field(common)
         if meta["choices"]:
             return forms.ChoiceField(choices=[(c, c) for c in meta["choices"]], initial=default, **common)
         low, high = meta["min"], meta["max"]
@@ -134,6 +186,23 @@ class JobForm(forms.Form):
             text = default if isinstance(default, str) else ", ".join(default or [])
             return forms.CharField(initial=text, **{**common, "help_text": help_text + " Comma-separated."})
         return forms.CharField(initial=default, **common)
+
+    def _best_metric_field(self, common):
+        """auto, full_valid_loss, the eval-wide scores, and `eval:<name>` per testing criterion of the listed
+        evals. Each eval option names the evals it needs (`data-evals`), so job_form.js can offer only those
+        of the eval picked; the server checks the pair anyway (`clean`)."""
+        evals_with = {}
+        for eval_id, eval_obj in self.evals.items():
+            for criterion in eval_obj.criteria_names:
+                if criterion:
+                    evals_with.setdefault(f"eval:{criterion}", []).append(eval_id)
+        every_eval = " ".join(self.evals)
+        option_attrs = {"eval_mean_score": {"data-evals": every_eval}, "eval_pass_rate": {"data-evals": every_eval},
+                        **{value: {"data-evals": " ".join(ids)} for value, ids in evals_with.items()}}
+        choices = BEST_METRICS + [
+            (value, f"{value} (highest) · {', '.join(self.evals[i].name or i for i in ids)}")
+            for value, ids in evals_with.items()]
+        return forms.CharField(initial=AUTO, widget=SpecSelect(choices=choices, option_attrs=option_attrs), **common)
 
     # --- how the template lays the fields out ------------------------------
 
@@ -239,6 +308,7 @@ class JobForm(forms.Form):
                                f"Switch on {label} to use the values typed below, or clear them.")
         if wanted:
             spec["integrations"] = wanted
+        self._check_criterion(spec)
         for field, message in spec_errors(spec):
             key = field_key(field)
             if key in self._errors:
@@ -251,6 +321,15 @@ class JobForm(forms.Form):
                 self.add_error(None, f"{field}: {message}" if field != "__all__" else message)
         self.spec = spec if not self._errors else None
         return cleaned
+
+    def _check_criterion(self, spec):
+        """`eval:<name>` names a testing criterion of the eval the job runs (an eval that is not listed is
+        `create_job`'s to refuse)."""
+        metric, eval_obj = spec.get("best_checkpoint_metric", ""), self.evals.get(spec.get("eval"))
+        if metric.startswith("eval:") and eval_obj is not None and metric[5:] not in eval_obj.criteria_names:
+            self.add_error("best_checkpoint_metric",
+                           f"{_eval_label(eval_obj)} has no testing criterion named '{metric[5:]}'; it has "
+                           f"{', '.join(map(str, eval_obj.criteria_names)) or 'none'}.")
 
     def add_spec_error(self, param, message):
         """Put an error from `training.jobs` (its `param` is a dotted spec field) next to its field."""

@@ -3,6 +3,7 @@
 import itertools
 import json
 import logging
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
@@ -12,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.access import admin_required, is_admin, make_user
 from config.streaming import FileStream, in_thread
-from dashboard.consumers import TRACES, build_traces, point_rows
+from dashboard.consumers import TRACES, build_traces, eval_curves, point_rows
 from dashboard.forms import (
     BaseModelForm,
     CompareRunsForm,
@@ -304,20 +306,92 @@ def _checkpoint_columns(job):
     return CHECKPOINT_COLUMNS[job.spec_values.method]
 
 
-def _checkpoint_rows(job):
+# A checkpoint stored this recently with no eval run yet is about to get one (it is queued once the row is
+# committed): the table keeps refreshing until it shows up.
+EVAL_QUEUE_GRACE = timedelta(seconds=60)
+
+
+def _eval_columns(job, checkpoints):
+    """(heading, metric, tooltip) of the eval's columns: mean score and pass rate, and each testing criterion's
+    mean when there are several; [] when the job names no eval. Criteria come from the eval, or from the scores
+    stored when the eval is gone."""
+    eval_id = job.spec_values.eval
+    if not eval_id:
+        return []
+    from evals.models import Eval
+
+    found = Eval.objects.filter(public_id=eval_id).first()
+    criteria = found.criteria_names if found else list(dict.fromkeys(
+        name for c in checkpoints for name in (c.metrics.get("eval_scores") or {})))
+    columns = [("Eval mean", "eval_mean_score", f"Mean score over the testing criteria of {eval_id}"),
+               ("Pass rate", "eval_pass_rate", f"Share of graded items that passed {eval_id}")]
+    if len(criteria) > 1:
+        columns += [(name, f"eval:{name}", f"Mean score of the testing criterion {name}") for name in criteria]
+    return columns
+
+
+def _eval_cell(metric, value):
+    if value is None:
+        return "—"
+    return f"{value:.0%}" if metric == "eval_pass_rate" else f"{value:.3f}"
+
+
+def _eval_state(checkpoint, run, now):
+    """What the eval cells say while a checkpoint has no scores: {kind, text, title, pending} (pending: it will
+    change, so the table refreshes itself); None once scored."""
+    if checkpoint.metrics.get("eval_run_id"):
+        return None
+    if run is None:
+        return {"kind": "none", "text": "—", "title": "No eval run for this checkpoint.",
+                "pending": now - checkpoint.created_at < EVAL_QUEUE_GRACE}
+    if run.status == run.QUEUED:
+        return {"kind": "queued", "text": "queued", "title": f"Eval run {run.public_id} waits for the eval worker.",
+                "pending": True}
+    if not run.ended:
+        progress = f" {run.n_done}/{run.n_items}" if run.n_items else ""
+        return {"kind": "running", "text": f"running{progress}", "pending": True,
+                "title": f"Eval run {run.public_id} is generating and grading."}
+    # Completed without scores yet: they are being written into the checkpoint.
+    writing = run.status == run.COMPLETED and run.finished_at is not None and now - run.finished_at < EVAL_QUEUE_GRACE
+    return {"kind": run.status, "text": run.status, "pending": writing,
+            "title": (run.error or {}).get("message") or f"Eval run {run.public_id} ended {run.status}."}
+
+
+def _checkpoint_table(job):
+    """The checkpoints table: one row per checkpoint with its figures, the eval's scores or the state of its run,
+    and the best checkpoint by the job's best_metric marked."""
     playground = reverse("playground")
     columns = _checkpoint_columns(job)
+    checkpoints = list(job.checkpoints.all())
+    eval_columns = _eval_columns(job, checkpoints)
+    runs = {}
+    if eval_columns:
+        from evals.models import EvalRun
+
+        for run in EvalRun.objects.filter(checkpoint__in=checkpoints).order_by("created_at", "id"):
+            runs[run.checkpoint_id] = run  # the newest run of each checkpoint
+    best = job.best_checkpoint(checkpoints)
+    now = timezone.now()
     rows = []
-    for checkpoint in job.checkpoints.all():
+    for checkpoint in checkpoints:
         checkpoint.job = job  # model_name reads the job's base model: no query per row
         model_name = checkpoint.model_name
+        state = _eval_state(checkpoint, runs.get(checkpoint.pk), now) if eval_columns else None
         rows.append({
             "checkpoint": checkpoint, "model_name": model_name,
             "metrics": [checkpoint.metrics.get(key) for _heading, key in columns],
+            "eval": [_eval_cell(metric, checkpoint.metric_value(metric)) for _h, metric, _t in eval_columns],
+            "eval_state": state,
+            "is_best": best is not None and checkpoint.pk == best.pk,
             "playground_url": f"{playground}?{urlencode({'snapshot': model_name})}",
             "download_url": reverse("checkpoint_download", args=[checkpoint.public_id]),
         })
-    return rows
+    metric, higher = job.best_metric
+    return {"checkpoints": rows, "eval_columns": eval_columns, "best_metric": metric,
+            "best_direction": "highest" if higher else "lowest", "has_best": best is not None,
+            "n_columns": 5 + len(columns) + len(eval_columns),
+            "eval_pending": any(row["eval_state"] and row["eval_state"]["pending"] for row in rows),
+            "eval_curves": eval_curves(checkpoints) if eval_columns else None}
 
 
 def _job_context(job):
@@ -335,11 +409,11 @@ def job_detail(request, job_id):
     part = request.GET.get("part")
     if request.htmx and part in JOB_PARTS:
         if part == "checkpoints":
-            context["checkpoints"] = _checkpoint_rows(job)
+            context.update(_checkpoint_table(job))
         return render(request, JOB_PARTS[part], context)
     reruns = list(job.reruns.select_related("created_by").order_by("created_at"))
+    context.update(_checkpoint_table(job))
     context.update({
-        "checkpoints": _checkpoint_rows(job),
         "events": job.events.all()[:EVENTS_ON_PAGE],
         "hyperparameters": _hyperparameters(job),
         "spec_json": json.dumps(job.spec, indent=2),
@@ -434,6 +508,30 @@ def _full_validation_by_epoch(jobs):
     return sorted(table.items())
 
 
+def _eval_by_epoch(jobs):
+    """[(epoch, [cell per job])]: each job's eval scores at each epoch end, {mean, pass_rate, best}, its best
+    checkpoint (by the job's own best_metric) marked; None where the job has no checkpoint at that epoch."""
+    table = {}
+    for i, job in enumerate(jobs):
+        checkpoints = list(job.checkpoints.all())
+        best = job.best_checkpoint(checkpoints)
+        for checkpoint in checkpoints:
+            row = table.setdefault(checkpoint.epoch, [None] * len(jobs))
+            row[i] = {"mean": _eval_cell("eval_mean_score", checkpoint.metric_value("eval_mean_score")),
+                      "pass_rate": _eval_cell("eval_pass_rate", checkpoint.metric_value("eval_pass_rate")),
+                      "best": best is not None and checkpoint.pk == best.pk}
+    return sorted(table.items())
+
+
+def _eval_headings(jobs):
+    """Per job: its eval id (or None) and what marks its best checkpoint."""
+    out = []
+    for job in jobs:
+        metric, higher = job.best_metric
+        out.append({"eval": job.spec_values.eval, "best_metric": metric, "direction": "highest" if higher else "lowest"})
+    return out
+
+
 @admin_required
 @require_GET
 def compare_jobs(request):
@@ -441,13 +539,19 @@ def compare_jobs(request):
     context = {"form": form, "recent": FineTuningJob.objects.select_related("base_model")[:50], "trace_names": TRACES}
     if form.is_valid():
         picked = form.cleaned_data["jobs"]
+        prefetch_related_objects(picked, "checkpoints")
+        evals = _eval_headings(picked)
+        named = {heading["eval"] for heading in evals if heading["eval"]}
         context.update({
+            "evals": list(zip(picked, evals, strict=True)) if named else [],
+            "evals_differ": len(named) > 1,
+            "eval_by_epoch": _eval_by_epoch(picked) if named else [],
             "picked": list(zip(picked, COMPARE_COLOURS, strict=False)),
             "picked_ids": [job.public_id for job in picked],
             "differences": _spec_differences(picked),
             "full_validation": _full_validation_by_epoch(picked),
             "series": [{"id": job.public_id, "label": f"{job.public_id[:12]}… {job.suffix or job.base_model.name}",
-                        "colour": colour, "curves": _curves(job)}
+                        "colour": colour, "curves": _curves(job), "eval": eval_curves(job.checkpoints.all())}
                        for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
         })
     return render(request, "dashboard/compare_runs.html", context)

@@ -86,3 +86,19 @@ def make_claimed_job(user, worker="host:1:test", **spec):
     claimed = FineTuningJob.claim_next(worker)
     assert claimed is not None and claimed.pk == job.pk, "another queued job was claimed first"
     return claimed
+
+
+EPOCH_DATA_SOURCE = {"type": "completions", "source": {"type": "file_content", "content": [{"item": {"q": "hi"}}]},
+                     "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.q}}"}]}}
+
+
+def make_eval(name="intents", criteria=("exact",), epoch_data_source=None):
+    """An Eval row with one string check per criterion name and, unless `epoch_data_source={}`, prompts a job's
+    epoch checkpoints can be run on."""
+    from evals.models import Eval
+
+    return Eval.objects.create(
+        name=name, data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+        testing_criteria=[{"type": "string_check", "name": c, "input": "{{sample.output_text}}",
+                           "reference": "greeting", "operation": "eq"} for c in criteria],
+        epoch_data_source=EPOCH_DATA_SOURCE if epoch_data_source is None else epoch_data_source)

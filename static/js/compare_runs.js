@@ -1,6 +1,7 @@
 // Compare runs: one colour per job; training curves as lines, sampled validation
 // dotted, full validation as large markers at epoch ends. Data comes from the page
-// (json_script "compare-series", already thinned on the server; "trace-names").
+// (json_script "compare-series", already thinned on the server; "trace-names"). Jobs that name an eval also get
+// an eval chart: the mean score and pass rate of each epoch checkpoint, by epoch.
 (function () {
   const series = JSON.parse(document.getElementById("compare-series").textContent);
   const style = {
@@ -40,7 +41,36 @@
     };
   }
 
+  // The eval scope (mean score, pass rate) per job, by epoch: one point per scored epoch checkpoint.
+  const EVAL_NAMES = TRACE_NAMES.eval || {};
+  const EVAL_LABELS = { mean_score: "mean score", pass_rate: "pass rate" };
+  const EVAL_DASH = { mean_score: "solid", pass_rate: "dot" };
+
+  function evalTraces() {
+    const out = [];
+    series.forEach(function (job) {
+      Object.keys(EVAL_NAMES).forEach(function (figure) {
+        const curve = job.eval && job.eval[EVAL_NAMES[figure]];
+        if (!curve || !curve.x.length) return;
+        const label = EVAL_LABELS[figure] || figure;
+        out.push({
+          x: curve.x, y: curve.y, customdata: curve.step, name: job.label + " · " + label, legendgroup: job.id,
+          type: "scatter", mode: "lines+markers", line: { color: job.colour, width: 2, dash: EVAL_DASH[figure] || "solid" },
+          marker: { color: job.colour, size: 8 },
+          hovertemplate: "epoch %{x} · step %{customdata}<br>" + label + " %{y:.3f}<extra>" + job.id + "</extra>",
+        });
+      });
+    });
+    return out;
+  }
+
   const config = { responsive: true, displaylogo: false };
   Plotly.newPlot("compare-loss", traces("loss"), layout("Loss"), config);
   Plotly.newPlot("compare-accuracy", traces("accuracy"), layout("Token accuracy"), config);
+  const evalChart = document.getElementById("compare-eval");
+  if (evalChart) {
+    const evalLayout = layout(evalChart.dataset.title);
+    evalLayout.xaxis = { title: { text: "epoch", standoff: 4 }, dtick: 1 };
+    Plotly.newPlot(evalChart, evalTraces(), evalLayout, config);
+  }
 })();

@@ -16,7 +16,9 @@
   // The trace names, as the socket's history and live metrics name them: scope -> figure -> trace name
   // (json_script "trace-names", from dashboard/consumers.py's TRACES).
   const TRACE_NAMES = JSON.parse(document.getElementById("trace-names").textContent);
-  const SCOPES = Object.keys(TRACE_NAMES);
+  // The eval scope is drawn from the checkpoints' metrics (one point per scored epoch), not from metric points.
+  const EVAL_NAMES = TRACE_NAMES.eval || {};
+  const SCOPES = Object.keys(TRACE_NAMES).filter(function (scope) { return TRACE_NAMES[scope] !== EVAL_NAMES; });
   function tracesOf(figure) {
     return SCOPES.map(function (scope) { return TRACE_NAMES[scope][figure]; }).filter(Boolean);
   }
@@ -178,8 +180,71 @@
     if (section) htmx.trigger(section, "job-checkpoint");
   }
 
+  // A new checkpoint, or one whose eval scores have just arrived, redraws the table (its row names the eval
+  // run its scores come from).
   function addCheckpoint(c) {
-    if (!document.querySelector('[data-checkpoint="' + c.id + '"]')) refreshCheckpoints();
+    const row = document.querySelector('[data-checkpoint="' + c.id + '"]');
+    const scoredBy = (c.metrics && c.metrics.eval_run_id) || "";
+    if (!row || row.dataset.evalRun !== scoredBy) refreshCheckpoints();
+    addEvalScores(c);
+  }
+
+  // --- the eval score per epoch (only on the page of a job that names an eval) -------------------
+  // trace name -> Map(epoch -> {y, step}); the page's json_script "eval-curves" holds the scores stored when it
+  // was rendered, checkpoint messages bring the rest. Scores are kept across reconnects: they never go away.
+  const EVAL_LABELS = { mean_score: "mean score", pass_rate: "pass rate" };
+  const EVAL_STYLE = {
+    mean_score: { mode: "lines+markers", line: { color: "#1f8a4c", width: 2 }, marker: { size: 8 } },
+    pass_rate: { mode: "lines+markers", line: { color: "#7b4fc9", width: 2, dash: "dot" }, marker: { size: 8, symbol: "square" } },
+  };
+  const evalChart = document.getElementById("chart-eval");
+  const evalPoints = {};
+  Object.keys(EVAL_NAMES).forEach(function (figure) { evalPoints[EVAL_NAMES[figure]] = new Map(); });
+
+  function setEvalPoint(name, epoch, step, value) {
+    const known = evalPoints[name].get(epoch);
+    if (known && known.y === value && known.step === step) return false;
+    evalPoints[name].set(epoch, { y: value, step: step });
+    return true;
+  }
+
+  function drawEval() {
+    if (!evalChart) return;
+    const data = Object.keys(EVAL_NAMES).map(function (figure) {
+      const points = Array.from(evalPoints[EVAL_NAMES[figure]].entries()).sort(function (a, b) { return a[0] - b[0]; });
+      return Object.assign({
+        type: "scatter", name: EVAL_LABELS[figure] || figure, x: points.map(p => p[0]), y: points.map(p => p[1].y),
+        customdata: points.map(p => p[1].step),
+        hovertemplate: "epoch %{x} · step %{customdata}<br>%{y:.3f}<extra>" + (EVAL_LABELS[figure] || figure) + "</extra>",
+      }, EVAL_STYLE[figure] || {});
+    });
+    const layout = {
+      title: { text: evalChart.dataset.title, font: { size: 14 } }, height: 320, margin: { l: 55, r: 10, t: 34, b: 70 },
+      xaxis: { title: { text: "epoch", standoff: 4 }, dtick: 1, rangemode: "tozero" },
+      // Scores are on the graders' own scale (a model grader's may run past 1); the pass rate is a share.
+      yaxis: { rangemode: "tozero" }, showlegend: true,
+      legend: { orientation: "h", y: -0.3, font: { size: 11 } },
+    };
+    Plotly.react(evalChart, data, layout, config);
+  }
+
+  function addEvalScores(c) {
+    if (!evalChart) return;
+    let changed = false;
+    Object.keys(EVAL_NAMES).forEach(function (figure) {
+      const value = c.metrics && c.metrics[EVAL_NAMES[figure]];
+      if (typeof value === "number" && isFinite(value)) changed = setEvalPoint(EVAL_NAMES[figure], c.epoch, c.step, value) || changed;
+    });
+    if (changed) drawEval();
+  }
+
+  if (evalChart) {
+    const stored = JSON.parse(document.getElementById("eval-curves").textContent);
+    Object.keys(stored).forEach(function (name) {
+      if (!evalPoints[name]) return;
+      stored[name].x.forEach(function (epoch, i) { setEvalPoint(name, epoch, stored[name].step[i], stored[name].y[i]); });
+    });
+    drawEval();
   }
 
   // --- events, newest first ----------------------------------------------------

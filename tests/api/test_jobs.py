@@ -232,3 +232,29 @@ def test_a_failed_job_carries_its_error_code_message_and_param(api, create):
         status="failed", error={"code": "invalid_n_examples", "message": "too few", "param": "training_file"})
     job = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
     assert job["error"] == {"code": "invalid_n_examples", "message": "too few", "param": "training_file"}
+
+
+def test_an_unknown_eval_is_refused_naming_attune_eval(create):
+    assert_error(create(attune={"eval": "eval_doesnotexist"}), 400, param="attune.eval", code="eval_not_found")
+    assert not FineTuningJob.objects.exists()
+
+
+def test_an_eval_without_prompts_is_refused_naming_attune_eval(create):
+    from tests.factories import make_eval
+
+    bare = make_eval(epoch_data_source={})
+    assert_error(create(attune={"eval": bare.public_id}), 400, param="attune.eval", code="eval_without_prompts")
+    assert not FineTuningJob.objects.exists()
+
+
+def test_a_job_stores_its_eval_and_best_checkpoint_metric_and_shows_them_under_attune(api, create):
+    from tests.factories import make_eval
+
+    eval_obj = make_eval(criteria=("exact", "polite"))
+    job = create(attune={"eval": eval_obj.public_id, "best_checkpoint_metric": "eval:polite"}).json()
+    assert job["attune"]["eval"] == eval_obj.public_id
+    assert job["attune"]["best_checkpoint_metric"] == "eval:polite"
+    stored = FineTuningJob.objects.get(public_id=job["id"])
+    assert stored.spec["eval"] == eval_obj.public_id and stored.best_metric == ("eval:polite", True)
+    again = api.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert again["attune"]["eval"] == eval_obj.public_id

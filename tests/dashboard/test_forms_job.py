@@ -213,3 +213,78 @@ def test_an_error_from_job_creation_lands_next_to_its_field(admin_client, setup)
     html = resp.content.decode()
     assert resp.status_code == 200 and not FineTuningJob.objects.exists()
     assert "relative to the job folder" in field_html(html, "integrations.tensorboard.log_dir")
+
+
+# --- the eval a job runs on each epoch checkpoint, and the metric that marks its best checkpoint ------------
+
+def option_tag(html, value):
+    """The opening tag of the option with this value (its attributes in any order)."""
+    start = html.index(f'<option value="{value}"')
+    return html[start:html.index(">", start) + 1]
+
+
+@pytest.mark.django_db
+def test_the_form_offers_the_evals_with_prompts_and_their_criteria_as_best_metrics(admin_client, setup):
+    from tests.factories import make_eval
+
+    scored = make_eval("intents", criteria=("exact", "polite"))
+    bare = make_eval("no prompts", criteria=("hidden",), epoch_data_source={})
+    html = admin_client.get("/jobs/new/").content.decode()
+    block = field_html(html, "eval")
+    assert f'<option value="{scored.public_id}">intents ({scored.public_id})</option>' in block
+    assert bare.public_id not in html and "selected" in option_tag(block, "")
+    metrics = field_html(html, "best_checkpoint_metric")
+    for value in ("auto", "full_valid_loss", "eval_mean_score", "eval_pass_rate", "eval:exact", "eval:polite"):
+        assert f'value="{value}"' in metrics, value
+    assert "eval:hidden" not in metrics
+    assert f'data-evals="{scored.public_id}"' in option_tag(metrics, "eval:polite")
+    assert "data-evals" not in option_tag(metrics, "full_valid_loss")
+    assert "selected" in option_tag(metrics, "auto")
+
+
+@pytest.mark.django_db
+def test_a_job_made_with_an_eval_stores_it_and_its_best_metric_and_a_rerun_keeps_both(admin_client, setup):
+    from tests.factories import make_eval
+
+    scored = make_eval("intents", criteria=("exact", "polite"))
+    resp = admin_client.post("/jobs/new/", form_data(setup, eval=scored.public_id,
+                                                      best_checkpoint_metric="eval:polite"))
+    job = FineTuningJob.objects.get()
+    assert resp.status_code == 302
+    assert job.spec["eval"] == scored.public_id and job.spec["best_checkpoint_metric"] == "eval:polite"
+    assert job.best_metric == ("eval:polite", True)
+    html = admin_client.get(f"/jobs/{job.public_id}/rerun/").content.decode()
+    assert "selected" in option_tag(field_html(html, "eval"), scored.public_id)
+    assert "selected" in option_tag(field_html(html, "best_checkpoint_metric"), "eval:polite")
+    assert "selected" not in option_tag(field_html(html, "best_checkpoint_metric"), "auto")
+    admin_client.post(f"/jobs/{job.public_id}/rerun/", form_data(setup, eval=scored.public_id,
+                                                                 best_checkpoint_metric="eval:polite"))
+    child = FineTuningJob.objects.exclude(pk=job.pk).get()
+    assert child.spec["eval"] == scored.public_id and child.spec["best_checkpoint_metric"] == "eval:polite"
+
+
+@pytest.mark.django_db
+def test_an_unknown_eval_is_refused_on_its_field_and_makes_no_job(admin_client, setup):
+    resp = admin_client.post("/jobs/new/", form_data(setup, eval="eval_0123456789abcdef"))
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not FineTuningJob.objects.exists()
+    block = field_html(html, "eval")
+    assert "No eval with id &#x27;eval_0123456789abcdef&#x27;" in block and 'aria-invalid="true"' in block
+    # The submitted id stays on the page, as an option of its own, so the person sees what was refused.
+    tag = option_tag(block, "eval_0123456789abcdef")
+    assert "selected" in tag and 'data-unlisted="1"' in tag
+
+
+@pytest.mark.django_db
+def test_a_best_metric_the_eval_cannot_score_is_refused_on_its_field(admin_client, setup):
+    from tests.factories import make_eval
+
+    one = make_eval("one", criteria=("exact",))
+    make_eval("other", criteria=("polite",))
+    html = admin_client.post("/jobs/new/", form_data(setup, eval=one.public_id,
+                                                     best_checkpoint_metric="eval:polite")).content.decode()
+    assert "has no testing criterion named &#x27;polite&#x27;; it has exact." in field_html(
+        html, "best_checkpoint_metric")
+    html = admin_client.post("/jobs/new/", form_data(setup, best_checkpoint_metric="eval_pass_rate")).content.decode()
+    assert "needs an eval" in field_html(html, "best_checkpoint_metric")
+    assert not FineTuningJob.objects.exists()
