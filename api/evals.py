@@ -223,7 +223,7 @@ def output_item_detail(request, eval_id, run_id, item_id):
 # --- graders ---------------------------------------------------------------------------
 
 def _grader(body):
-    from evals.requests import snapshot_exists
+    from evals.requests import judge_exists
     from graders import GraderError, validate_grader
 
     grader = body.get("grader")
@@ -231,7 +231,7 @@ def _grader(body):
         raise ApiError("Missing required parameter: 'grader' (a grader object).", param="grader",
                        code="missing_required_parameter" if grader is None else "invalid_type")
     try:
-        return validate_grader(grader, model_exists=snapshot_exists, param="grader", context="run")
+        return validate_grader(grader, model_exists=judge_exists, param="grader", context="run")
     except GraderError as exc:
         raise ApiError(exc.message, param=exc.param, code=exc.code or "invalid_grader") from None
 

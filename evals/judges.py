@@ -3,9 +3,9 @@ inference backend, or an external OpenAI-compatible endpoint (`<endpoint name>/<
 `JudgeEndpoint` with its URL and secret key).
 
 `StudioJudge()(model, messages, params, choices)` answers one grading prompt. With `choices` (a
-label_model's labels) the answer is one of them: the built-in backend scores each label's tokens after
-the prompt and takes the likeliest (a constraint on the logits, not a retry), vLLM is asked for a
-guided choice; an external endpoint is asked plainly and its answer matched.
+label_model's labels) the answer is one of them (`SamplingParams.choices`): the built-in backend scores
+each label's tokens after the prompt and takes the likeliest (a constraint on the logits, not a retry),
+vLLM decodes under a guided choice; an external endpoint is asked plainly and its answer matched.
 """
 
 import asyncio
@@ -60,16 +60,12 @@ class StudioJudge:
                 or params.get("max_completion_tokens") or 64})
         except (UnknownModel, InferenceError) as exc:
             raise JudgeError(str(exc)) from None
-        backend = get_backend()
         if choices:
-            choose = getattr(backend, "choose", None)
-            if choose is not None:
-                try:
-                    label, n_prompt = asyncio.run(choose(snapshot, chat, list(choices)))
-                except InferenceError as exc:
-                    raise JudgeError(exc.message) from None
-                return JudgeAnswer(text=label, prompt_tokens=n_prompt, completion_tokens=0)
-        (final,) = asyncio.run(collect(backend.generate([snapshot], chat, sampling), 1))
+            sampling.choices = tuple(str(choice) for choice in choices)
+        try:
+            (final,) = asyncio.run(collect(get_backend().generate([snapshot], chat, sampling), 1))
+        except InferenceError as exc:
+            raise JudgeError(exc.message) from None
         if final is None or final.type == "error":
             raise JudgeError(final.error if final is not None else "the judge gave no answer")
         return JudgeAnswer(text=final.text, prompt_tokens=final.n_prompt_tokens, completion_tokens=final.n_tokens)

@@ -179,7 +179,7 @@ class EvalRun(models.Model):
             try:
                 base = resolve_snapshot(data_source["model"]).base_model
             except UnknownModel:
-                base = ""  # an external judge endpoint cannot be a run's model; resolve fails in the run
+                base = ""  # deleted since the request was checked: the run fails, saying so
         return cls.objects.create(
             eval=eval_obj, owner=user, name=fields["name"], metadata=fields["metadata"], data_source=data_source,
             model=data_source.get("model", ""), batch_key=cls.key_for(eval_obj, data_source), base_model=base,

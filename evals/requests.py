@@ -68,12 +68,16 @@ def _name(value, param="name"):
     return value
 
 
-def snapshot_exists(name):
+def judge_exists(name):
+    """A judge is a snapshot or a model of an external endpoint (`<endpoint>/<model>`)."""
     from evals.judges import endpoint_for
+
+    return endpoint_for(name) is not None or snapshot_exists(name)
+
+
+def snapshot_exists(name):
     from playground.snapshots import UnknownModel, resolve_snapshot
 
-    if endpoint_for(name) is not None:
-        return True
     try:
         resolve_snapshot(name)
     except UnknownModel:
@@ -99,7 +103,7 @@ def check_criteria(criteria, param="testing_criteria"):
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise EvalError(f"'{where}.pass_threshold' must be a number.", param=f"{where}.pass_threshold")
         try:
-            grader = validate_grader(criterion, model_exists=snapshot_exists, param=where, context="eval")
+            grader = validate_grader(criterion, model_exists=judge_exists, param=where, context="eval")
         except GraderError as exc:
             raise EvalError(exc.message, param=exc.param, code=exc.code or "invalid_grader") from None
         name = grader.get("name") or grader["type"]

@@ -69,6 +69,10 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int | None = None
+    # The answer must be one of these (a label_model grader's labels): the built-in backend scores each
+    # after the prompt and answers the likeliest, vLLM constrains its decoding to them. Never read from a
+    # request: model graders set it.
+    choices: tuple[str, ...] | None = None
 
     @property
     def greedy(self):

@@ -416,6 +416,9 @@ class BuiltinBackend:
             raise InferenceError(f"messages: the prompt is {len(prompt)} tokens, more than the "
                                  f"{self.max_prompt_tokens} this server accepts (INFERENCE_MAX_PROMPT_TOKENS). "
                                  "Shorten the conversation.", param="messages")
+        if params.choices:
+            self._choose(loaded, adapter_names, indexes, prompt, params.choices, emit, timer)
+            return
         limit = getattr(loaded.model.config, "max_position_embeddings", None)
         if limit and len(prompt) + params.max_tokens > limit:
             raise InferenceError(f"The prompt is {len(prompt)} tokens; with max_tokens {params.max_tokens} it "
@@ -442,6 +445,37 @@ class BuiltinBackend:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             loaded.model.generate(**kwargs)
+
+    def _choose(self, loaded, adapter_names, indexes, prompt, choices, emit, timer):
+        """Answer the likeliest of `choices` for each row: every choice's tokens are scored after the prompt
+        in one forward pass per snapshot (the sum of their log-probabilities), so the answer is always one
+        of them, as a logits constraint makes it."""
+        import torch
+
+        tokenizer = loaded.tokenizer
+        encoded = [tokenizer(choice, add_special_tokens=False)["input_ids"] for choice in choices]
+        width = len(prompt) + max(len(ids) for ids in encoded)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        rows = [prompt + ids + [pad] * (width - len(prompt) - len(ids)) for ids in encoded]
+        masks = [[1] * (len(prompt) + len(ids)) + [0] * (width - len(prompt) - len(ids)) for ids in encoded]
+        device = next(loaded.model.parameters()).device
+        input_ids = torch.tensor(rows, device=device)
+        attention = torch.tensor(masks, device=device)
+        names = adapter_names or [None] * len(indexes)
+        for name, index in zip(names, indexes, strict=True):
+            kwargs = {}
+            with torch.inference_mode(), _adapter_mode(loaded, [name] if name else None, kwargs):
+                logits = loaded.model(input_ids=input_ids, attention_mask=attention, **kwargs).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            scores = []
+            for row, ids in enumerate(encoded):
+                positions = range(len(prompt) - 1, len(prompt) - 1 + len(ids))
+                scores.append(sum(float(logprobs[row, p, token]) for p, token in zip(positions, ids, strict=True)))
+            best = max(range(len(choices)), key=lambda n: scores[n])
+            timer.mark(index)
+            emit(StreamEvent(index=index, type="done", text=choices[best], finish_reason="stop",
+                             n_tokens=len(encoded[best]), n_prompt_tokens=len(prompt), ttft_s=timer.ttft(index),
+                             elapsed_s=timer.elapsed()))
 
     # The interface ----------------------------------------------------------
 

@@ -208,6 +208,8 @@ class VLLMBackend:
                 "stream_options": {"include_usage": True}}
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.choices:
+            body["structured_outputs"] = {"choice": list(params.choices)}  # vLLM's guided choice
         parts, n_tokens, n_prompt, reason = [], 0, 0, ""
         async with client.stream("POST", target.url + "/v1/chat/completions", json=body,
                                  headers=target.headers) as resp:

@@ -237,3 +237,43 @@ def test_graders_run_returns_openais_response_shape(api, db):
 def test_an_evaluator_cannot_reach_evals(client, evaluator_user, db):
     evaluator = ApiClient.for_user(client, evaluator_user)
     assert_error(evaluator.get("/v1/evals"), 403, code="permission_denied")
+
+
+def test_a_label_model_judged_by_a_snapshot_always_answers_one_of_its_labels(api, snapshots):
+    labels = ["tracking", "refund", "cancel"]
+    for sample in ("where is my parcel?", "give me my money back", "stop my order"):
+        body = {"grader": {"type": "label_model", "name": "intent", "model": snapshots.checkpoints[0].model_name,
+                           "input": [{"role": "system", "content": "Answer with the intent."},
+                                     {"role": "user", "content": "{{sample.output_text}}"}],
+                           "labels": labels, "passing_labels": ["refund"]},
+                "model_sample": sample}
+        result = api.post("/v1/fine_tuning/alpha/graders/run", body).json()
+        errors = result["metadata"]["errors"]
+        assert not any(v is True for v in errors.values()), errors  # never an answer outside the labels
+        assert result["reward"] in (0, 1)
+        usage = result["model_grader_token_usage_per_model"]
+        assert list(usage) == [snapshots.checkpoints[0].model_name]
+
+
+def test_the_builtin_backend_answers_the_likeliest_choice(builtin_backend, tiny_models):
+    """The constrained answer is the choice whose tokens the model scores highest after the prompt."""
+    import torch
+
+    from playground.inference import SamplingParams
+    from playground.inference.builtin import _load_model, render_prompt
+    from tests.playground.tiny_models import answers, tiny_snapshots
+
+    base = tiny_snapshots(tiny_models, n_adapters=0)[0]
+    messages = [{"role": "user", "content": "where is my parcel?"}]
+    choices = ("tracking", "refund", "hello there")
+    [final] = answers(builtin_backend, [base], messages, SamplingParams(choices=choices))
+    assert final.type == "done" and final.text in choices
+    loaded = _load_model(base.base_path)
+    prompt = render_prompt(loaded.tokenizer, messages)
+    scores = []
+    for choice in choices:
+        ids = loaded.tokenizer(choice, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(loaded.model(torch.tensor([prompt + ids])).logits.float(), -1)[0]
+        scores.append(sum(float(logprobs[len(prompt) - 1 + n, t]) for n, t in enumerate(ids)))
+    assert final.text == choices[max(range(3), key=scores.__getitem__)]

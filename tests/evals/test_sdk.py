@@ -106,3 +106,43 @@ def test_the_sdk_runs_and_validates_graders(sdk):
     with pytest.raises(openai.BadRequestError) as raised:
         sdk.fine_tuning.alpha.graders.validate(grader={"type": "python", "name": "p", "source": "def grade(:\n"})
     assert raised.value.body["param"] == "grader.source" and "line 1" in raised.value.body["message"]
+
+
+def test_a_job_that_names_the_demo_eval_scores_each_epoch_and_marks_the_best(sdk):
+    demo = sdk.studio.home / "demo"
+    train = sdk.studio.home / "small-train.jsonl"
+    train.write_text("".join((demo / "demo-intents-train.jsonl").read_text().splitlines(True)[:40]))
+    with open(train, "rb") as fh:
+        uploaded = sdk.files.create(file=fh, purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model="attune-tiny", training_file=uploaded.id, seed=1,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8}}},
+        extra_body={"attune": {"eval": "eval_demo", "lora_r": 4, "lora_alpha": 8, "max_seq_length": 128}})
+    assert job.model_extra["attune"]["eval"] == "eval_demo"
+    deadline = time.monotonic() + 400
+    while True:
+        runs = [r for r in sdk.evals.runs.list("eval_demo", limit=100).data
+                if r.model_extra["attune"]["fine_tuning_job_id"] == job.id]
+        status = sdk.fine_tuning.jobs.retrieve(job.id).status
+        assert status not in ("failed", "cancelled")
+        if status == "succeeded" and len(runs) == 2 and all(r.status == "completed" for r in runs):
+            break
+        assert time.monotonic() < deadline, (status, [r.status for r in runs])
+        time.sleep(1)
+    for run in runs:
+        assert run.result_counts.total == 50  # the demo's held-out prompts
+    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
+    by_run = {r.id: r for r in runs}
+    for checkpoint in checkpoints:
+        metrics = checkpoint.metrics.model_extra
+        run = by_run[metrics["eval_run_id"]]
+        assert run.model_extra["attune"]["checkpoint_id"] == checkpoint.id
+        assert metrics["eval_pass_rate"] == pytest.approx(run.result_counts.passed / 50)
+        assert metrics["eval_scores"] == {"label": pytest.approx(metrics["eval_mean_score"])}
+    best = [c for c in checkpoints if c.model_extra["attune"]["is_best"]]
+    assert len(best) == 1
+    top = max(c.metrics.model_extra["eval_mean_score"] for c in checkpoints)
+    assert best[0].metrics.model_extra["eval_mean_score"] == top
+    messages = [e.message for e in sdk.fine_tuning.jobs.list_events(job.id, limit=1000).data]
+    assert sum(m.startswith("Eval Demo intents") and ": mean score " in m for m in messages) == 2
+    assert any(m.startswith("Best checkpoint so far by eval_mean_score") for m in messages)
