@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -38,11 +39,10 @@ def _get_eval(eval_id):
 @admin_required
 @require_GET
 def evals(request):
-    rows = []
-    for eval_obj in Eval.objects.prefetch_related("runs"):
-        runs = list(eval_obj.runs.all())
-        rows.append({"eval": eval_obj, "n_runs": len(runs), "last": runs[-1] if runs else None})
-    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    # One page of evals, and for each its count of runs and its newest run: never every run of every eval.
+    page = Paginator(Eval.objects.annotate(n_runs=Count("runs")), 50).get_page(request.GET.get("page"))
+    page.object_list = [{"eval": eval_obj, "n_runs": eval_obj.n_runs,
+                         "last": eval_obj.runs.order_by("-created_at", "-id").first()} for eval_obj in page]
     return render(request, "evals/evals.html", {"page": page})
 
 
