@@ -474,7 +474,8 @@ async def chat_completions(request):
         "system_fingerprint": None,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": final.text, "refusal": None},
                      "logprobs": None, "finish_reason": _finish_reason(final)}],
-        "usage": None,
+        "usage": {"prompt_tokens": final.n_prompt_tokens, "completion_tokens": final.n_tokens,
+                  "total_tokens": final.n_prompt_tokens + final.n_tokens},
     })
 
 

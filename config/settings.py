@@ -27,6 +27,7 @@
 | INFERENCE_MAX_CONCURRENT_PER_USER | 2 generations at once per user |
 | EVAL_WORKER_SLOTS        | 1 (eval runs generated at once)   |
 | EVAL_BATCH_SNAPSHOTS     | 8 snapshots generated in one batch |
+| EVAL_CONCURRENT_PROMPTS  | 8 prompts asked at once (vLLM batches them) |
 | EVAL_MAX_ITEMS           | 10000 items in one run            |
 | EVAL_MAX_QUEUED_PER_USER | 100 runs waiting at once          |
 | PYTHON_GRADER_CPU_SECONDS / _WALL_SECONDS / _MEMORY_MB | 10 / 30 / 1024 per item |
@@ -201,6 +202,7 @@ INFERENCE_MAX_CONCURRENT_PER_USER = int(os.environ.get("INFERENCE_MAX_CONCURRENT
 EVAL_WORKER_SLOTS = int(os.environ.get("EVAL_WORKER_SLOTS", "1"))
 EVAL_BATCH_SNAPSHOTS = int(os.environ.get("EVAL_BATCH_SNAPSHOTS", "8"))
 EVAL_CHUNK_ITEMS = int(os.environ.get("EVAL_CHUNK_ITEMS", "16"))
+EVAL_CONCURRENT_PROMPTS = int(os.environ.get("EVAL_CONCURRENT_PROMPTS", "8"))
 EVAL_MAX_ITEMS = int(os.environ.get("EVAL_MAX_ITEMS", "10000"))
 EVAL_MAX_QUEUED_PER_USER = int(os.environ.get("EVAL_MAX_QUEUED_PER_USER", "100"))
 EVAL_STALE_SECONDS = float(os.environ.get("EVAL_STALE_SECONDS", "120"))

@@ -12,6 +12,7 @@ import re
 from django import forms
 from django.forms import formset_factory
 
+from evals.models import JudgeEndpoint
 from training.models import DataFile
 
 GRADER_TYPES = [("string_check", "string_check: compare two texts"),
@@ -262,3 +263,25 @@ class RunForm(forms.Form):
     def __init__(self, *args, snapshots=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["snapshots"].choices = snapshot_choices() if snapshots is None else snapshots
+
+
+class JudgeEndpointForm(forms.Form):
+    name = forms.SlugField(max_length=64, help_text="Graders name the judge as <name>/<model id>, e.g. "
+                                                      "lab/gpt-oss-20b.")
+    base_url = forms.URLField(max_length=500, assume_scheme="https", label="Base URL",
+                              help_text="The endpoint's OpenAI-compatible /v1 URL, e.g. https://host/v1.")
+    api_key = forms.CharField(max_length=JudgeEndpoint.MAX_KEY_LENGTH, required=False, label="API key",
+                              widget=forms.PasswordInput(render_value=False),
+                              help_text="Stored encrypted; never shown again.")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if JudgeEndpoint.objects.filter(name=name).exists():
+            raise forms.ValidationError(f"An endpoint named {name!r} exists; delete it first or pick another name.")
+        return name
+
+    def clean_base_url(self):
+        url = self.cleaned_data["base_url"]
+        if not url.startswith(("http://", "https://")):
+            raise forms.ValidationError("Use an http:// or https:// URL.")
+        return url

@@ -82,7 +82,8 @@ class StudioJudge:
         if choices:
             body["messages"] = body["messages"] + [{"role": "system", "content": "Answer with exactly one of: "
                                                     + ", ".join(choices)}]
-        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        key = endpoint.key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             response = httpx.post(endpoint.base_url.rstrip("/") + "/chat/completions", json=body, headers=headers,
                                   timeout=self.timeout)

@@ -220,17 +220,46 @@ class OutputItem(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="one_output_item_per_index")]
 
 
+def _fernet():
+    """The cipher of stored endpoint keys, keyed from the studio's SECRET_KEY."""
+    import base64
+
+    from cryptography.fernet import Fernet
+
+    digest = hashlib.sha256(b"attune-judge-endpoint-keys:" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
 class JudgeEndpoint(models.Model):
     """An external OpenAI-compatible endpoint a model grader may use as its judge: `model` is
-    `<endpoint name>/<the endpoint's model id>`. The key is a secret: never shown again once stored."""
+    `<endpoint name>/<the endpoint's model id>`. Its key is a secret: stored encrypted with a key derived
+    from SECRET_KEY (it must be sent, so it cannot be hashed), and never shown again."""
+
+    MAX_KEY_LENGTH = 200
 
     name = models.SlugField(max_length=64, unique=True)
     base_url = models.URLField(max_length=500, help_text="The endpoint's /v1 URL, e.g. https://host/v1.")
-    api_key = models.CharField(max_length=500, blank=True, default="")
+    api_key = models.CharField(max_length=500, blank=True, default="", help_text="Encrypted; see `key`.")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self):
         return self.name
+
+    @property
+    def key(self):
+        """The key in clear, for the request to the endpoint; "" when none was given or SECRET_KEY changed."""
+        from cryptography.fernet import InvalidToken
+
+        if not self.api_key:
+            return ""
+        try:
+            return _fernet().decrypt(self.api_key.encode()).decode()
+        except InvalidToken:
+            return ""
+
+    @key.setter
+    def key(self, value):
+        self.api_key = _fernet().encrypt(value.encode()).decode() if value else ""
 
 
 # --- statistics of a run's results ------------------------------------------------

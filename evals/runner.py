@@ -198,11 +198,12 @@ def _generate(live, snapshots, runs, rows, indexes, data_source, params, done, u
                                                                  "content": _sample_text(sample)}],
                                         "error": None, "usage": {}}
         return samples
-    from playground.inference import collect, get_backend
+    from playground.inference import get_backend
 
     backend = get_backend()
     position = {run.pk: runs.index(run) for run in live}
     sampling = data_source["sampling_params"]
+    requests = []
     for i in indexes:
         wanted = [run for run in live if i not in done[run.pk]]
         if not wanted:
@@ -215,19 +216,32 @@ def _generate(live, snapshots, runs, rows, indexes, data_source, params, done, u
             continue
         chat = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
                 for m in messages]
-        targets = [snapshots[position[run.pk]] for run in wanted]
-        try:
-            finals = asyncio.run(collect(backend.generate(targets, chat, params), len(targets)))
-        except Exception as exc:  # noqa: BLE001 - the items error, the run goes on
-            finals = [None] * len(targets)
-            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        else:
-            error = None
+        requests.append((i, wanted, messages, chat, [snapshots[position[run.pk]] for run in wanted]))
+    answered = asyncio.run(_ask_all(backend, requests, params))
+    for (i, wanted, messages, _chat, _targets), (finals, error) in zip(requests, answered, strict=True):
         for run, final in zip(wanted, finals, strict=True):
             samples[(run.pk, i)] = _sample(run, messages, final, sampling, error=error)
             if final is not None and final.type == "done":
                 usage[run.pk].add(run.model, final.n_prompt_tokens, final.n_tokens)
     return samples
+
+
+async def _ask_all(backend, requests, params):
+    """[(finals, error)] per request: one backend request per prompt (all its snapshots), up to
+    EVAL_CONCURRENT_PROMPTS at once (vLLM batches concurrent requests; the built-in backend takes them in
+    turn, each prompt's snapshots in one batch)."""
+    from playground.inference import collect
+
+    limit = asyncio.Semaphore(max(1, settings.EVAL_CONCURRENT_PROMPTS))
+
+    async def ask(chat, targets):
+        async with limit:
+            try:
+                return await collect(backend.generate(targets, chat, params), len(targets)), None
+            except Exception as exc:  # noqa: BLE001 - the items error, the run goes on
+                return [None] * len(targets), getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+    return await asyncio.gather(*(ask(chat, targets) for _i, _wanted, _messages, chat, targets in requests))
 
 
 def _sample(run, messages, final, sampling, error=None):

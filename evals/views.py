@@ -380,3 +380,37 @@ def eval_agreement(request, task_id):
         rows.append({"eval": eval_obj, "grader": grader, "pairs": pairs, **stats,
                      "snapshots": sorted({p[3] for p in pairs})})
     return render(request, "evals/agreement.html", {"task": task, "rows": rows})
+
+
+# --- judge endpoints ---------------------------------------------------------------------
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def judge_endpoints(request):
+    """External OpenAI-compatible endpoints that model graders may use as judges."""
+    from django.contrib import messages
+
+    from evals.forms import JudgeEndpointForm
+    from evals.models import JudgeEndpoint
+
+    form = JudgeEndpointForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        endpoint = JudgeEndpoint(name=form.cleaned_data["name"], base_url=form.cleaned_data["base_url"])
+        endpoint.key = form.cleaned_data["api_key"]
+        endpoint.save()
+        messages.success(request, f"Judge endpoint {endpoint.name} added: name its models as {endpoint.name}/<model>.")
+        return redirect("judge_endpoints")
+    return render(request, "evals/judges.html", {"form": form, "endpoints": JudgeEndpoint.objects.order_by("name")})
+
+
+@admin_required
+@require_POST
+def judge_endpoint_delete(request, judge_id):
+    from django.contrib import messages
+
+    from evals.models import JudgeEndpoint
+
+    endpoint = get_object_or_404(JudgeEndpoint, pk=judge_id)
+    endpoint.delete()
+    messages.success(request, f"Judge endpoint {endpoint.name} removed; graders that name it no longer validate.")
+    return redirect("judge_endpoints")

@@ -36,6 +36,7 @@ FOR_ADMINS = {
     "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close",
     "rating_task_restart", "webhooks", "webhook_detail", "webhook_toggle", "webhook_delete",
     "evals", "eval_new", "eval_try", "eval_detail", "eval_run_new", "eval_run_cancel", "eval_items", "eval_agreement",
+    "judge_endpoints", "judge_endpoint_delete",
 }
 PAGE_METHODS = ("get", "post")
 
@@ -122,14 +123,17 @@ def real_ids(admin_user, evaluator_user, settings):
     endpoint = WebhookEndpoint.objects.create(url="https://example.invalid/hook", secret="whsec_x",
                                               created_by=admin_user)
     key, _ = ApiKey.issue(evaluator_user, "roles")
-    from evals.models import Eval, EvalRun, OutputItem
+    from evals.models import Eval, EvalRun, JudgeEndpoint, OutputItem
 
     eval_obj = Eval.objects.create(name="roles", data_source_config={"type": "custom", "item_schema": {}},
                                    testing_criteria=[{"type": "string_check", "name": "s", "input": "a",
                                                       "reference": "a", "operation": "eq"}])
     run = EvalRun.objects.create(eval=eval_obj, status=EvalRun.COMPLETED, data_source={"type": "jsonl"})
     item = OutputItem.objects.create(run=run, index=0)
-    return {"eval_id": eval_obj.public_id, "run_id": run.public_id, "item_id": item.public_id, "file_id": data_file.public_id, "job_id": job.public_id, "checkpoint_id": checkpoint.public_id,
+    judge = JudgeEndpoint.objects.create(name="roles", base_url="https://example.invalid/v1")
+    return {"judge_id": judge.pk, "eval_id": eval_obj.public_id, "run_id": run.public_id,
+            "item_id": item.public_id, "file_id": data_file.public_id, "job_id": job.public_id,
+            "checkpoint_id": checkpoint.public_id,
             "comparison_id": comparison.public_id, "task_id": task.public_id, "endpoint_id": endpoint.pk,
             "key_id": key.pk, "model_id": base.name}
 

@@ -277,3 +277,20 @@ def test_the_agreement_page_pairs_human_means_with_grader_scores(admin_client, e
 def test_the_rating_task_page_links_to_the_agreement_page_for_admins(admin_client, task):
     html = admin_client.get(f"/playground/tasks/{task.public_id}/").content.decode()
     assert f'href="/evals/agreement/{task.public_id}/"' in html
+
+
+def test_a_judge_endpoint_is_added_with_its_key_encrypted_and_then_deleted(admin_client):
+    from evals.models import JudgeEndpoint
+
+    response = admin_client.post("/evals/judges/", {"name": "lab", "base_url": "https://judge.example/v1",
+                                                     "api_key": "sk-secret-123"})
+    assert response.status_code == 302
+    endpoint = JudgeEndpoint.objects.get(name="lab")
+    assert "sk-secret-123" not in endpoint.api_key and endpoint.key == "sk-secret-123"
+    page = admin_client.get("/evals/judges/").content.decode()
+    assert "judge.example" in page and "sk-secret-123" not in page
+    again = admin_client.post("/evals/judges/", {"name": "lab", "base_url": "ftp://x"})
+    assert again.status_code == 200 and JudgeEndpoint.objects.count() == 1
+    assert "exists" in again.content.decode()
+    admin_client.post(f"/evals/judges/{endpoint.pk}/delete/")
+    assert not JudgeEndpoint.objects.exists()

@@ -98,6 +98,19 @@ def test_four_snapshots_of_one_base_in_one_comparison(backend, pool, tiny_models
     assert len(pool.status()) == 1  # the base and its three adapters share one server
 
 
+def test_a_choice_constraint_keeps_every_answer_among_the_labels(backend, tiny_models):
+    """A label_model grader's judge: the untrained tiny adapters answer only with one of the labels."""
+    labels = ("tracking", "refund", "cancel")
+    params = SamplingParams(temperature=0, max_tokens=8, choices=labels)
+    for prompt in ("where is my order 1234", "I want my money back", "hello"):
+        served = run(backend, [_base(tiny_models), _lora(tiny_models, 0)], params=params,
+                     messages=[{"role": "user", "content": prompt}])
+        assert [e.type for e in served] == ["done", "done"], [e.error for e in served]
+        assert all(e.text in labels for e in served), [e.text for e in served]
+    free = run(backend, [_lora(tiny_models, 0)], params=SamplingParams(temperature=0, max_tokens=8))
+    assert free[0].text not in labels  # without the constraint the tiny adapter writes anything
+
+
 def test_answers_stream_as_they_are_decoded(backend, tiny_models):
     async def events():
         return [e async for e in backend.generate([_lora(tiny_models, 2)], MESSAGES,
