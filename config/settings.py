@@ -28,6 +28,7 @@
 | EVAL_WORKER_SLOTS        | 1 (eval runs generated at once)   |
 | EVAL_BATCH_SNAPSHOTS     | 8 snapshots generated in one batch |
 | EVAL_CONCURRENT_PROMPTS  | 8 prompts asked at once (vLLM batches them) |
+| EVAL_WHILE_TRAINING      | auto: eval generation waits for a job training on the same CPU cores |
 | EVAL_MAX_ITEMS           | 10000 items in one run            |
 | EVAL_MAX_QUEUED_PER_USER | 100 runs waiting at once          |
 | PYTHON_GRADER_CPU_SECONDS / _WALL_SECONDS / _MEMORY_MB | 10 / 30 / 1024 per item |
@@ -46,6 +47,8 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -203,6 +206,11 @@ EVAL_WORKER_SLOTS = int(os.environ.get("EVAL_WORKER_SLOTS", "1"))
 EVAL_BATCH_SNAPSHOTS = int(os.environ.get("EVAL_BATCH_SNAPSHOTS", "8"))
 EVAL_CHUNK_ITEMS = int(os.environ.get("EVAL_CHUNK_ITEMS", "16"))
 EVAL_CONCURRENT_PROMPTS = int(os.environ.get("EVAL_CONCURRENT_PROMPTS", "8"))
+# Eval generation beside a training job on the same CPU cores starves the job (its steps ran 10× slower on
+# 2 cores): `auto` waits for the job when there is no GPU, `wait` always, `run` never waits.
+EVAL_WHILE_TRAINING = os.environ.get("EVAL_WHILE_TRAINING", "auto")
+if EVAL_WHILE_TRAINING not in ("auto", "wait", "run"):
+    raise ImproperlyConfigured(f"EVAL_WHILE_TRAINING must be auto, wait or run; got {EVAL_WHILE_TRAINING!r}.")
 EVAL_MAX_ITEMS = int(os.environ.get("EVAL_MAX_ITEMS", "10000"))
 EVAL_MAX_QUEUED_PER_USER = int(os.environ.get("EVAL_MAX_QUEUED_PER_USER", "100"))
 EVAL_STALE_SECONDS = float(os.environ.get("EVAL_STALE_SECONDS", "120"))

@@ -207,6 +207,12 @@ def start_inprocess_worker(slots=1):
     return worker
 
 
+def training_here():
+    """Whether this process's worker is running an engine now (its jobs share this host's cores)."""
+    worker = _inprocess.get("worker")
+    return worker is not None and any(thread.is_alive() for thread in list(worker.runs.values()))
+
+
 def stop_inprocess_worker():
     """Stop the in-process worker as `trainworker` stops on SIGTERM: each running job saves its state at
     the end of its current step and goes back to the queue; the next start resumes it from there."""

@@ -120,3 +120,38 @@ def test_a_job_naming_an_unknown_eval_is_refused_naming_the_field(admin_user):
         factories.make_job(admin_user, eval=without_prompts.public_id)
     assert raised.value.param == "eval" and raised.value.code == "eval_without_prompts"
     assert not FineTuningJob.objects.exists()
+
+
+def test_eval_generation_waits_for_a_job_training_on_the_same_cores(admin_user, settings, run_queue, monkeypatch):
+    import threading
+
+    from evals.runner import EvalWorker
+    from training import worker as training_worker
+
+    evaluation = make_eval([{"type": "string_check", "name": "s", "input": "{{item.expected}}",
+                             "reference": "tracking", "operation": "eq"}])
+    run = EvalRun.objects.create(eval=evaluation, data_source={"type": "jsonl", "source": {
+        "type": "file_content", "content": [{"item": {"expected": "tracking"}}]}})
+    engine = threading.Event()
+    job_thread = threading.Thread(target=engine.wait, daemon=True)  # a job's run, as the worker holds it
+    job_thread.start()
+    busy = training_worker.Worker(slots=1, name="tests:train")
+    busy.runs = {1: job_thread}
+    monkeypatch.setitem(training_worker._inprocess, "worker", busy)
+    settings.EVAL_WHILE_TRAINING = "auto"  # this machine has no GPU: the engine and the evals share cores
+    try:
+        assert EvalWorker(name="tests:evals").poll_once() is False
+        run.refresh_from_db()
+        assert run.status == EvalRun.QUEUED
+        settings.EVAL_WHILE_TRAINING = "run"
+        assert run_queue() == 1
+        run.refresh_from_db()
+        assert run.status == EvalRun.COMPLETED
+    finally:
+        engine.set()
+        job_thread.join()
+    settings.EVAL_WHILE_TRAINING = "auto"  # the job has ended: the next run goes at once
+    later = EvalRun.objects.create(eval=evaluation, data_source=run.data_source)
+    assert not training_worker.training_here() and run_queue() == 1
+    later.refresh_from_db()
+    assert later.status == EvalRun.COMPLETED
