@@ -198,7 +198,8 @@ class EvalRun(models.Model):
 
     def summary(self):
         """Per testing criterion: mean score, pass rate and their 95 % intervals, over graded items."""
-        return criteria_summary(self.eval.criteria_names, self.items.all())
+        ranges = {c.get("name") or c.get("type"): score_range(c) for c in self.eval.testing_criteria}
+        return criteria_summary(self.eval.criteria_names, self.items.all(), ranges)
 
 
 class OutputItem(models.Model):
@@ -291,8 +292,20 @@ def wilson_interval(passed, n):
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
-def criteria_summary(names, items):
-    """[{name, n, mean, mean_low, mean_high, pass_rate, pass_low, pass_high, errored}] per criterion."""
+def score_range(grader):
+    """(low, high) a grader's score cannot leave, or None when it has no bound (python, multi)."""
+    kind = grader.get("type")
+    if kind in ("string_check", "label_model", "text_similarity"):
+        return (0.0, 1.0)
+    if kind == "score_model":
+        low, high = grader.get("range") or (0, 1)
+        return (float(low), float(high))
+    return None
+
+
+def criteria_summary(names, items, ranges=None):
+    """[{name, n, mean, mean_low, mean_high, pass_rate, pass_low, pass_high, errored}] per criterion. A mean's
+    interval is kept inside the grader's own range (`ranges`: name → (low, high)) where it has one."""
     scores = {name: [] for name in names}
     passes = {name: 0 for name in names}
     errored = {name: 0 for name in names}
@@ -310,6 +323,9 @@ def criteria_summary(names, items):
     for name in names:
         n = len(scores[name])
         mean, low, high = mean_interval(scores[name])
+        bounds = (ranges or {}).get(name)
+        if bounds and low is not None:
+            low, high = max(bounds[0], low), min(bounds[1], high)
         rate, plow, phigh = wilson_interval(passes[name], n)
         out.append({"name": name, "n": n, "mean": mean, "mean_low": low, "mean_high": high,
                     "pass_rate": rate, "pass_low": plow, "pass_high": phigh, "errored": errored[name]})

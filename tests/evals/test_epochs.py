@@ -155,3 +155,18 @@ def test_eval_generation_waits_for_a_job_training_on_the_same_cores(admin_user, 
     assert not training_worker.training_here() and run_queue() == 1
     later.refresh_from_db()
     assert later.status == EvalRun.COMPLETED
+
+
+def test_a_mean_score_interval_stays_inside_the_graders_range():
+    from types import SimpleNamespace
+
+    from evals.models import criteria_summary, mean_interval, score_range, wilson_interval
+
+    items = [SimpleNamespace(results=[{"name": "s", "score": score, "passed": score == 1}]) for score in (1, 0, 0)]
+    [row] = criteria_summary(["s"], items, {"s": score_range({"type": "string_check"})})
+    mean, low, high = mean_interval([1, 0, 0])
+    assert low < 0 and (row["mean_low"], row["mean"], row["mean_high"]) == (0.0, pytest.approx(1 / 3), high)
+    assert (row["pass_rate"], row["pass_low"], row["pass_high"]) == wilson_interval(1, 3)
+    assert wilson_interval(1, 3)[1] == pytest.approx(0.0615, abs=1e-4)  # Wilson's interval for 1 of 3
+    assert score_range({"type": "score_model", "range": [1, 7]}) == (1.0, 7.0)
+    assert score_range({"type": "python"}) is None
