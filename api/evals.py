@@ -22,6 +22,9 @@ from evals.requests import EvalError, eval_fields, eval_update, run_fields
 from training.ids import unix
 
 
+MAX_SAMPLE_CHARS = 100_000
+
+
 def _api_error(exc):
     return ApiError(exc.message, status=exc.status, param=exc.param, code=exc.code)
 
@@ -260,6 +263,10 @@ def graders_run(request):
     if not isinstance(sample, str):
         raise ApiError("Missing required parameter: 'model_sample' (the model's output, a string).",
                        param="model_sample", code="missing_required_parameter" if sample is None else "invalid_type")
+    if len(sample) > MAX_SAMPLE_CHARS:
+        # Text metrics grow with the product of the two lengths: a bounded sample keeps one request bounded.
+        raise ApiError(f"'model_sample' is {len(sample):,} characters long; at most {MAX_SAMPLE_CHARS:,} are graded "
+                       "in one request.", param="model_sample", code="string_above_max_length")
     item = body.get("item")
     if item is not None and not isinstance(item, dict):
         raise ApiError("'item' must be an object (the fields graders read as item.*).", param="item")

@@ -277,3 +277,9 @@ def test_the_builtin_backend_answers_the_likeliest_choice(builtin_backend, tiny_
             logprobs = torch.log_softmax(loaded.model(torch.tensor([prompt + ids])).logits.float(), -1)[0]
         scores.append(sum(float(logprobs[len(prompt) - 1 + n, t]) for n, t in enumerate(ids)))
     assert final.text == choices[max(range(3), key=scores.__getitem__)]
+
+
+def test_a_sample_too_long_to_grade_in_one_request_is_refused(api, db):
+    body = {"grader": {"type": "text_similarity", "name": "f", "input": "{{sample.output_text}}", "reference": "x",
+                       "evaluation_metric": "fuzzy_match"}, "model_sample": "a" * 100_001}
+    assert_error(api.post("/v1/fine_tuning/alpha/graders/run", body), 400, param="model_sample")
