@@ -21,7 +21,6 @@ from evals.models import Eval, EvalRun, OutputItem
 from evals.requests import EvalError, eval_fields, eval_update, run_fields
 from training.ids import unix
 
-
 MAX_SAMPLE_CHARS = 100_000
 
 

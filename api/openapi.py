@@ -215,30 +215,97 @@ def _schemas():
 EVAL_ID = _path_param("eval_id", "An eval id, `eval_…`.")
 RUN_ID = _path_param("run_id", "A run id, `evalrun_…`.")
 OBJECT = {"type": "object"}
+TEXT = {"type": "string", "maxLength": 200}
+MESSAGES = {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+    "type": "object", "required": ["role", "content"], "properties": {
+        "role": {"enum": ["system", "developer", "user", "assistant"]}, "content": TEXT}}}
+
+
+def _grader(kind, required, properties):
+    return {"type": "object", "required": ["type", "name", *required], "properties": {
+        "type": {"const": kind}, "name": {"type": "string", "maxLength": 64}, **properties}}
+
+
+def eval_schemas():
+    """The grader, eval and run request bodies, as OpenAI's Evals API and graders routes take them."""
+    graders = [
+        _grader("string_check", ["input", "reference", "operation"], {
+            "input": TEXT, "reference": TEXT, "operation": {"enum": ["eq", "ne", "like", "ilike"]}}),
+        _grader("text_similarity", ["input", "reference", "evaluation_metric"], {
+            "input": TEXT, "reference": TEXT, "pass_threshold": {"type": "number"},
+            "evaluation_metric": {"enum": ["fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3",
+                                           "rouge_4", "rouge_5", "rouge_l", "cosine"]}}),
+        _grader("python", ["source"], {"source": {"type": "string", "maxLength": 400},
+                                       "pass_threshold": {"type": "number"}}),
+        _grader("score_model", ["model", "input"], {"model": TEXT, "input": MESSAGES,
+                                                    "range": {"type": "array", "items": {"type": "number"}},
+                                                    "pass_threshold": {"type": "number"}}),
+        _grader("label_model", ["model", "input", "labels", "passing_labels"], {
+            "model": TEXT, "input": MESSAGES, "labels": {"type": "array", "items": TEXT},
+            "passing_labels": {"type": "array", "items": TEXT}}),
+    ]
+    grader = {"oneOf": graders}
+    source = {"oneOf": [
+        {"type": "object", "required": ["type", "content"], "properties": {
+            "type": {"const": "file_content"}, "content": {"type": "array", "maxItems": 4, "items": {
+                "type": "object", "required": ["item"], "properties": {"item": OBJECT, "sample": OBJECT}}}}},
+        {"type": "object", "required": ["type", "id"], "properties": {"type": {"const": "file_id"}, "id": TEXT}}]}
+    return {
+        "Grader": grader,
+        "CreateEvalRequest": {"type": "object", "required": ["data_source_config", "testing_criteria"], "properties": {
+            "name": TEXT, "metadata": {"type": "object", "additionalProperties": TEXT},
+            "data_source_config": {"type": "object", "required": ["type", "item_schema"], "properties": {
+                "type": {"const": "custom"}, "item_schema": OBJECT, "include_sample_schema": {"type": "boolean"}}},
+            "testing_criteria": {"type": "array", "minItems": 1, "maxItems": 3, "items": grader},
+            "attune": {"type": "object", "description": "Attune's: `data_source`, the prompts run on each epoch "
+                                                         "checkpoint of a job that names this eval."}}},
+        "CreateEvalRunRequest": {"type": "object", "required": ["data_source"], "properties": {
+            "name": TEXT, "metadata": {"type": "object", "additionalProperties": TEXT},
+            "data_source": {"oneOf": [
+                {"type": "object", "required": ["type", "source"], "properties": {
+                    "type": {"const": "jsonl"}, "source": source}},
+                {"type": "object", "required": ["type", "model", "source", "input_messages"], "properties": {
+                    "type": {"const": "completions"}, "model": TEXT, "source": source,
+                    "input_messages": {"oneOf": [
+                        {"type": "object", "required": ["type", "template"], "properties": {
+                            "type": {"const": "template"}, "template": MESSAGES}},
+                        {"type": "object", "required": ["type", "item_reference"], "properties": {
+                            "type": {"const": "item_reference"}, "item_reference": TEXT}}]},
+                    "sampling_params": {"type": "object", "properties": {
+                        "max_completion_tokens": {"type": "integer"}, "temperature": {"type": "number"},
+                        "top_p": {"type": "number"}, "seed": {"type": "integer"}}}}}]}}},
+        "RunGraderRequest": {"type": "object", "required": ["grader", "model_sample"], "properties": {
+            "grader": grader, "model_sample": {"type": "string", "maxLength": 400}, "item": OBJECT}},
+        "ValidateGraderRequest": {"type": "object", "required": ["grader"], "properties": {"grader": grader}},
+    }
 
 
 def _eval_paths(paths):
     """The Evals and graders routes: OpenAI's shapes (the SDK's `client.evals`), objects left open here."""
-    body = {"required": True, "content": {"application/json": {"schema": OBJECT}}}
+    def body(name):
+        return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+    update = {"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": {
+        "name": TEXT, "metadata": {"type": "object", "additionalProperties": TEXT}}}}}}
     ok = _json(OBJECT)
     order = _query("order", {"enum": ["asc", "desc"]}, "By creation time.")
     paths["/fine_tuning/alpha/graders/validate"] = {"post": {
         "operationId": "validateGrader", "summary": "Check a grader before anything runs: `{grader}`.",
-        "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+        "requestBody": body("ValidateGraderRequest"), "responses": {"200": ok, **_errors("400", "403")}}}
     paths["/fine_tuning/alpha/graders/run"] = {"post": {
         "operationId": "runGrader", "summary": "Grade one sample: `{grader, model_sample, item}` → reward.",
-        "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+        "requestBody": body("RunGraderRequest"), "responses": {"200": ok, **_errors("400", "403")}}}
     paths["/evals"] = {
         "get": {"operationId": "listEvals", "parameters": [AFTER, _limit(20, 100), order,
                                                            _query("order_by", {"enum": ["created_at", "updated_at"]},
                                                                   "The time to order by.")],
                 "responses": {"200": ok, **_errors("400", "403")}},
         "post": {"operationId": "createEval", "summary": "An eval: data_source_config and testing_criteria.",
-                 "requestBody": body, "responses": {"200": ok, **_errors("400", "403")}}}
+                 "requestBody": body("CreateEvalRequest"), "responses": {"200": ok, **_errors("400", "403")}}}
     paths["/evals/{eval_id}"] = {
         "parameters": [EVAL_ID],
         "get": {"operationId": "getEval", "responses": {"200": ok, **_errors("403", "404")}},
-        "post": {"operationId": "updateEval", "summary": "Change its name or metadata.", "requestBody": body,
+        "post": {"operationId": "updateEval", "summary": "Change its name or metadata.", "requestBody": update,
                  "responses": {"200": ok, **_errors("400", "403", "404")}},
         "delete": {"operationId": "deleteEval", "responses": {"200": ok, **_errors("403", "404")}}}
     paths["/evals/{eval_id}/runs"] = {
@@ -248,7 +315,7 @@ def _eval_paths(paths):
                     "queued", "in_progress", "completed", "canceled", "failed"]}, "Only runs in this status.")],
                 "responses": {"200": ok, **_errors("400", "403", "404")}},
         "post": {"operationId": "createEvalRun", "summary": "Queue a run: a completions or jsonl data source.",
-                 "requestBody": body, "responses": {"200": ok, **_errors("400", "403", "404", "429")}}}
+                 "requestBody": body("CreateEvalRunRequest"), "responses": {"200": ok, **_errors("400", "403", "404", "429")}}}
     paths["/evals/{eval_id}/runs/{run_id}"] = {
         "parameters": [EVAL_ID, RUN_ID],
         "get": {"operationId": "getEvalRun", "responses": {"200": ok, **_errors("403", "404")}},
@@ -358,7 +425,7 @@ def build():
         "servers": [{"url": "/v1"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
-        "components": {"schemas": _schemas(), "securitySchemes": {"bearerAuth": {"type": "http",
+        "components": {"schemas": {**_schemas(), **eval_schemas()}, "securitySchemes": {"bearerAuth": {"type": "http",
                                                                                  "scheme": "bearer"}}},
     }
 
