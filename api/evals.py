@@ -54,7 +54,7 @@ def run_object(run):
         "status": run.status,
         "error": run.error or {"code": "", "message": ""},
         "created_at": unix(run.created_at),
-        "report_url": f"/evals/{run.eval.public_id}/runs/{run.public_id}/",
+        "report_url": f"/evals/{run.eval.public_id}/items/?runs={run.public_id}",  # the Evals page of its items
         "result_counts": {"total": 0, "passed": 0, "failed": 0, "errored": 0, **(run.result_counts or {})},
         "per_testing_criteria_results": run.per_testing_criteria_results or [],
         "per_model_usage": run.per_model_usage or [],

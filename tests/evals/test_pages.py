@@ -294,3 +294,15 @@ def test_a_judge_endpoint_is_added_with_its_key_encrypted_and_then_deleted(admin
     assert "exists" in again.content.decode()
     admin_client.post(f"/evals/judges/{endpoint.pk}/delete/")
     assert not JudgeEndpoint.objects.exists()
+
+
+def test_a_runs_report_url_is_the_page_of_its_items(admin_client, eval_obj):
+    from api.evals import run_object
+    from evals.models import EvalRun, OutputItem
+
+    run = EvalRun.objects.create(eval=eval_obj, status=EvalRun.COMPLETED, model="attune-tiny",
+                                 data_source={"type": "jsonl"})
+    OutputItem.objects.create(run=run, index=0, datasource_item={"messages": []}, status="pass",
+                              sample={"output_text": "yes"}, results=[])
+    page = admin_client.get(run_object(run)["report_url"])
+    assert page.status_code == 200 and run.public_id in page.content.decode()
