@@ -11,31 +11,15 @@ test-output/screenshots/.
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, browser_marks, shot
+from tests.browser import browser_marks, log_in, open_page, shot
 
 pytestmark = browser_marks
 
 
 @pytest.fixture
 def browser_page(studio):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        page.set_default_timeout(20_000)
-        watch_errors(page)
+    with open_page(timeout_ms=20_000) as page:
         yield page
-        browser.close()
-
-
-def watch_errors(page):
-    """Collect uncaught exceptions and console errors in `page.js_errors`."""
-    page.js_errors = []
-    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
-    # The browser asks for /favicon.ico on its own; that 404 is no error of a page.
-    page.on("console", lambda msg: page.js_errors.append(msg.text) if msg.type == "error"
-            and not msg.location.get("url", "").endswith("/favicon.ico") else None)
 
 
 def trace_x(page, chart, index):
@@ -47,10 +31,7 @@ def test_an_admin_trains_watches_reruns_and_compares_in_the_browser(studio, brow
     url = studio.url
 
     # Log in: the start page of an admin is the jobs list.
-    page.goto(url + "/login/")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", studio.password)
-    page.click("button[type=submit]")
+    log_in(page, url, "admin", studio.password)
     page.wait_for_url(url + "/jobs/")
 
     # The new-job form: attune-tiny (quick on 2 cores) on the demo files, LoRA, 2 epochs. Batch 32 keeps
@@ -163,4 +144,4 @@ def test_an_admin_trains_watches_reruns_and_compares_in_the_browser(studio, brow
     page.click("#cancel-job")
     page.wait_for_function("() => document.getElementById('job-status').textContent === 'cancelled'")
 
-    assert not page.js_errors, page.js_errors
+    assert not page.errors, page.errors

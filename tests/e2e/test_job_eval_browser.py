@@ -8,7 +8,7 @@ replaced by a stand-in the test delivers messages through, in the protocol of da
 import pytest
 
 from evals.models import EvalRun
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, browser_marks, shot
+from tests.browser import browser_marks, log_in, open_page, shot
 from tests.dashboard.test_job_eval_scores import add_checkpoint, add_run, eval_job
 from tests.factories import chat_lines, make_base_model, make_eval, make_user, upload
 from training.live import checkpoint_payload
@@ -30,8 +30,6 @@ def chart_data(page, chart):
 
 
 def test_eval_scores_draw_arrive_live_and_compare_in_the_browser(live_server, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
     # Playwright's sync API keeps an event loop in this thread; the rows below are written from it.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     make_user("admin")
@@ -45,17 +43,9 @@ def test_eval_scores_draw_arrive_live_and_compare_in_the_browser(live_server, mo
     other = eval_job(base, train, intents, metric="eval_pass_rate")
     add_checkpoint(other, 1, 2.0, {"exact": 0.9, "polite": 0.9}, 0.4)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        page.set_default_timeout(20_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with open_page(timeout_ms=20_000) as page:
         page.add_init_script(FAKE_SOCKET)
-        page.goto(live_server.url + "/login/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", "alice-password")
-        page.click("button[type=submit]")
+        log_in(page, live_server.url, "alice", "alice-password")
 
         page.goto(live_server.url + f"/jobs/{job.public_id}/")
         page.wait_for_function("() => document.getElementById('chart-eval').data")
@@ -92,5 +82,4 @@ def test_eval_scores_draw_arrive_live_and_compare_in_the_browser(live_server, mo
         disabled = page.evaluate("() => Array.from(document.getElementById('id_best_checkpoint_metric').options)"
                                  ".filter(o => o.disabled).map(o => o.value)")
         assert disabled == ["eval_mean_score", "eval_pass_rate", "eval:exact", "eval:polite"]
-        browser.close()
-    assert errors == []
+    assert page.errors == []

@@ -4,7 +4,7 @@ or style is blocked by the Content-Security-Policy. Screenshots go to test-outpu
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, browser_marks, shot
+from tests.browser import browser_marks, log_in, open_page, shot
 from tests.evals.test_pages import make_run
 
 pytestmark = browser_marks
@@ -12,29 +12,10 @@ pytestmark = browser_marks
 
 @pytest.fixture
 def browser_page(live_server, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
     # Playwright's sync API runs an event loop in this thread; the test's own rows are made in it.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-                and not msg.location.get("url", "").endswith("/favicon.ico") else None)
-        page.errors = errors
+    with open_page(viewport=(1280, 900)) as page:
         yield page
-        browser.close()
-
-
-def log_in(page, live_server):
-    page.goto(live_server.url + "/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "alice-password")
-    page.click("button[type=submit]")
 
 
 def test_the_new_eval_form_and_the_results_table_in_a_browser(browser_page, live_server, admin_user, eval_obj,
@@ -42,7 +23,7 @@ def test_the_new_eval_form_and_the_results_table_in_a_browser(browser_page, live
     from playwright.sync_api import expect
 
     page = browser_page
-    log_in(page, live_server)
+    log_in(page, live_server.url, "alice", "alice-password")
     page.goto(live_server.url + "/evals/new/")
     row = page.locator("[data-grader-row]").first
     expect(row.locator("[data-field=reference]")).to_be_visible()

@@ -2,33 +2,21 @@
 pick three snapshots, stream their answers side by side blind, rate them, see the names revealed,
 then find them on the leaderboard. Each page is saved under test-output/screenshots/."""
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser_marks, shot
+from tests.browser import SHOTS, browser_marks, log_in, open_page, shot
 
 pytestmark = browser_marks
 
 
 def test_compare_rate_reveal_and_leaderboard_in_the_browser(playground_studio):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     studio = playground_studio
     base, first, second, final = studio.extra["names"]
     expect.set_options(timeout=60_000)  # the first request loads the models
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        page.set_default_timeout(60_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        # Console errors include what the Content-Security-Policy blocked; the browser's own favicon
-        # request (the studio has none) is not the page's.
-        page.on("console", lambda msg: errors.append(f"{msg.text} at {msg.location.get('url')}")
-                if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico") else None)
-
-        page.goto(studio.url + "/login/")
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", studio.password)
-        page.click("button[type=submit]")
+    # page.errors includes what the Content-Security-Policy blocked.
+    with open_page(timeout_ms=60_000) as page:
+        log_in(page, studio.url, "admin", studio.password)
 
         # The dashboard's "Open in playground" link preselects a snapshot.
         page.goto(studio.url + "/playground/?snapshot=" + first)
@@ -76,5 +64,4 @@ def test_compare_rate_reveal_and_leaderboard_in_the_browser(playground_studio):
         top = page.locator("#leaderboard tbody tr[data-snapshot]").first.get_attribute("data-snapshot")
         assert top == revealed[0]  # the one picked best ranks first
         shot(page, "playground-leaderboard.png")
-        assert errors == []
-        browser.close()
+        assert page.errors == []
