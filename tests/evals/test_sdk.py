@@ -1,10 +1,16 @@
 """The official `openai` SDK drives a whole eval against a live studio (`manage.py serve`, its eval worker,
-the demo data), unchanged: evals, runs, output items, cancel, delete, and the graders routes."""
+the demo data), unchanged: evals, runs, output items, cancel, delete, and the graders routes.
+
+The three tests share one studio and one API key (module-scoped `studio` and `sdk`): each works on evals,
+runs and a job of its own, and the demo eval's runs are told apart by the job that made them.
+"""
 
 import time
 
 import pytest
 from openai import OpenAI
+
+from tests.servers import copy_home, start_studio, stop_studio
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +30,14 @@ def wait_for_run(client, eval_id, run_id, timeout=300):
         time.sleep(0.5)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def studio(demo_home_template, tmp_path_factory):
+    s = start_studio(copy_home(demo_home_template, tmp_path_factory.mktemp("evals-sdk") / "home"))
+    yield s
+    stop_studio(s.process)
+
+
+@pytest.fixture(scope="module")
 def sdk(studio):
     key = studio.manage("create_api_key", "admin").stdout.strip()
     client = OpenAI(base_url=studio.url + "/v1", api_key=key, max_retries=0, timeout=120)

@@ -2,6 +2,11 @@
 
 One server for the tiny base serves the module; the full-weight snapshot gets a second; the two tests
 that kill a server mid-answer come last, and each sees it started again.
+
+The servers no test kills (the full-weight one, the studio's) run vLLM's engine in the API server's
+process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), which starts sooner (30–34 s against 41–45 s by hand on
+2 cores: README, Serving with vLLM); the base's server keeps its engine in a process of its own, as the
+test that kills the engine mid-answer needs.
 """
 
 import asyncio
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 MESSAGES = [{"role": "user", "content": "where is my order 1234"}]
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
+ONE_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # for a server no test kills: it starts sooner
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +182,13 @@ def test_requests_vllm_refuses_name_the_field_at_fault(backend, tiny_models):
 def test_a_full_weight_fine_tune_gets_a_server_of_its_own_which_stops_when_idle(backend, pool, tiny_models,
                                                                                 builtin_backend):
     full = Snapshot.from_paths("ft:tiny:full", tiny_models.base, tiny_models.full, base_model="tiny")
-    served = run(backend, [full, _lora(tiny_models, 0)])
+    pool.ensure(_base(tiny_models))  # the base's server, with its engine process (the tests below kill it)
+    env = pool.settings.env
+    try:
+        pool.settings.env = {**env, **ONE_PROCESS}
+        served = run(backend, [full, _lora(tiny_models, 0)])
+    finally:
+        pool.settings.env = env
     assert [e.type for e in served] == ["done", "done"], [e.error for e in served]
     own = run(builtin_backend, [full])[0]
     # The same tokens; vLLM holds back the bytes of a character its last tokens leave unfinished, where
@@ -261,7 +273,8 @@ def test_the_studio_with_inference_backend_vllm_serves_the_compare_page_from_a_s
     from tests.playground.conftest import start_playground_studio
     from tests.servers import stop_studio
 
-    studio = start_playground_studio(tiny_models, tmp_path / "home", INFERENCE_BACKEND="vllm", VLLM_KV_CACHE_GB=1)
+    studio = start_playground_studio(tiny_models, tmp_path / "home", INFERENCE_BACKEND="vllm", VLLM_KV_CACHE_GB=1,
+                                     **ONE_PROCESS)
     try:
         base, first, second, final = studio.extra["names"]
         expect.set_options(timeout=400_000)  # the first prompt starts the vLLM server
