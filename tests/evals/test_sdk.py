@@ -132,7 +132,7 @@ def test_a_job_that_names_the_demo_eval_scores_each_epoch_and_marks_the_best(sdk
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8}}},
         extra_body={"attune": {"eval": "eval_demo", "lora_r": 4, "lora_alpha": 8, "max_seq_length": 128}})
     assert job.model_extra["attune"]["eval"] == "eval_demo"
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 800  # the demo eval's 2 × 50 prompts run once the job has trained (EVAL_WHILE_TRAINING)
     while True:
         runs = [r for r in sdk.evals.runs.list("eval_demo", limit=100).data
                 if r.model_extra["attune"]["fine_tuning_job_id"] == job.id]
