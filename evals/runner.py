@@ -114,7 +114,7 @@ def training_shares_the_cores():
     return training_here()
 
 
-def _wait_for_the_cores(runs, stopping=None):
+def _wait_for_the_cores(runs):
     """Hold a claimed group between chunks while a job trains on the same cores (the runs stay in_progress,
     their heartbeat goes on)."""
     waited = False
@@ -122,10 +122,7 @@ def _wait_for_the_cores(runs, stopping=None):
         if not waited:
             log.info("Eval runs %s wait for the training job on this host", [r.public_id for r in runs])
             waited = True
-        if stopping is not None and stopping.wait(2.0):
-            return
-        if stopping is None:
-            time.sleep(2.0)
+        time.sleep(2.0)
 
 
 def python_limits():
@@ -254,11 +251,10 @@ def _generate(live, snapshots, runs, rows, indexes, data_source, params, done, u
             for run in wanted:
                 samples[(run.pk, i)] = _sample(run, [], None, sampling, error=exc.message)
             continue
-        chat = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]}
-                for m in messages]
-        requests.append((i, wanted, messages, chat, [snapshots[position[run.pk]] for run in wanted]))
+        # The backends read developer turns as system ones (validate_messages).
+        requests.append((i, wanted, messages, [snapshots[position[run.pk]] for run in wanted]))
     answered = asyncio.run(_ask_all(backend, requests, params))
-    for (i, wanted, messages, _chat, _targets), (finals, error) in zip(requests, answered, strict=True):
+    for (i, wanted, messages, _targets), (finals, error) in zip(requests, answered, strict=True):
         for run, final in zip(wanted, finals, strict=True):
             samples[(run.pk, i)] = _sample(run, messages, final, sampling, error=error)
             if final is not None and final.type == "done":
@@ -281,7 +277,7 @@ async def _ask_all(backend, requests, params):
             except Exception as exc:  # noqa: BLE001 - the items error, the run goes on
                 return [None] * len(targets), getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
-    return await asyncio.gather(*(ask(chat, targets) for _i, _wanted, _messages, chat, targets in requests))
+    return await asyncio.gather(*(ask(messages, targets) for _i, _wanted, messages, targets in requests))
 
 
 def _sample(run, messages, final, sampling, error=None):
