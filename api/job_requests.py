@@ -10,11 +10,12 @@ fields (adapter, LoRA, advanced settings) come under the `attune` key.
 """
 
 from api.errors import ApiError
-from api.objects import extension_fields
-from training.engine.spec import AUTO, INTEGRATIONS, METHODS, hyperparameters_for, spec_errors
+from training.engine.spec import AUTO, INTEGRATIONS, METHODS, extension_fields, hyperparameters_for, spec_errors
 
 REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
                   "method", "hyperparameters", "attune"}
+# What a method's section holds besides its hyperparameters: the reinforcement method's grader and format.
+SECTION_FIELDS = {"supervised": (), "dpo": (), "reinforcement": ("grader", "response_format")}
 
 
 def _object(value, param):
@@ -26,33 +27,37 @@ def _object(value, param):
 
 
 def _method(body):
-    """(method type, its hyperparameters, the param prefix they came from)."""
+    """(method type, its hyperparameters, the param prefix they came from, the section's other fields)."""
     method = _object(body.get("method"), "method")
-    unknown = sorted(set(method) - {"type", *METHODS, "reinforcement"})
+    unknown = sorted(set(method) - {"type", *METHODS})
     if unknown:
         raise ApiError(f"Unrecognized request argument supplied: method.{unknown[0]}", param=f"method.{unknown[0]}")
     kind = method.get("type", "supervised")
-    if kind == "reinforcement":
-        raise ApiError("Attune does not support the reinforcement method; use supervised or dpo.",
-                       param="method.type", code="unsupported_method")
     if kind not in METHODS:
-        raise ApiError(f"Invalid method type {kind!r}: use supervised or dpo.", param="method.type")
-    for other in METHODS + ("reinforcement",):
+        raise ApiError(f"Invalid method type {kind!r}: use one of {', '.join(METHODS)}.", param="method.type")
+    for other in METHODS:
         if other != kind and method.get(other) is not None:
             raise ApiError(f"method.{other} was given but method.type is {kind!r}.", param=f"method.{other}")
     section = _object(method.get(kind), f"method.{kind}")
-    unknown = sorted(set(section) - {"hyperparameters"})
+    unknown = sorted(set(section) - {"hyperparameters", *SECTION_FIELDS[kind]})
     if unknown:
         raise ApiError(f"Unrecognized request argument supplied: method.{kind}.{unknown[0]}",
                        param=f"method.{kind}.{unknown[0]}")
+    fields = {name: section[name] for name in SECTION_FIELDS[kind] if section.get(name) is not None}
+    if kind == "reinforcement" and "grader" not in fields:
+        raise ApiError("Missing required parameter: 'method.reinforcement.grader' (the grader whose score is the "
+                       "reward).", param="method.reinforcement.grader", code="missing_required_parameter")
+    for name, value in fields.items():
+        if not isinstance(value, dict):
+            raise ApiError(f"'method.{kind}.{name}' must be an object.", param=f"method.{kind}.{name}")
     nested = section.get("hyperparameters")
     legacy = body.get("hyperparameters")
     if nested is not None and legacy is not None:
         raise ApiError("Give hyperparameters once: either under method.{kind}.hyperparameters or in the "
                        "deprecated top-level hyperparameters.".replace("{kind}", kind), param="hyperparameters")
     if nested is not None:
-        return kind, _object(nested, f"method.{kind}.hyperparameters"), f"method.{kind}.hyperparameters"
-    return kind, _object(legacy, "hyperparameters"), "hyperparameters"
+        return kind, _object(nested, f"method.{kind}.hyperparameters"), f"method.{kind}.hyperparameters", fields
+    return kind, _object(legacy, "hyperparameters"), "hyperparameters", fields
 
 
 def _integrations(value):
@@ -103,7 +108,7 @@ def spec_from_request(body):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ApiError("'seed' must be an integer from 0 to 2147483647.", param="seed")
 
-    kind, hyperparameters, hp_param = _method(body)
+    kind, hyperparameters, hp_param, section_fields = _method(body)
     allowed = hyperparameters_for(kind)
     unknown = sorted(set(hyperparameters) - set(allowed))
     if unknown:
@@ -111,11 +116,13 @@ def spec_from_request(body):
                        f"allowed: {', '.join(allowed)}.", param=f"{hp_param}.{unknown[0]}")
     integrations, integration_params = _integrations(body.get("integrations"))
     extension = _object(body.get("attune"), "attune")
-    known_extension = extension_fields()
+    known_extension = extension_fields(kind)
     unknown = sorted(set(extension) - set(known_extension))
     if unknown:
-        raise ApiError(f"Unrecognized Attune setting {unknown[0]!r}; the attune object takes "
-                       f"{', '.join(known_extension)}.", param=f"attune.{unknown[0]}")
+        where = (f"; it is a hyperparameter of the {kind} method: give it under {hp_param}"
+                 if unknown[0] in allowed else "")
+        raise ApiError(f"Unrecognized Attune setting {unknown[0]!r} for the {kind} method{where}; the attune "
+                       f"object takes {', '.join(known_extension)}.", param=f"attune.{unknown[0]}")
 
     spec = {"model": body["model"], "training_file": body["training_file"], "method": kind}
     if body.get("validation_file"):
@@ -128,9 +135,11 @@ def spec_from_request(body):
         spec[name] = hyperparameters.get(name, AUTO)
     if integrations:
         spec["integrations"] = integrations
+    spec.update(section_fields)
     spec.update(extension)
 
-    params = {name: f"{hp_param}.{name}" for name in allowed}
+    params = {name: f"method.{kind}.{name}" for name in SECTION_FIELDS[kind]}
+    params.update({name: f"{hp_param}.{name}" for name in allowed})
     params.update({name: f"attune.{name}" for name in extension})
     params.update(integration_params)
     errors = spec_errors(spec)

@@ -1,17 +1,12 @@
 """The JSON objects of the OpenAI API (file, fine-tuning job, job event, job checkpoint, model), built
 from Attune's rows. Every field the SDK types is always sent."""
 
-from training.engine.spec import OPENAI_FIELDS, WORKER_FIELDS, JobSpec, hyperparameters_for
+from training.engine.spec import extension_fields, hyperparameters_for
 from training.ids import unix
 
 ORGANIZATION_ID = "org-attune"
 CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
                       "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
-
-
-def extension_fields():
-    """JobSpec fields that OpenAI's request has no place for: a person sets them under the `attune` key."""
-    return [name for name in JobSpec.model_fields if name not in OPENAI_FIELDS and name not in WORKER_FIELDS]
 
 
 def file_object(data_file):
@@ -63,7 +58,7 @@ def job_object(job):
         "validation_file": job.validation_file.public_id if job.validation_file_id else None,
         # The deprecated top-level object: the hyperparameters every method takes.
         "hyperparameters": {name: hyperparameters[name] for name in hyperparameters_for()},
-        "method": {"type": method, method: {"hyperparameters": hyperparameters}},
+        "method": {"type": method, method: method_section(values, hyperparameters)},
         "fine_tuned_model": job.fine_tuned_model,
         "finished_at": unix(job.finished_at),
         "trained_tokens": job.trained_tokens,
@@ -76,8 +71,16 @@ def job_object(job):
         "user_provided_suffix": job.suffix or None,
         "usage_metrics": None,
         "shared_with_openai": False,
-        "attune": {name: getattr(values, name) for name in extension_fields()},
+        "attune": {name: getattr(values, name) for name in extension_fields(method)},
     }
+
+
+def method_section(values, hyperparameters):
+    """`method.<type>` of a job object: its hyperparameters, and a reinforcement job's grader and format."""
+    section = {"hyperparameters": hyperparameters}
+    if values.method == "reinforcement":
+        section.update(grader=values.grader, response_format=values.response_format)
+    return section
 
 
 def event_object(event):

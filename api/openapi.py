@@ -10,8 +10,8 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from api.errors import error_response
-from api.objects import CHECKPOINT_METRICS, extension_fields
-from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, form_fields, hyperparameters_for
+from api.objects import CHECKPOINT_METRICS
+from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, extension_fields, form_fields, hyperparameters_for
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",
@@ -65,8 +65,13 @@ AUTO_NUMBER = {"oneOf": [{"const": "auto"}, {"type": "number"}]}
 def _hyperparameters(method):
     """The hyperparameters object of `method`, from JobSpec's fields (their help and type)."""
     fields = {meta["name"]: meta for meta in form_fields()}
-    properties = {name: {**(AUTO_INT if fields[name]["type"] == "int" else AUTO_NUMBER),
-                         "description": fields[name]["help"]} for name in hyperparameters_for(method)}
+    def kind(meta):
+        if meta["choices"]:
+            return {"enum": list(meta["choices"])}
+        return AUTO_INT if meta["type"] == "int" else AUTO_NUMBER
+
+    properties = {name: {**kind(fields[name]), "description": fields[name]["help"]}
+                  for name in hyperparameters_for(method)}
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
@@ -116,10 +121,17 @@ def _schemas():
             "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"type": "boolean"}}},
         "Hyperparameters": _hyperparameters("supervised"),
         "DpoHyperparameters": _hyperparameters("dpo"),
+        "ReinforcementHyperparameters": _hyperparameters("reinforcement"),
         "Method": {"type": "object", "properties": {
             "type": {"enum": list(METHODS), "default": "supervised"},
             "supervised": {"type": "object", "properties": {"hyperparameters": _ref("Hyperparameters")}},
-            "dpo": {"type": "object", "properties": {"hyperparameters": _ref("DpoHyperparameters")}}}},
+            "dpo": {"type": "object", "properties": {"hyperparameters": _ref("DpoHyperparameters")}},
+            "reinforcement": {"type": "object", "required": ["grader"], "properties": {
+                "grader": {"type": "object", "description": "The reward: a string_check, text_similarity, "
+                                                            "python, score_model or multi grader."},
+                "response_format": {"type": ["object", "null"], "description": "A json_schema response format: "
+                                    "an answer that does not match it scores 0 (a parse error)."},
+                "hyperparameters": _ref("ReinforcementHyperparameters")}}}},
         "Integration": {"type": "object", "required": ["type"], "properties": {
             "type": {"enum": list(INTEGRATIONS),
                      "description": "wandb as in OpenAI's API; mlflow and tensorboard are Attune's."},

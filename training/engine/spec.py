@@ -34,10 +34,16 @@ Rules for "auto" (resolved once, at job start):
   base rate per method and adapter type (`BASE_LEARNING_RATE`): supervised
   LoRA 2e-4, full 2e-5; DPO LoRA 2e-5, full 1e-6, since DPO's loss pushes
   whole answers up and down and needs a far gentler step.
-- beta (DPO): 0.1, TRL's default.
+- beta: DPO 0.1, TRL's default; reinforcement 0.0, TRL's GRPO default (no reference model is loaded,
+  and recent GRPO work drops the KL term).
+- num_generations (reinforcement): 8 × compute_multiplier, rounded, in [2, 64]; with a batch_size given,
+  the largest divisor of it that is at most that.
+- batch_size (reinforcement): completions per step, as TRL counts them: num_generations × prompts per
+  step, with the prompts per step the supervised rule's figure between 2 and 8.
+- eval_interval: 10 steps (reinforcement: a quarter of an epoch, at least 1); eval_samples: 16.
+- compute_multiplier 1.0; reasoning_effort "default".
 
-Not supported: the reinforcement method, per-field "auto" for the advanced
-fields, several training files per job.
+Not supported: per-field "auto" for the other advanced fields, several training files per job.
 """
 
 from __future__ import annotations
@@ -50,13 +56,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 AUTO = "auto"
 
 # The learning rate is learning_rate_multiplier × this, by method and adapter type.
-BASE_LEARNING_RATE = {"supervised": {"lora": 2e-4, "full": 2e-5}, "dpo": {"lora": 2e-5, "full": 1e-6}}
+BASE_LEARNING_RATE = {"supervised": {"lora": 2e-4, "full": 2e-5}, "dpo": {"lora": 2e-5, "full": 1e-6},
+                      "reinforcement": {"lora": 2e-5, "full": 1e-6}}
 DPO_MIN_AUTO_BATCH_SIZE = 8
 MAX_LEARNING_RATE_MULTIPLIER = 100.0
-DEFAULT_BETA = 0.1
+DEFAULT_BETA = {"dpo": 0.1, "reinforcement": 0.0}
+DEFAULT_NUM_GENERATIONS = 8
+DEFAULT_EVAL_INTERVAL = 10
+DEFAULT_EVAL_SAMPLES = 16
+REASONING_EFFORTS = ("default", "low", "medium", "high")
+# TRL's GRPO losses that need nothing more than the completions and their rewards.
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 AUTO_BATCH_SIZE_CAP = 32
 
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+# What may mark a job's best checkpoint (besides eval:<criterion>): the loss lowest, the others highest.
+BEST_METRICS = ("full_valid_loss", "full_valid_mean_reward", "eval_mean_score", "eval_pass_rate")
 
 
 # The tags on each field (`json_schema_extra`, like the `metadata` of TRL's config dataclasses), from
@@ -64,7 +79,9 @@ LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 #   group    basic | hyperparameters | advanced | integrations | worker (filled in by the worker for each
 #            run, never typed by a person); the form's sections follow it
 #   methods  the methods a field applies to, when not all of them
-#   openai   the field has its own place in OpenAI's job request (the others come under `attune`)
+#   openai   the field has its own place in OpenAI's job request (the others come under `attune`): true
+#            for every method it applies to, or the list of methods for which it does (beta is a DPO
+#            hyperparameter of OpenAI's, and one of Attune's GRPO settings for reinforcement)
 #   auto     the field may be "auto", resolved once at job start (with its `min` and `max`)
 GROUPS = ("basic", "hyperparameters", "advanced", "integrations", "worker")
 
@@ -75,7 +92,7 @@ def _field(default=..., *, description, group="basic", methods=None, openai=Fals
     if methods:
         extra["methods"] = list(methods)
     if openai:
-        extra["openai"] = True
+        extra["openai"] = list(openai) if isinstance(openai, list | tuple) else True
     extra.update(kwargs.pop("json_schema_extra", {}))
     return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
@@ -135,9 +152,17 @@ class JobSpec(_Strict):
     training_file: str = _field(description="Path of the training JSONL file.", openai=True, min_length=1)
     validation_file: str | None = _field(None, description="Path of the validation JSONL file (optional).",
                                          openai=True)
-    method: Literal["supervised", "dpo"] = _field(
+    method: Literal["supervised", "dpo", "reinforcement"] = _field(
         "supervised", description="supervised: learn the assistant answers; dpo: learn to prefer one answer "
-                                  "over another.", openai=True)
+                                  "over another; reinforcement: learn from a grader's rewards for the model's own "
+                                  "answers (GRPO).", openai=True)
+    grader: dict | None = _field(
+        None, description="Reinforcement only: the grader whose score is the reward (string_check, "
+                          "text_similarity, python, score_model or multi).", methods=["reinforcement"], openai=True)
+    response_format: dict | None = _field(
+        None, description="Reinforcement only: a json_schema response format; an answer that is not JSON "
+                          "matching the schema scores 0 and counts as a parse error.", methods=["reinforcement"],
+        openai=True)
     adapter: Literal["lora", "full"] = _field(
         "lora", description="lora: train small low-rank adapters (fast, small checkpoints); full: train every "
                             "weight.")
@@ -157,10 +182,19 @@ class JobSpec(_Strict):
                           f"{BASE_LEARNING_RATE['dpo']['lora']:g}, full {BASE_LEARNING_RATE['dpo']['full']:g}); "
                           f"> 0 and ≤ {MAX_LEARNING_RATE_MULTIPLIER:g}, or auto.", group="hyperparameters",
         openai=True, json_schema_extra={"min": 0, "max": MAX_LEARNING_RATE_MULTIPLIER, "auto": True})
-    beta: Annotated[float, Field(gt=0, le=2)] | Literal["auto"] = _field(
-        AUTO, description="DPO only: how close the model stays to the base model; higher is closer "
-                          "((0, 2], or auto).", group="hyperparameters", methods=["dpo"], openai=True,
-        json_schema_extra={"min": 0, "max": 2, "auto": True})
+    beta: Annotated[float, Field(ge=0, le=2)] | Literal["auto"] = _field(
+        AUTO, description="DPO and reinforcement: how close the model stays to the base model; higher is closer "
+                          "(DPO (0, 2], default 0.1; reinforcement [0, 2], the KL weight, default 0: no reference "
+                          "model is loaded; or auto).", group="hyperparameters", methods=["dpo", "reinforcement"],
+        openai=["dpo"], json_schema_extra={"min": 0, "max": 2, "auto": True})
+    compute_multiplier: Annotated[float, Field(ge=0.00001, le=10)] | Literal["auto"] = _field(
+        AUTO, description="Reinforcement only: scales the exploration, the completions sampled per prompt "
+                          "(num_generations 8 × this when auto; 0.00001–10, or auto).", group="hyperparameters",
+        methods=["reinforcement"], openai=True, json_schema_extra={"min": 0.00001, "max": 10, "auto": True})
+    reasoning_effort: Literal[REASONING_EFFORTS + (AUTO,)] = _field(
+        AUTO, description="Reinforcement only: default, low, medium or high, passed to a chat template that reads "
+                          "reasoning_effort; a model without one ignores it (the job says so).",
+        group="hyperparameters", methods=["reinforcement"], openai=True, json_schema_extra={"auto": True})
     seed: int = _field(0, description="Random seed: the same spec and data give the same run.", openai=True,
                        ge=0, le=2147483647)
     suffix: str | None = _field(None, description="Up to 64 characters added to the fine-tuned model name.",
@@ -192,10 +226,28 @@ class JobSpec(_Strict):
                                               "never attend to each other. Faster when example lengths vary; "
                                               "supervised only.", group="advanced",
                             methods=["supervised"])
-    eval_interval: int = _field(10, description="Evaluate on a fixed sample of the validation file every "
-                                                "this many steps.", group="advanced", ge=1, le=100000)
-    eval_samples: int = _field(16, description="Size of that fixed validation sample.", group="advanced",
-                               ge=1, le=4096)
+    eval_interval: Annotated[int, Field(ge=1, le=100000)] | Literal["auto"] = _field(
+        DEFAULT_EVAL_INTERVAL, description="Evaluate on a fixed sample of the validation file every this many "
+                                           "steps (1–100000, or auto).", group="advanced", openai=["reinforcement"],
+        json_schema_extra={"min": 1, "max": 100000, "auto": True})
+    eval_samples: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = _field(
+        DEFAULT_EVAL_SAMPLES, description="Size of that fixed validation sample (1–4096, or auto).",
+        group="advanced", openai=["reinforcement"], json_schema_extra={"min": 1, "max": 4096, "auto": True})
+    # --- reinforcement (GRPO) ------------------------------------------------------
+    num_generations: Annotated[int, Field(ge=2, le=64)] | Literal["auto"] = _field(
+        AUTO, description="Reinforcement: completions sampled per prompt; their rewards are compared within the "
+                          "group, so batch_size must be a multiple of it (2–64, or auto).", group="advanced",
+        methods=["reinforcement"], json_schema_extra={"min": 2, "max": 64, "auto": True})
+    max_completion_length: int = _field(
+        256, description="Reinforcement: longest sampled answer in tokens; a longer one is cut there and graded "
+                         "as it is.", group="advanced", methods=["reinforcement"], ge=1, le=32768)
+    temperature: float = _field(
+        1.0, description="Reinforcement: sampling temperature of the training completions (validation answers "
+                         "are greedy).", group="advanced", methods=["reinforcement"], gt=0, le=2)
+    loss_type: Literal[GRPO_LOSSES] = _field(
+        "dapo", description="Reinforcement: TRL's GRPO loss. dapo (token-level, no length bias), grpo (per "
+                            "sequence), dr_grpo (a constant normaliser), bnpo, cispo, sapo.", group="advanced",
+        methods=["reinforcement"])
     keep_last_n: int | None = _field(None, description="Keep the optimizer state of only the last N epoch "
                                                        "checkpoints (weights are kept); empty keeps all.",
                                      group="advanced", ge=1, le=1000)
@@ -208,12 +260,19 @@ class JobSpec(_Strict):
                                                 "path; its scores land in the checkpoint's metrics.",
                               group="advanced", max_length=64, pattern=r"^eval_[A-Za-z0-9]+$")
     best_checkpoint_metric: str = _field(
-        AUTO, description="What marks the best checkpoint: full_valid_loss (lowest), eval_mean_score or "
-                          "eval_pass_rate (highest), or eval:<testing criterion name>; auto takes eval_mean_score "
-                          "when the job names an eval, else full_valid_loss.", group="advanced", min_length=1,
+        AUTO, description="What marks the best checkpoint: full_valid_loss (lowest), full_valid_mean_reward, "
+                          "eval_mean_score or eval_pass_rate (highest), or eval:<testing criterion name>; auto takes "
+                          "eval_mean_score when the job names an eval, else full_valid_mean_reward for "
+                          "reinforcement and full_valid_loss for the others.", group="advanced", min_length=1,
         max_length=300)
     output_dir: str = _field("var/jobs/local", description="The job folder; checkpoints go under it.",
                              group="worker", min_length=1)
+    judge_url: str | None = _field(None, description="Reinforcement: the studio's /v1 address, which score_model "
+                                                     "and label_model graders ask (the token comes in "
+                                                     "ATTUNE_JUDGE_TOKEN).", group="worker")
+    python_grader_limits: dict | None = _field(None, description="Reinforcement: the python graders' sandbox "
+                                                                 "limits (cpu_seconds, memory_mb, wall_seconds).",
+                                               group="worker")
 
     # --- integrations ------------------------------------------------------
     integrations: Integrations = _field(default_factory=Integrations,
@@ -230,10 +289,9 @@ class JobSpec(_Strict):
     @field_validator("best_checkpoint_metric")
     @classmethod
     def _known_metric(cls, metric):
-        if not (metric in (AUTO, "full_valid_loss", "eval_mean_score", "eval_pass_rate")
-                or (metric.startswith("eval:") and len(metric) > 5)):
-            raise ValueError(f"{metric!r} is not one of auto, full_valid_loss, eval_mean_score, eval_pass_rate "
-                             "or eval:<testing criterion name>")
+        if not (metric in (AUTO,) + BEST_METRICS or (metric.startswith("eval:") and len(metric) > 5)):
+            raise ValueError(f"{metric!r} is not one of auto, {', '.join(BEST_METRICS)} or eval:<testing criterion "
+                             "name>")
         return metric
 
     @model_validator(mode="after")
@@ -248,14 +306,58 @@ class JobSpec(_Strict):
         if metric.startswith("eval") and not self.eval:
             raise ValueError(f"best_checkpoint_metric {metric!r} needs an eval; name one in 'eval'")
         if self.packing and not applies_to("packing", self.method):
-            raise ValueError("packing applies to supervised fine-tuning only; turn it off for DPO")
+            raise ValueError(f"packing applies to supervised fine-tuning only; turn it off for {self.method}")
+        if metric == "full_valid_mean_reward" and self.method != "reinforcement":
+            raise ValueError("best_checkpoint_metric full_valid_mean_reward is a reinforcement job's; pick "
+                             "full_valid_loss or an eval's score")
+        if self.method == "dpo" and self.beta != AUTO and self.beta == 0:
+            raise ValueError("beta must be greater than 0 for DPO")
+        if self.method == "reinforcement":
+            self._check_reinforcement()
+        else:
+            for name in ("grader", "response_format"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to the reinforcement method only")
         return self
+
+    def _check_reinforcement(self):
+        if not isinstance(self.grader, dict) or not self.grader:
+            raise ValueError("grader is required for the reinforcement method: the grader whose score is the "
+                             "reward")
+        if not isinstance(self.grader.get("type"), str):
+            raise ValueError("grader must have a 'type' (string_check, text_similarity, python, score_model or "
+                             "multi)")
+        if self.response_format is not None:
+            response_format_problem = _response_format_problem(self.response_format)
+            if response_format_problem:
+                raise ValueError(f"response_format {response_format_problem}")
+        if isinstance(self.batch_size, int) and isinstance(self.num_generations, int) \
+                and self.batch_size % self.num_generations:
+            raise ValueError(
+                f"num_generations ({self.num_generations}) must divide batch_size ({self.batch_size}): batch_size "
+                "counts the completions of a step, num_generations per prompt, and a prompt's completions are "
+                f"compared with each other (try batch_size {self.batch_size // self.num_generations * self.num_generations or self.num_generations})")
 
     @property
     def learning_rate(self) -> float | None:
         if self.learning_rate_multiplier == AUTO:
             return None
         return BASE_LEARNING_RATE[self.method][self.adapter] * self.learning_rate_multiplier
+
+
+def _response_format_problem(value):
+    """What is wrong with a response_format ({"type": "json_schema", "json_schema": {"name", "schema",
+    "strict"}}), or None."""
+    if value.get("type") != "json_schema":
+        return "must have type 'json_schema' (a reinforcement answer is graded as text otherwise: leave it out)"
+    schema = value.get("json_schema")
+    if not isinstance(schema, dict) or not isinstance(schema.get("schema"), dict):
+        return "needs json_schema.schema, a JSON Schema object"
+    unknown = sorted(set(value) - {"type", "json_schema"}) or sorted(
+        set(schema) - {"name", "schema", "strict", "description"})
+    if unknown:
+        return f"has an unknown key {unknown[0]!r}"
+    return None
 
 
 # --- the lists of names, each derived from the tags once ----------------------
@@ -275,7 +377,6 @@ HYPERPARAMETERS = names("hyperparameters")
 WORKER_FIELDS = names("worker")
 # What may be "auto": the values the resolved spec holds in place of the requested ones.
 AUTO_FIELDS = tuple(name for name, info in JobSpec.model_fields.items() if _tags(info).get("auto"))
-OPENAI_FIELDS = tuple(name for name, info in JobSpec.model_fields.items() if _tags(info).get("openai"))
 # Each integration and its name for people.
 INTEGRATIONS = {name: info.title for name, info in Integrations.model_fields.items()}
 
@@ -285,11 +386,30 @@ def applies_to(name: str, method: str) -> bool:
     return methods is None or method in methods
 
 
+def is_openai(name: str, method: str | None = None) -> bool:
+    """Whether OpenAI's request has a place for `name` in a job of `method` (with no method: in every job)."""
+    tag = _tags(JobSpec.model_fields[name]).get("openai")
+    return tag is True or (method is not None and isinstance(tag, list) and method in tag)
+
+
 def hyperparameters_for(method: str | None = None) -> tuple[str, ...]:
-    """The hyperparameters a job of `method` takes; with no method, those that every method takes."""
+    """The hyperparameters OpenAI's request takes for a job of `method` (under
+    `method.<method>.hyperparameters`); with no method, those that every method takes."""
     if method is None:
-        return tuple(name for name in HYPERPARAMETERS if "methods" not in _tags(JobSpec.model_fields[name]))
-    return tuple(name for name in HYPERPARAMETERS if applies_to(name, method))
+        return tuple(name for name in HYPERPARAMETERS
+                     if "methods" not in _tags(JobSpec.model_fields[name]) and is_openai(name))
+    return tuple(name for name, info in JobSpec.model_fields.items()
+                 if _tags(info)["group"] in ("hyperparameters", "advanced") and applies_to(name, method)
+                 and is_openai(name, method))
+
+
+def extension_fields(method: str | None = None) -> tuple[str, ...]:
+    """The fields OpenAI's request has no place for in a job of `method`, which a person sets under the
+    `attune` key; with no method, those of any method."""
+    methods = (method,) if method else METHODS
+    return tuple(name for name, info in JobSpec.model_fields.items()
+                 if _tags(info)["group"] != "worker"
+                 and any(applies_to(name, m) and not is_openai(name, m) for m in methods))
 
 
 class SpecValues:
@@ -429,24 +549,64 @@ def auto_batch_size(n_examples: int, per_step: int = 1, method: str = "supervise
     return max(per_step, size - size % per_step)
 
 
+def auto_num_generations(compute_multiplier: float, batch_size) -> int:
+    """8 × compute_multiplier in [2, 64]; with a batch_size given, the largest divisor of it up to that."""
+    target = min(64, max(2, round(DEFAULT_NUM_GENERATIONS * compute_multiplier)))
+    if isinstance(batch_size, int):
+        divisors = [n for n in range(2, min(target, batch_size) + 1) if batch_size % n == 0]
+        if not divisors:
+            raise SpecError([("batch_size", f"must be at least 2 for the reinforcement method, to compare a "
+                                            f"prompt's completions with each other (got {batch_size})")])
+        return divisors[-1]
+    return target
+
+
 def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
     """Return (spec with no "auto" left, {the resolved hyperparameters})."""
     per_step = spec.gradient_accumulation_steps * spec.n_gpus
+    reinforcement = spec.method == "reinforcement"
     updates = {}
     if spec.n_epochs == AUTO:
         updates["n_epochs"] = auto_n_epochs(n_train_examples)
+    if spec.compute_multiplier == AUTO:
+        updates["compute_multiplier"] = 1.0
+    if spec.reasoning_effort == AUTO:
+        updates["reasoning_effort"] = "default"
+    if reinforcement and spec.num_generations == AUTO:
+        updates["num_generations"] = auto_num_generations(updates.get("compute_multiplier", spec.compute_multiplier),
+                                                          spec.batch_size)
     if spec.batch_size == AUTO:
-        updates["batch_size"] = auto_batch_size(n_train_examples, per_step, spec.method)
+        if reinforcement:
+            generations = updates.get("num_generations", spec.num_generations)
+            prompts = min(8, max(2, auto_batch_size(n_train_examples)))
+            size = generations * prompts
+            # A multiple of the generations and of the completions each process and micro-step takes.
+            updates["batch_size"] = size * per_step // math.gcd(size, per_step)
+        else:
+            updates["batch_size"] = auto_batch_size(n_train_examples, per_step, spec.method)
     if spec.learning_rate_multiplier == AUTO:
         updates["learning_rate_multiplier"] = 1.0
     if spec.beta == AUTO:
-        updates["beta"] = DEFAULT_BETA
+        updates["beta"] = DEFAULT_BETA.get(spec.method, DEFAULT_BETA["dpo"])
+    if spec.eval_interval == AUTO:
+        interval = DEFAULT_EVAL_INTERVAL
+        if reinforcement:
+            batch = updates.get("batch_size", spec.batch_size)
+            generations = updates.get("num_generations", spec.num_generations)
+            steps_per_epoch = math.ceil(n_train_examples / max(1, batch // generations))
+            interval = max(1, steps_per_epoch // 4)
+        updates["eval_interval"] = interval
+    if spec.eval_samples == AUTO:
+        updates["eval_samples"] = DEFAULT_EVAL_SAMPLES
     if spec.best_checkpoint_metric == AUTO:
-        updates["best_checkpoint_metric"] = "eval_mean_score" if spec.eval else "full_valid_loss"
+        updates["best_checkpoint_metric"] = ("eval_mean_score" if spec.eval else
+                                             "full_valid_mean_reward" if reinforcement else "full_valid_loss")
     resolved = spec.model_copy(update=updates)
     resolved = JobSpec.model_validate(resolved.model_dump())  # re-check ranges and divisibility
     summary = {name: getattr(resolved, name) for name in hyperparameters_for(resolved.method)}
     summary["learning_rate"] = resolved.learning_rate
+    if reinforcement:
+        summary.update({name: getattr(resolved, name) for name in ("num_generations", "beta")})
     return resolved, summary
 
 
