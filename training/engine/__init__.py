@@ -15,6 +15,14 @@ Features
   with per-example position_ids so examples never attend to each other.
 - DPO on OpenAI's preference JSONL (`*_output` or `*_completion` names), TRL's
   DPOTrainer; with LoRA the reference is the base model (adapter disabled).
+- Reinforcement fine-tuning (rft.py): TRL's GRPOTrainer on lines whose
+  `messages` end in a user turn, with the spec's `grader` (the `graders`
+  package, the code evals use) as the reward function. Python graders run in
+  their sandbox with `python_grader_limits`; score_model / label_model
+  judges are asked through the studio's /v1/chat/completions at `judge_url`
+  with the token in ATTUNE_JUDGE_TOKEN. A sample the grader cannot score
+  (an error flag) gets reward 0 and is counted in the error rates, never
+  fails the job. Validation answers are greedy, one per prompt.
 - LoRA (PEFT) or full fine-tuning; transformers Trainer / TRL trainers
   throughout, no hand-written loop. fp32 and no gradient checkpointing on
   CPU; bf16 on a GPU that supports it.
@@ -22,7 +30,7 @@ Features
   SIGUSR1 pauses, SIGTERM cancels (below).
 - W&B, MLflow and TensorBoard fed with the same metric names (integrations.py).
 
-Not supported: the reinforcement method, images/audio, DeepSpeed/FSDP,
+Not supported: images/audio, tools in reinforcement lines, DeepSpeed/FSDP,
 multi-node runs, early stopping, resuming with a different n_gpus exactly
 (it resumes, but the data order differs).
 
@@ -45,6 +53,24 @@ by epoch; a resumed run that re-emits a step emits the same key.
     {"type": "checkpoint", "epoch" (int), "step", "path", "bytes",
      "metrics": {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                  "full_valid_loss", "full_valid_mean_token_accuracy"}}
+    Reinforcement jobs report rewards in place of token accuracy (train_loss stays: GRPO's loss):
+    {"type": "metrics", "step", "total_steps", "epoch", "train_loss", "learning_rate", "tokens_per_second",
+     "train_mean_reward", "train_reward_std", "frac_reward_zero_std", "completion_tokens_mean",
+     "completion_clipped_ratio", "train_parse_error_rate", "train_grader_error_rate", ["train_kl" (beta > 0)],
+     "train_grader_scores": {name: mean}, "train_errors": {error flag: share of samples}}
+    {"type": "eval", "scope": "sampled", "step", "epoch", "valid_reward_mean", "valid_grader_scores",
+     "valid_parse_error_rate", "valid_grader_error_rate", "valid_completion_tokens_mean"}
+    {"type": "eval", "scope": "full", "step", "epoch", "full_valid_mean_reward", "full_valid_grader_scores",
+     "full_valid_mean_parse_error", "full_valid_grader_error_rate", "full_valid_completion_tokens_mean"}
+    {"type": "checkpoint", …, "metrics": {"step", "train_loss", "train_mean_reward", "valid_reward_mean",
+     "full_valid_mean_reward", "full_valid_mean_parse_error", "frac_reward_zero_std", "completion_tokens_mean",
+     "full_valid_grader_scores"}}
+    `*_grader_scores` are the mean score of each grader by name: a multi's sub-graders by their keys, and
+    the multi itself under its name; a single grader under its name. Rates are shares of the samples
+    (0–1): parse errors are answers that are not the JSON the grader or response_format needs
+    (sample_parse_error, invalid_variable_error); grader errors every other flag (a python grader that
+    raised, a judge that failed). `frac_reward_zero_std` is the share of prompts whose completions all
+    got the same reward (they teach nothing).
     {"type": "message", "level": "info"|"warn"|"error", "text"}
     {"type": "paused", "step"}
     {"type": "done", "trained_tokens", "final_checkpoint": path}
