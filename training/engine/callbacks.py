@@ -27,6 +27,10 @@ CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_
 # A DPO checkpoint also carries the implicit rewards' margin and how often the preferred answer wins.
 DPO_CHECKPOINT_METRICS = tuple(f"{prefix}_reward_{figure}" for prefix in ("train", "valid", "full_valid")
                                for figure in ("margin", "accuracy"))
+# A reinforcement checkpoint carries the grader's rewards in place of token accuracy.
+RFT_CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_reward", "valid_reward_mean", "full_valid_mean_reward",
+                          "full_valid_mean_parse_error", "frac_reward_zero_std", "completion_tokens_mean",
+                          "full_valid_grader_scores")
 
 
 def _dist():
@@ -78,10 +82,8 @@ class ProgressCallback(TrainerCallback):
             # trainer.evaluate (DPO) logs through the callback handler, which clears should_log; keep the
             # pending training log of this step.
             should_log = control.should_log
-            figures = self.job.evaluate("sampled")
+            scored = self.job.eval_figures("sampled")
             control.should_log = should_log
-            scored = {"valid_loss": figures["loss"], "valid_mean_token_accuracy": figures["accuracy"],
-                      **{f"valid_{k}": v for k, v in figures.get("extra", {}).items()}}
             self.last.update(scored)
             self.job.reporter.emit("eval", scope="sampled", step=state.global_step, epoch=self._epoch(state),
                                    **scored)
@@ -108,6 +110,13 @@ class ProgressCallback(TrainerCallback):
             "learning_rate": logs.get("learning_rate"),
             "tokens_per_second": round(per_second, 1) if per_second is not None else None,
         }
+        if self.job.spec.method == "reinforcement":
+            from .rft import train_figures
+
+            del line["train_mean_token_accuracy"]
+            line.update(train_figures(logs))
+            self.last.update({k: line[k] for k in ("train_mean_reward", "frac_reward_zero_std",
+                                                   "completion_tokens_mean")})
         if "rewards/margins" in logs:
             line["train_reward_margin"] = logs["rewards/margins"]
             line["train_reward_accuracy"] = logs.get("rewards/accuracies")
@@ -123,9 +132,7 @@ class ProgressCallback(TrainerCallback):
             return control
         epoch = state.global_step // self.steps_per_epoch
         if self.job.has_validation:
-            figures = self.job.evaluate("full")
-            scored = {"full_valid_loss": figures["loss"], "full_valid_mean_token_accuracy": figures["accuracy"],
-                      **{f"full_valid_{k}": v for k, v in figures.get("extra", {}).items()}}
+            scored = self.job.eval_figures("full")
             self.last.update(scored)
             self.job.reporter.emit("eval", scope="full", step=state.global_step, epoch=epoch, **scored)
         self.epoch_to_save = epoch
@@ -138,7 +145,8 @@ class ProgressCallback(TrainerCallback):
         if dist:
             dist.barrier()  # every rank has written its part (RNG state) of Trainer's folder
         written = checkpoints.trainer_dir(job.spec.output_dir) / f"checkpoint-{state.global_step}"
-        names = CHECKPOINT_METRICS + (DPO_CHECKPOINT_METRICS if job.spec.method == "dpo" else ())
+        names = {"dpo": CHECKPOINT_METRICS + DPO_CHECKPOINT_METRICS,
+                 "reinforcement": RFT_CHECKPOINT_METRICS}.get(job.spec.method, CHECKPOINT_METRICS)
         metrics = {k: self.last.get(k) for k in names}
         metrics["step"] = state.global_step
         state_record = {"step": state.global_step, "epoch": self.epoch_to_save, "metrics": metrics,

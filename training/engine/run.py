@@ -102,6 +102,15 @@ class Job:
         if self.spec.method == "dpo":
             self.train_rows = dpo_rows(train_raw, "training_file")
             self.valid_rows = dpo_rows(valid_raw, "validation_file")
+        elif self.spec.method == "reinforcement":
+            from .rft import Grading, reasoning_effort_kwargs, rft_rows
+
+            self.train_rows = rft_rows(train_raw, "training_file")
+            self.valid_rows = rft_rows(valid_raw, "validation_file")
+            self.grading = Grading(self.spec, self.reporter)
+            self.chat_template_kwargs, sentence = reasoning_effort_kwargs(self.tokenizer, self.spec.reasoning_effort)
+            if sentence and self.is_main:
+                self.reporter.message(sentence)
         else:
             length = self.spec.max_seq_length
             self.train_rows, cut = sft_rows(self.tokenizer, train_raw, length, "training_file")
@@ -189,7 +198,21 @@ class Job:
         )
         self.callback = ProgressCallback(self)
         train_dataset = Dataset.from_list(self.train_rows)
-        if spec.method == "dpo":
+        if spec.method == "reinforcement":
+            from trl import GRPOConfig, GRPOTrainer
+
+            from .rft import GraderReward, grpo_arguments, uses_vllm
+
+            args = GRPOConfig(**grpo_arguments(self, common))
+            self.generation_batch = max(per_device, 8)
+            self.trainer = GRPOTrainer(model=self.model, reward_funcs=[GraderReward(self.grading)], args=args,
+                                       train_dataset=train_dataset, processing_class=self.tokenizer,
+                                       callbacks=[self.callback])
+            if self.is_main:
+                where = "vLLM, colocated with training" if uses_vllm(self.device) else "the training process"
+                self.reporter.message(f"Sampling {spec.num_generations} answers per prompt in {where}; "
+                                      f"{spec.batch_size // spec.num_generations} prompts per step.")
+        elif spec.method == "dpo":
             from trl import DPOConfig, DPOTrainer
 
             args = DPOConfig(beta=spec.beta, **common)
@@ -213,6 +236,18 @@ class Job:
             self.trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
                                       processing_class=self.tokenizer, callbacks=[self.callback],
                                       plain_head=plain_head)
+
+    def eval_figures(self, scope):
+        """The figures of an `eval` line, by name, on the sampled batch or the whole validation file."""
+        rows = self.sampled_rows if scope == "sampled" else self.valid_rows
+        if self.spec.method == "reinforcement":
+            from .rft import validation_figures
+
+            return validation_figures(self, rows, scope)
+        figures = self.evaluate(scope)
+        prefix = "valid" if scope == "sampled" else "full_valid"
+        return {f"{prefix}_loss": figures["loss"], f"{prefix}_mean_token_accuracy": figures["accuracy"],
+                **{f"{prefix}_{k}": v for k, v in figures.get("extra", {}).items()}}
 
     def evaluate(self, scope):
         """{"loss", "accuracy", "extra"} on the sampled batch or the whole validation file."""
