@@ -10,7 +10,14 @@ fields (adapter, LoRA, advanced settings) come under the `attune` key.
 """
 
 from api.errors import ApiError
-from training.engine.spec import AUTO, INTEGRATIONS, METHODS, extension_fields, hyperparameters_for, spec_errors
+from training.engine.spec import (
+    AUTO,
+    INTEGRATIONS,
+    METHODS,
+    extension_fields,
+    hyperparameters_for,
+    spec_errors,
+)
 
 REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
                   "method", "hyperparameters", "attune"}

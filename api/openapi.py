@@ -11,7 +11,14 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.errors import error_response
 from api.objects import CHECKPOINT_METRICS
-from training.engine.spec import INTEGRATIONS, METHODS, JobSpec, extension_fields, form_fields, hyperparameters_for
+from training.engine.spec import (
+    INTEGRATIONS,
+    METHODS,
+    JobSpec,
+    extension_fields,
+    form_fields,
+    hyperparameters_for,
+)
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",

@@ -9,6 +9,7 @@ import pytest
 from training.engine.spec import (
     BASE_LEARNING_RATE,
     JobSpec,
+    SpecError,
     auto_batch_size,
     auto_n_epochs,
     form_fields,
@@ -117,3 +118,70 @@ def test_dpo_learns_at_a_gentler_base_rate_than_supervised():
         dpo = parse_spec({**BASE, "method": "dpo", "adapter": adapter, "learning_rate_multiplier": 1})
         sft = parse_spec({**BASE, "adapter": adapter, "learning_rate_multiplier": 1})
         assert dpo.learning_rate == BASE_LEARNING_RATE["dpo"][adapter] <= sft.learning_rate / 10
+
+
+# --- reinforcement -----------------------------------------------------------------
+
+RFT = {"model": "m", "training_file": "t.jsonl", "method": "reinforcement",
+       "grader": {"type": "string_check", "name": "x", "input": "{{sample.output_text}}", "reference": "a",
+                  "operation": "eq"}}
+
+
+def test_reinforcement_takes_openais_rft_hyperparameters_and_grpo_settings_under_attune():
+    from training.engine.spec import extension_fields, hyperparameters_for
+
+    assert hyperparameters_for("reinforcement") == ("n_epochs", "batch_size", "learning_rate_multiplier",
+                                                    "compute_multiplier", "reasoning_effort", "eval_interval",
+                                                    "eval_samples")
+    assert hyperparameters_for("dpo") == ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+    grpo = {"num_generations", "max_completion_length", "temperature", "loss_type", "beta"}
+    assert grpo <= set(extension_fields("reinforcement"))
+    assert not grpo & set(extension_fields("supervised"))
+    # An SFT job sets its evaluation cadence under attune; a reinforcement job as OpenAI's hyperparameter.
+    assert "eval_interval" in extension_fields("supervised")
+    assert "eval_interval" not in extension_fields("reinforcement")
+
+
+def test_reinforcement_auto_rules():
+    from training.engine.spec import parse_spec, resolve_auto
+
+    spec, summary = resolve_auto(parse_spec({**RFT, "eval_interval": "auto"}), 100)
+    # 8 answers a prompt, 2 prompts a step (100 // 50), a quarter-epoch validation cadence, no KL term.
+    assert (spec.num_generations, spec.batch_size, spec.beta) == (8, 16, 0.0)
+    assert spec.eval_interval == 12 and spec.best_checkpoint_metric == "full_valid_mean_reward"
+    assert summary["learning_rate"] == 2e-5 and summary["num_generations"] == 8
+    # compute_multiplier scales the exploration; a given batch_size bounds it to a divisor.
+    spec, _ = resolve_auto(parse_spec({**RFT, "compute_multiplier": 0.5}), 800)
+    assert spec.num_generations == 4 and spec.batch_size == 32
+    spec, _ = resolve_auto(parse_spec({**RFT, "batch_size": 12}), 100)
+    assert spec.num_generations == 6 and spec.batch_size == 12
+    with pytest.raises(SpecError) as raised:
+        resolve_auto(parse_spec({**RFT, "batch_size": 1}), 100)
+    assert raised.value.errors[0][0] == "batch_size"
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"grader": None}, "grader", "grader is required"),
+    ({"batch_size": 6, "num_generations": 4}, "num_generations", "must divide batch_size (6)"),
+    ({"num_generations": 1}, "num_generations", "from 2 to 64"),
+    ({"max_completion_length": 0}, "max_completion_length", "greater than or equal to 1"),
+    ({"loss_type": "ppo"}, "loss_type", "dapo"),
+    ({"temperature": 0}, "temperature", "greater than 0"),
+    ({"response_format": {"type": "text"}}, "response_format", "json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format",
+     "json_schema.schema"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort", "default"),
+    ({"compute_multiplier": 11}, "compute_multiplier", "or 'auto'"),
+    ({"best_checkpoint_metric": "full_valid_accuracy"}, "best_checkpoint_metric", "full_valid_mean_reward"),
+])
+def test_bad_reinforcement_settings_name_their_field(change, field, words):
+    errors = spec_errors({**RFT, **change})
+    assert errors and errors[0][0] == field and words in errors[0][1], errors
+
+
+def test_the_reinforcement_fields_belong_to_reinforcement_jobs_only():
+    base = {"model": "m", "training_file": "t.jsonl"}
+    assert spec_errors({**base, "grader": RFT["grader"]})[0][0] == "grader"
+    assert spec_errors({**base, "best_checkpoint_metric": "full_valid_mean_reward"})[0][0] == \
+        "best_checkpoint_metric"
+    assert spec_errors({**base, "method": "dpo", "beta": 0})[0] == ("beta", "beta must be greater than 0 for DPO")

@@ -306,7 +306,8 @@ class JobSpec(_Strict):
         if metric.startswith("eval") and not self.eval:
             raise ValueError(f"best_checkpoint_metric {metric!r} needs an eval; name one in 'eval'")
         if self.packing and not applies_to("packing", self.method):
-            raise ValueError(f"packing applies to supervised fine-tuning only; turn it off for {self.method}")
+            raise ValueError("packing applies to supervised fine-tuning only; turn it off for "
+                             f"{'DPO' if self.method == 'dpo' else self.method}")
         if metric == "full_valid_mean_reward" and self.method != "reinforcement":
             raise ValueError("best_checkpoint_metric full_valid_mean_reward is a reinforcement job's; pick "
                              "full_valid_loss or an eval's score")
@@ -509,7 +510,7 @@ def _auto_meta(field):
     if field not in JobSpec.model_fields:
         return None
     extra = JobSpec.model_fields[field].json_schema_extra or {}
-    if not extra.get("auto"):
+    if not extra.get("auto") or "min" not in extra:  # a choice with "auto" among its values has no range
         return None
     return extra["min"], extra["max"]
 
@@ -572,9 +573,11 @@ def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
         updates["compute_multiplier"] = 1.0
     if spec.reasoning_effort == AUTO:
         updates["reasoning_effort"] = "default"
-    if reinforcement and spec.num_generations == AUTO:
-        updates["num_generations"] = auto_num_generations(updates.get("compute_multiplier", spec.compute_multiplier),
-                                                          spec.batch_size)
+    if spec.num_generations == AUTO:
+        # Only reinforcement samples several answers a prompt; the others keep the default, unused.
+        updates["num_generations"] = auto_num_generations(
+            updates.get("compute_multiplier", spec.compute_multiplier),
+            spec.batch_size) if reinforcement else DEFAULT_NUM_GENERATIONS
     if spec.batch_size == AUTO:
         if reinforcement:
             generations = updates.get("num_generations", spec.num_generations)
