@@ -1,18 +1,37 @@
-"""Validation of uploaded JSONL training data in OpenAI's fine-tuning formats (chat and preference).
+"""Validation of uploaded JSONL training data in OpenAI's fine-tuning formats (chat, preference and
+reinforcement).
 
 `validate_lines(stream)` reads a binary stream line by line — the file is
-never held in memory whole — and returns a `Report`: the format (chat or
-preference), the example count, blank lines, and every error with its line
-number, a stable code and a message a person can act on. Codes follow the
-OpenAI cookbook's checker where it has one (`data_type`,
+never held in memory whole — and returns a `Report`: the format (`chat`,
+`preference` or `reinforcement`), the example count, blank lines, and every
+error with its line number, a stable code and a message a person can act on.
+Codes follow the OpenAI cookbook's checker where it has one (`data_type`,
 `missing_messages_list`, `message_missing_key`, `message_unrecognized_key`,
 `unrecognized_role`, `missing_content`, `example_missing_assistant_message`);
 the rest are Attune's own and listed in `CODES`.
 
+The formats, told apart line by line by how `messages` ends:
+
+- chat (supervised): `messages` that end with an assistant answer (or with a
+  tool message after an assistant's call); roles system, user, assistant,
+  tool, function; `weight` 0/1 on assistant messages; `tools`,
+  `parallel_tool_calls`, `functions`.
+- reinforcement: `messages` whose last message is a user turn (roles system,
+  developer, user, assistant, tool; `developer` only here), and any other
+  keys, the fields a grader reads as `{{item.<key>}}`. A line with no
+  assistant message that ends with a user turn is a reinforcement prompt; in
+  a reinforcement file, a line that ends with another role is an error
+  (`last_message_not_user`).
+- preference (DPO): `input`, `preferred_output`, `non_preferred_output`.
+
+One file holds one format, the one of its first example (`mixed_formats`
+names both).
+
 Accepted: a UTF-8 BOM, CRLF line ends, blank lines (skipped and counted), the
 DPO preference format with `*_output` or the older `*_completion` names,
 tool calls and tool messages. Not supported: images, the legacy
-prompt/completion format, reinforcement-fine-tuning data.
+prompt/completion format, `tools` on a reinforcement prompt
+(`tools_not_supported`: its answers are sampled and graded as text).
 
 `token_stats` measures examples with a base model's tokenizer and chat
 template; `store_upload` is the one way a file enters the studio (pages and
@@ -41,7 +60,8 @@ CODES = {
     "message_not_object": "A message is not a JSON object.",
     "message_missing_key": "A message lacks `role` or `content`.",
     "message_unrecognized_key": "A message has a key outside the chat format.",
-    "unrecognized_role": "A message has a role outside system, user, assistant, tool.",
+    "unrecognized_role": "A message has a role outside system, user, assistant, tool (and developer in a "
+                         "reinforcement prompt).",
     "missing_content": "A message's content is empty or not text.",
     "invalid_weight": "`weight` must be 0 or 1.",
     "weight_not_on_assistant": "`weight` is only allowed on assistant messages.",
@@ -54,7 +74,10 @@ CODES = {
     "invalid_tool_call_arguments": "A tool call's `function.arguments` is not a string holding JSON.",
     "tool_message_missing_tool_call_id": "A tool message has no `tool_call_id`.",
     "unknown_tool_call_id": "A tool message answers a `tool_call_id` no earlier assistant message issued.",
-    "example_missing_assistant_message": "The example has no assistant message.",
+    "example_missing_assistant_message": "The chat example has no assistant message, and does not end with a user "
+                                         "message as a reinforcement prompt does.",
+    "last_message_not_user": "A reinforcement prompt's last message is not a user message.",
+    "tools_not_supported": "A reinforcement prompt carries `tools`, which reinforcement jobs do not support yet.",
     "no_trained_assistant_message": "Every assistant message has weight 0, so nothing would be trained.",
     "invalid_preference_input": "`input` must be an object with a non-empty `messages` list.",
     "invalid_preference_output": "A preference output must be a list of exactly one assistant message with text.",
@@ -63,8 +86,18 @@ CODES = {
 }
 
 ROLES = {"system", "user", "assistant", "tool", "function"}
+REINFORCEMENT_ROLES = {"system", "developer", "user", "assistant", "tool"}
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call", "refusal"}
 CHAT_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
+# What a reinforcement prompt may not carry yet (its other keys are the grader's fields).
+REINFORCEMENT_REFUSED_KEYS = ("tools", "functions")
+# How an error names a line's format and the file's.
+FORMAT_NAMES = {
+    "chat": "a supervised chat example (it ends with an assistant answer)",
+    "preference": "a preference (DPO) example",
+    "reinforcement": "a reinforcement prompt (it ends with a user message)",
+    "items": "an eval item",
+}
 PREFERENCE_KEYS = {"input", "preferred_output", "non_preferred_output",
                    "preferred_completion", "non_preferred_completion"}
 
@@ -101,8 +134,9 @@ def _hint(text, limit=40):
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def _check_message(msg, where, errors):
-    """Append (code, message) pairs for one chat message."""
+def _check_message(msg, where, errors, reinforcement=False):
+    """Append (code, message) pairs for one chat message (of a reinforcement prompt: `developer` is a role,
+    `weight` is not a key)."""
     if not isinstance(msg, dict):
         errors.append(("message_not_object", f"{where} is not a JSON object."))
         return
@@ -114,9 +148,15 @@ def _check_message(msg, where, errors):
     role = msg.get("role")
     if "role" not in msg:
         errors.append(("message_missing_key", f"{where} has no `role`."))
-    elif role not in ROLES:
-        errors.append(("unrecognized_role",
-                       f"{where} has role {role!r}; use one of system, user, assistant, tool."))
+    elif role not in (REINFORCEMENT_ROLES if reinforcement else ROLES):
+        if reinforcement:
+            hint = "use one of system, developer, user, assistant, tool."
+        elif role == "developer":
+            hint = ("developer is a role of reinforcement prompts only (lines that end with a user message); "
+                    "use system in a chat example.")
+        else:
+            hint = "use one of system, user, assistant, tool."
+        errors.append(("unrecognized_role", f"{where} has role {role!r}; {hint}"))
     has_calls = "tool_calls" in msg or "function_call" in msg
     if "tool_calls" in msg:
         calls = msg["tool_calls"]
@@ -136,7 +176,7 @@ def _check_message(msg, where, errors):
         content = msg["content"]
         if content is None and has_calls:
             pass
-        elif isinstance(content, list) and role in ("user", "system"):
+        elif isinstance(content, list) and role in ("user", "system", "developer"):
             if not content or not all(isinstance(p, dict) and p.get("type") == "text"
                                       and isinstance(p.get("text"), str) for p in content):
                 errors.append(("missing_content",
@@ -147,7 +187,11 @@ def _check_message(msg, where, errors):
         elif not content.strip() and not has_calls:
             errors.append(("missing_content", f"{where} has empty content."))
     if "weight" in msg:
-        if role != "assistant":
+        if reinforcement:
+            errors.append(("message_unrecognized_key",
+                           f"{where} has `weight`, which only the answers of a supervised chat example take; a "
+                           "reinforcement prompt's messages are not trained on: remove it."))
+        elif role != "assistant":
             errors.append(("weight_not_on_assistant",
                            f"{where} has `weight` but is a {role!r} message; only assistant messages take a weight."))
         elif msg["weight"] not in (0, 1) or isinstance(msg["weight"], bool):
@@ -222,8 +266,23 @@ def _check_tool_answers(messages, prefix, errors):
                            "in this conversation issued."))
 
 
-def check_example(obj):
-    """Return (format, [(code, message), ...]) for one decoded line."""
+def _line_format(messages, file_format):
+    """chat or reinforcement, from how `messages` ends (and, for a line that ends with neither an assistant
+    answer nor a user turn, from the file's format and the roles in it)."""
+    roles = [m.get("role") for m in messages if isinstance(m, dict)]
+    last = messages[-1].get("role") if isinstance(messages[-1], dict) else None
+    if last == "user":
+        return "reinforcement"
+    if last == "assistant":
+        return "chat"
+    if file_format == "reinforcement" or "developer" in roles:
+        return "reinforcement"
+    return "chat"
+
+
+def check_example(obj, file_format=""):
+    """Return (format, [(code, message), ...]) for one decoded line; `file_format` is the format of the
+    file's first example ("" for the first one)."""
     errors = []
     if not isinstance(obj, dict):
         return "", [("data_type", f"The line is a JSON {type(obj).__name__}, not an object.")]
@@ -234,6 +293,8 @@ def check_example(obj):
         return "chat", [("missing_messages_list",
                          "The example needs a non-empty `messages` list (or the preference format: "
                          "`input`, `preferred_output`, `non_preferred_output`).")]
+    if _line_format(messages, file_format) == "reinforcement":
+        return "reinforcement", _check_reinforcement(obj, messages)
     unknown = sorted(set(obj) - CHAT_KEYS)
     if unknown:
         errors.append(("example_unrecognized_key",
@@ -244,12 +305,36 @@ def check_example(obj):
     _check_tool_answers(messages, "messages", errors)
     assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
     if not assistants:
+        last = messages[-1].get("role") if isinstance(messages[-1], dict) else None
         errors.append(("example_missing_assistant_message",
-                       "The example has no assistant message to learn from."))
+                       "The example has no assistant message to learn from"
+                       + (f", and its last message is a {last!r} one" if isinstance(last, str) else "")
+                       + ": a supervised chat example ends with an assistant answer, a reinforcement prompt with a "
+                         "user message."))
     elif all(m.get("weight", 1) == 0 for m in assistants):
         errors.append(("no_trained_assistant_message",
                        "Every assistant message has weight 0; give at least one weight 1."))
     return "chat", errors
+
+
+def _check_reinforcement(obj, messages):
+    """The problems of a reinforcement prompt: `messages` ending with a user turn; its other keys are free."""
+    errors = []
+    refused = [key for key in REINFORCEMENT_REFUSED_KEYS if key in obj]
+    if refused:
+        errors.append(("tools_not_supported",
+                       f"`{refused[0]}` is not supported on a reinforcement prompt yet: Attune samples and grades "
+                       "plain text answers. Remove it (describe the tools in the prompt if the model needs them)."))
+    for i, msg in enumerate(messages):
+        _check_message(msg, f"messages[{i}]", errors, reinforcement=True)
+    _check_tool_answers(messages, "messages", errors)
+    last = messages[-1].get("role") if isinstance(messages[-1], dict) else None
+    if last != "user":
+        ends = f"a {last!r} message" if isinstance(last, str) else "something that is not a message"
+        errors.append(("last_message_not_user",
+                       f"A reinforcement prompt must end with a user message (the model answers it and the grader "
+                       f"scores the answer), but messages[{len(messages) - 1}] is {ends}. Move or drop it."))
+    return errors
 
 
 def _check_preference(obj):
@@ -315,10 +400,14 @@ def check_eval_item(obj):
 
 
 def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES, purpose="fine-tune") -> Report:
-    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long: chat or
-    preference examples for `fine-tune`, any JSON objects for `evals` (an eval's items)."""
-    check = check_eval_item if purpose == "evals" else check_example
+    """Validate a binary stream of JSONL, one line at a time, each at most `max_line_bytes` long: chat,
+    reinforcement or preference examples for `fine-tune`, any JSON objects for `evals` (an eval's items)."""
     report = Report()
+    first_line = None
+
+    def check(obj):
+        return check_eval_item(obj) if purpose == "evals" else check_example(obj, report.format)
+
     for number, (raw, size) in enumerate(_read_lines(stream, max_line_bytes), start=1):
         report.n_lines = number
         report.bytes += size
@@ -362,11 +451,11 @@ def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES
                        f"The line starts with: {_hint(text)!r}")
             continue
         if not report.format:
-            report.format = fmt
+            report.format, first_line = fmt, number
         elif fmt != report.format:
             problems.insert(0, ("mixed_formats",
-                                f"This line is in the {fmt} format but the file's first example is "
-                                f"{report.format}; one file holds one format."))
+                                f"This line is {FORMAT_NAMES[fmt]}, but the file's first example (line "
+                                f"{first_line}) is {FORMAT_NAMES[report.format]}; one file holds one format."))
         for code, message in problems:
             report.add(number, code, f"Line {number}: {message}")
         if not problems:
@@ -382,11 +471,18 @@ def validate_lines(stream, max_bytes=None, max_line_bytes=DEFAULT_MAX_LINE_BYTES
 
 def iter_examples(path):
     """Decoded examples of a validated file."""
+    for _number, example in iter_numbered_examples(path):
+        yield example
+
+
+def iter_numbered_examples(path):
+    """(line number, decoded example) of a validated file, one line at a time; blank lines are skipped
+    and counted, as the validator numbers them."""
     with open(path, "rb") as fh:
-        for raw in fh:
+        for number, raw in enumerate(fh, start=1):
             text = raw.decode("utf-8-sig").strip()
             if text:
-                yield json.loads(text)
+                yield number, json.loads(text)
 
 
 def _conversation(example):

@@ -66,7 +66,11 @@ def test_it_accepts_the_preference_format_and_the_older_completion_names():
      "unrecognized_role"),
     ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]}, "missing_content"),
     ({"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]}, "missing_content"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "example_missing_assistant_message"),
+    ({"messages": [{"role": "system", "content": "x"}]}, "example_missing_assistant_message"),
+    ({"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "x"},
+                   {"role": "system", "content": "y"}]}, "example_missing_assistant_message"),
+    ({"messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "x"},
+                   {"role": "assistant", "content": "y"}]}, "unrecognized_role"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]},
      "no_trained_assistant_message"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]},
@@ -97,6 +101,84 @@ def test_a_line_in_another_format_than_the_first_is_refused():
     rows = good(10) + [preference()]
     err = only_error(report_for(rows))
     assert err["code"] == "mixed_formats" and err["line"] == 11
+
+
+def prompt(i=0, **extra):
+    """A reinforcement prompt: messages ending with a user turn, and the fields a grader reads."""
+    return {"messages": [{"role": "developer", "content": "Classify the intent."},
+                         {"role": "user", "content": f"question {i}"}], "intent": "greeting", **extra}
+
+
+def test_it_accepts_reinforcement_prompts_with_the_fields_graders_read():
+    rows = [prompt(i, meta={"tags": ["a"]}) for i in range(9)]
+    rows.append({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "order 1?"},
+                              {"role": "assistant", "content": None, "tool_calls": [
+                                  {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                              {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
+                              {"role": "assistant", "content": "It shipped."},
+                              {"role": "user", "content": [{"type": "text", "text": "when?"}]}],
+                 "answer": 3})
+    report = report_for(rows)
+    assert report.ok, report.errors
+    assert report.format == "reinforcement" and report.n_examples == 10
+
+
+def test_a_line_with_no_assistant_that_ends_with_a_user_turn_is_a_reinforcement_prompt():
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(10)]
+    report = report_for(rows)
+    assert report.ok and report.format == "reinforcement"
+
+
+@pytest.mark.parametrize("last", [{"role": "system", "content": "x"}, {"role": "developer", "content": "x"},
+                                  {"role": "tool", "tool_call_id": "c1", "content": "x"},
+                                  {"role": "user", "content": "x", "weight": 1, "extra": 2}])
+def test_a_reinforcement_line_must_end_with_a_user_turn(last):
+    row = prompt()
+    row["messages"].append(last)
+    rows = [prompt(i) for i in range(10)]
+    rows.insert(6, row)  # line 7
+    errors = report_for(rows).errors
+    if last["role"] == "user":
+        assert {e["code"] for e in errors} == {"message_unrecognized_key"}
+    else:
+        assert any(e["code"] == "last_message_not_user" and f"messages[2] is a {last['role']!r}" in e["message"]
+                   for e in errors), errors
+    assert all(e["line"] == 7 and e["message"].startswith("Line 7: ") for e in errors)
+
+
+def test_a_chat_line_in_a_reinforcement_file_is_named_with_both_formats():
+    rows = [prompt(i) for i in range(10)]
+    rows.insert(6, chat())
+    err = only_error(report_for(rows))
+    assert err["code"] == "mixed_formats" and err["line"] == 7
+    assert ("Line 7: This line is a supervised chat example (it ends with an assistant answer), but the file's "
+            "first example (line 1) is a reinforcement prompt") in err["message"]
+
+
+@pytest.mark.parametrize("first, other", [("chat", "reinforcement"), ("preference", "reinforcement"),
+                                          ("reinforcement", "preference")])
+def test_reinforcement_prompts_do_not_mix_with_other_formats(first, other):
+    make = {"chat": lambda i: chat(f"q{i}"), "preference": preference, "reinforcement": prompt}
+    rows = [make[first](i) for i in range(10)]
+    rows.insert(2, make[other](99))  # line 3
+    err = only_error(report_for(rows))
+    assert err["code"] == "mixed_formats" and err["line"] == 3
+    assert "reinforcement prompt" in err["message"] and "line 1" in err["message"]
+
+
+def test_tools_on_a_reinforcement_prompt_are_refused_naming_the_line():
+    rows = [prompt(i) for i in range(10)]
+    rows.insert(3, prompt(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]))
+    err = only_error(report_for(rows))
+    assert err["code"] == "tools_not_supported" and err["line"] == 4 and "not supported" in err["message"]
+
+
+def test_the_developer_role_is_checked_like_the_others_in_a_reinforcement_prompt():
+    rows = [prompt(i) for i in range(10)]
+    rows[4]["messages"][0]["content"] = ""
+    rows[5]["messages"][0]["role"] = "function"
+    errors = report_for(rows).errors
+    assert [(e["line"], e["code"]) for e in errors] == [(5, "missing_content"), (6, "unrecognized_role")]
 
 
 def test_tool_calls_and_tool_messages_are_accepted():
@@ -252,3 +334,12 @@ def test_a_line_at_the_line_limit_is_read():
         assert report_for(data, max_line_bytes=len(row)).ok
         err = only_error(report_for(data, max_line_bytes=len(row) - 1))
         assert err["code"] == "line_too_long" and err["line"] == 11
+
+
+def test_numbered_examples_carry_the_line_numbers_the_validator_reports(tmp_path):
+    from training.datasets import iter_numbered_examples
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + jsonl([prompt(0)]) + b"\n  \r\n" + jsonl([prompt(1)]))
+    assert [(n, e["messages"][1]["content"]) for n, e in iter_numbered_examples(path)] == [
+        (1, "question 0"), (4, "question 1")]
