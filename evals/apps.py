@@ -12,6 +12,13 @@ class EvalsConfig(AppConfig):
 
         checkpoint_stored.connect(on_checkpoint_stored, dispatch_uid="evals.epochs")
 
+    def judge_exists(self, name):
+        """Whether a score_model or label_model grader's `model` names a judge Attune can ask (a snapshot,
+        or `<endpoint>/<model>`): training checks a reinforcement job's grader through this."""
+        from evals.requests import judge_exists
+
+        return judge_exists(name)
+
     def start_background(self):
         from django.conf import settings
 

@@ -7,6 +7,8 @@ library (torch, transformers, nltk, sacrebleu, rouge-score and rapidfuzz load wh
     run_grader(grader, model_sample, item=None, *, judge=None, limits=None) -> GradeResult
     grade_items(grader, [(model_sample, item), ...], *, judge=None, limits=None) -> [GradeResult, ...]
     grader_passed(grader, score) -> bool
+    item_references(grader) -> [(grader name, "{{item.x}}", ["item", "x"]), ...]: the item fields its
+        templates read (none for python graders), for checking a data file before a job runs
     GradeResult.as_response() -> the body of POST /v1/fine_tuning/alpha/graders/run
 
 Grader types:
@@ -55,7 +57,7 @@ namespace for the python sandbox (its own uid keeps it from signalling anything 
 from graders.judge import Judge, JudgeAnswer, JudgeError
 from graders.run import ERROR_FLAGS, GradeResult, grade_items, grader_passed, run_grader
 from graders.sandbox import SandboxLimits
-from graders.shapes import GraderError, validate_grader
+from graders.shapes import GraderError, item_references, validate_grader
 
 __all__ = ["ERROR_FLAGS", "GradeResult", "GraderError", "Judge", "JudgeAnswer", "JudgeError", "SandboxLimits",
-           "grade_items", "grader_passed", "run_grader", "validate_grader"]
+           "grade_items", "grader_passed", "item_references", "run_grader", "validate_grader"]

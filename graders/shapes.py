@@ -233,6 +233,32 @@ def _check_multi(grader, param, name, *, model_exists, context, limits):
                           "invalid_formula") from None
 
 
+def item_references(grader):
+    """(grader name, variable as written, path) for each `{{item.<path>}}` the templates of a validated
+    `grader` read: string_check's and text_similarity's input and reference, a model grader's messages, a
+    multi grader's sub-graders. A python grader reads `item` as it likes: it names none."""
+    found = []
+    kind = grader.get("type")
+    if kind == "multi":
+        for child in grader["graders"].values():
+            found += item_references(child)
+        return found
+    texts = []
+    if kind in ("string_check", "text_similarity"):
+        texts = [grader["input"], grader["reference"]]
+    elif kind in ("score_model", "label_model"):
+        for message in grader["input"]:
+            content = message["content"]
+            parts = content if isinstance(content, list) else [content]
+            texts += [part if isinstance(part, str) else part["text"] for part in parts]
+    for text in texts:
+        for match in templates.VARIABLE.finditer(text):
+            path = templates.parse_variable(match.group(1))
+            if path is not None and path[0] == "item" and len(path) > 1:
+                found.append((grader["name"], match.group(0), path))
+    return found
+
+
 def _template(holder, field, param, name):
     text = _string(holder, field, param)
     unknown = templates.unknown_variables(text)

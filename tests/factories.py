@@ -5,8 +5,8 @@ job of its own calls them directly.
 
 - `make_user(role)`: an admin or an evaluator, made the way `manage.py create_user` makes one.
 - `make_base_model()`: attune-tiny's row (no weights: nothing here loads it).
-- `chat_lines(n)`, `preference_lines(n)`: JSONL text; `upload(text)`: a DataFile stored and checked as an
-  upload is. `make_data_file()`: a DataFile row made directly, for pages that only list files.
+- `chat_lines(n)`, `preference_lines(n)`, `reinforcement_lines(n)`: JSONL text; `upload(text)`: a DataFile
+  stored and checked as an upload is. `make_data_file()`: a DataFile row made directly, for pages that only list files.
 - `make_job(user)`: a job created through `create_job`, as the form and the API create one (queued when its
   files are valid); `make_claimed_job(user)`: the same job claimed by a worker, status running.
 """
@@ -46,6 +46,15 @@ def preference_lines(n):
         "input": {"messages": [{"role": "user", "content": f"hi {i}"}]},
         "preferred_output": [{"role": "assistant", "content": "hello"}],
         "non_preferred_output": [{"role": "assistant", "content": "go away"}]}) + "\n" for i in range(n))
+
+
+def reinforcement_lines(n, **fields):
+    """`n` reinforcement prompts (developer, user) with the field `intent` ("greeting") a grader reads as
+    {{item.intent}}, and `fields` on each."""
+    return "".join(json.dumps({"messages": [
+        {"role": "developer", "content": "Classify the intent."},
+        {"role": "user", "content": f"hello number {i}"}], "intent": "greeting", **fields}) + "\n"
+        for i in range(n))
 
 
 def upload(text, name="data.jsonl"):

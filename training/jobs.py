@@ -8,9 +8,16 @@ lifecycle for a new job (`validating_files`, then `queued`):
    OpenAI's limits (16 pairs, keys of 64 and values of 512 characters), a
    tracker folder outside the job folder, an unknown base model, an unknown
    file id, and a file that cannot be used for the job's method (it failed
-   validation, is not validated yet, or holds chat examples for a DPO job or
-   the reverse): none of those makes a job at all, and the message names the
-   file's param (`training_file`, `validation_file`).
+   validation, is not validated yet, or holds another method's examples:
+   chat for supervised, preference for DPO, reinforcement prompts for
+   reinforcement): none of those makes a job at all, and the message names
+   the file's param (`training_file`, `validation_file`).
+   A reinforcement job's grader is checked as OpenAI checks one
+   (`graders.validate_grader`, context "rft": the param is the grader's field,
+   `grader.graders.label.reference`; a judge model must be one the evals app
+   knows), and every `{{item.<field>}}` its templates read must be on every
+   line of both files (the file is read line by line; the error names the
+   file's param, the line, the field and the grader).
 2. The job is stored in `validating_files` with the events
    "Created fine-tuning job: …" and "Validating training file: …".
 3. `auto` is resolved with the training file's example count, the resolved
@@ -30,6 +37,7 @@ from pathlib import PurePath
 
 from django.db import transaction
 
+from training.datasets import iter_numbered_examples
 from training.engine.spec import WORKER_FIELDS, JobSpec, local_tracking_folder, resolve_auto, spec_errors
 from training.models import BaseModel, DataFile, FineTuningJob, JobError
 
@@ -143,12 +151,72 @@ def file_problem(data_file, param, method):
         return (first.get("code") or "invalid_file",
                 f"{label} {data_file.filename} ({data_file.public_id}) has {n} error(s) and cannot start a job; "
                 f"fix them and upload it again. The first: {message}")
-    wanted = "preference" if method == "dpo" else "chat"
+    wanted = METHOD_FORMATS[method]
     if data_file.format and data_file.format != wanted:
+        held = FORMAT_WORDS.get(data_file.format, f"{data_file.format} examples")
         return ("invalid_file_format",
-                f"{label} {data_file.public_id} holds {data_file.format} examples, but a {method} job needs "
-                f"{wanted} examples.")
+                f"{label} {data_file.public_id} ({param}) holds {held}, but a {method} job needs "
+                f"{FORMAT_WORDS[wanted]}.")
     return None
+
+
+# The file format each method trains on, and how a message names it.
+METHOD_FORMATS = {"supervised": "chat", "dpo": "preference", "reinforcement": "reinforcement"}
+FORMAT_WORDS = {
+    "chat": "supervised chat examples (conversations that end with an assistant answer)",
+    "preference": "preference examples (input, preferred_output, non_preferred_output)",
+    "reinforcement": "reinforcement prompts (messages that end with a user turn, and the fields the grader reads)",
+}
+
+
+def _judge_exists(name):
+    """Whether a model grader's judge is one the evals app can ask, found through the app registry."""
+    from django.apps import apps
+
+    return apps.get_app_config("evals").judge_exists(name)
+
+
+def check_grader(grader):
+    """A reinforcement job's grader, validated as OpenAI validates one; JobError names its field."""
+    from graders import GraderError, validate_grader
+
+    try:
+        return validate_grader(grader, context="rft", param="grader", model_exists=_judge_exists)
+    except GraderError as exc:
+        raise JobError(exc.param, exc.message, exc.code) from None
+
+
+def check_item_fields(grader, data_file, param):
+    """Every `{{item.<field>}}` the grader reads is on every line of `data_file`, which is read one line at
+    a time; JobError names `param`, the first line without one, the field and the grader."""
+    from graders.templates import TemplateError, lookup
+
+    references = item_references_of(grader)
+    if not references or data_file is None:
+        return
+    label = "training file" if param == "training_file" else "validation file"
+    for number, example in iter_numbered_examples(data_file.full_path):
+        for name, text, path in references:
+            try:
+                lookup(path, None, example)
+            except TemplateError:
+                field = text[2:-2].strip().removeprefix("item.")
+                raise JobError(param, f"Line {number} of {label} {data_file.filename} ({data_file.public_id}) "
+                                      f"has no field '{field}', which grader '{name}' reads as {text}.",
+                               "missing_item_field") from None
+
+
+def item_references_of(grader):
+    from graders import item_references
+
+    # One check per variable, the first grader that reads it named.
+    seen, unique = set(), []
+    for name, text, path in item_references(grader):
+        key = tuple(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append((name, text, path))
+    return unique
 
 
 def _check_eval(eval_id):
@@ -177,8 +245,13 @@ def create_job(spec, user, parent=None, metadata=None):
     typed = check_spec(spec)
     metadata = check_metadata(metadata)
     base = _find_base_model(typed.model)
+    if typed.method == "reinforcement":
+        grader = check_grader(typed.grader)
     training_file = _find_file(typed.training_file, "training_file", typed.method)
     validation_file = _find_file(typed.validation_file, "validation_file", typed.method)
+    if typed.method == "reinforcement":
+        check_item_fields(grader, training_file, "training_file")
+        check_item_fields(grader, validation_file, "validation_file")
     _check_eval(typed.eval)
 
     stored = typed.model_dump(mode="json", exclude=set(WORKER_FIELDS))

@@ -116,7 +116,7 @@ def test_missing_required_fields_are_named(api, base_model):
 
 
 def test_a_file_with_errors_is_refused_naming_the_file(api, create, demo_jsonl):
-    bad = api.upload("bad.jsonl", demo_jsonl["train"] + '{"messages": [{"role": "user", "content": "x"}]}\n')
+    bad = api.upload("bad.jsonl", demo_jsonl["train"] + '{"messages": [{"role": "system", "content": "x"}]}\n')
     error = assert_error(create(training_file=bad.json()["id"]), 400, param="training_file",
                          code="example_missing_assistant_message")
     assert "Line 401" in error["message"]

@@ -210,3 +210,21 @@ def test_an_evals_text_similarity_grader_needs_a_pass_threshold():
               "evaluation_metric": "fuzzy_match"}
     assert refused(grader, context="eval").param == "grader.pass_threshold"
     assert validate_grader(grader, context="run")
+
+
+def test_item_references_lists_every_item_field_a_graders_templates_read():
+    from graders import item_references
+
+    grader = multi({
+        "label": string_check(name="label", input="{{sample.output_text}}", reference="{{item.intent}}"),
+        "close": {"type": "text_similarity", "name": "close", "input": "{{ sample.output_text }}",
+                  "reference": "{{item.meta.answers[0]}} or {{item.alt}}", "evaluation_metric": "fuzzy_match"},
+        "judge": score_model(input=[{"role": "user", "content": "Question: {{item.question}}"},
+                                    {"role": "user", "content": [{"type": "input_text", "text": "{{item.ref}}"}]}]),
+        "code": python("def grade(sample, item):\n    return float(item['anything'])\n"),
+    }, "label + close + tone + code")
+    assert [(name, text) for name, text, _path in item_references(grader)] == [
+        ("label", "{{item.intent}}"), ("close", "{{item.meta.answers[0]}}"), ("close", "{{item.alt}}"),
+        ("tone", "{{item.question}}"), ("tone", "{{item.ref}}")]
+    assert item_references(grader)[1][2] == ["item", "meta", "answers", 0]
+    assert item_references(python("def grade(sample, item):\n    return 1.0\n")) == []
