@@ -410,9 +410,43 @@ def _completion_id():
     return "chatcmpl-" + secrets.token_urlsafe(18).replace("-", "").replace("_", "")[:24]
 
 
+def _judge_request(job, model, stream):
+    """What a judge token may ask: the models its job's grader names, each answer whole. An external
+    endpoint's model (`<endpoint>/<model>`) is returned as its JudgeEndpoint: the studio asks it with the key
+    it keeps, which the engine never sees."""
+    from evals.judges import endpoint_for
+    from training.launch import judge_models
+
+    if model not in judge_models(job.spec.get("grader")):
+        raise ApiError(f"This judge token is {job.public_id}'s: it may ask only the models its grader names "
+                       f"({', '.join(judge_models(job.spec.get('grader')))}), not {model!r}.", status=403,
+                       param="model", code="permission_denied")
+    endpoint = endpoint_for(model)
+    if endpoint is not None and stream:
+        raise ApiError("A judge on an external endpoint answers whole: leave out 'stream'.", param="stream",
+                       code="unsupported_value")
+    return endpoint
+
+
+def _ask_endpoint(model, body, messages):
+    """An external judge's answer (evals.judges.StudioJudge asks it, greedy unless told), or ApiError as the
+    judge failed."""
+    from evals.judges import StudioJudge
+    from graders import JudgeError
+
+    sampling = {"temperature": body.get("temperature") if body.get("temperature") is not None else 0.0,
+                "top_p": body.get("top_p"), "seed": body.get("seed"),
+                "max_completions_tokens": body.get("max_completion_tokens") or body.get("max_tokens")}
+    try:
+        return StudioJudge()(model, messages, sampling)
+    except JudgeError as exc:
+        raise ApiError(f"Inference failed for {model!r}: {exc}", status=500, code="inference_error") from None
+
+
 # Admins only: an evaluator who could run the snapshots of a task could match their answers to its blind
-# columns. Evaluators rate the outputs their tasks stored.
-@api_view("POST")
+# columns. Evaluators rate the outputs their tasks stored. A running reinforcement job's engine asks its
+# grader's judges here with its judge token (api/auth.py), as the job's creator.
+@api_view("POST", judge=True)
 async def chat_completions(request):
     import time
 
@@ -424,6 +458,17 @@ async def chat_completions(request):
 
     body = json_body(request)
     model, messages, params, stream = _chat_request(body)
+    if request.judge_job is not None:
+        endpoint = await sync_to_async(_judge_request)(request.judge_job, model, stream)
+        if endpoint is not None:
+            answer = await sync_to_async(_ask_endpoint)(model, body, messages)
+            return JsonResponse({
+                "id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                             "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                          "total_tokens": answer.prompt_tokens + answer.completion_tokens}})
     snapshot = await sync_to_async(_resolve)(model)
     backend = get_backend()
     try:

@@ -32,6 +32,7 @@
 | EVAL_MAX_ITEMS           | 10000 items in one run            |
 | EVAL_MAX_QUEUED_PER_USER | 100 runs waiting at once          |
 | PYTHON_GRADER_CPU_SECONDS / _WALL_SECONDS / _MEMORY_MB | 10 / 30 / 1024 per item |
+| ATTUNE_STUDIO_URL        | the address `manage.py serve` listens on (http://127.0.0.1:8000): where a reinforcement job's engine asks the judges |
 | DEBUG                    | off                               |
 | SECRET_KEY               | generated into ATTUNE_HOME        |
 | TRUST_PROXY_HEADERS      | off (X-Forwarded-* ignored)       |
@@ -218,6 +219,10 @@ EVAL_STALE_SECONDS = float(os.environ.get("EVAL_STALE_SECONDS", "120"))
 PYTHON_GRADER_CPU_SECONDS = float(os.environ.get("PYTHON_GRADER_CPU_SECONDS", "10"))
 PYTHON_GRADER_WALL_SECONDS = float(os.environ.get("PYTHON_GRADER_WALL_SECONDS", "30"))
 PYTHON_GRADER_MEMORY_MB = int(os.environ.get("PYTHON_GRADER_MEMORY_MB", "1024"))
+# The studio's address as a training engine reaches it (its score_model and label_model graders ask
+# <this>/v1/chat/completions). Empty: `manage.py serve` fills in its own address, else http://127.0.0.1:8000.
+# Set it on hosts that run `manage.py trainworker` apart from the studio.
+ATTUNE_STUDIO_URL = os.environ.get("ATTUNE_STUDIO_URL", "").rstrip("/")
 
 # Uploads stream to disk in chunks; the validator reads them line by line.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

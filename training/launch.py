@@ -12,6 +12,14 @@
   tracker's own only when the job uses it), never the studio's secrets.
 - Signals: cancel → SIGTERM to the group, SIGKILL after CANCEL_GRACE_S;
   pause → SIGUSR1 (the engine saves its state and exits).
+- A reinforcement job: its spec gets the python graders' sandbox limits
+  (PYTHON_GRADER_*) and, when its grader has a score_model or label_model
+  grader anywhere, `judge_url`, the studio's /v1 address
+  (ATTUNE_STUDIO_URL), which the engine asks for the judges' answers. Its
+  engine gets ATTUNE_JUDGE_TOKEN (never written into spec.json): a token
+  signed with the studio's secret key for that job and attempt, which
+  /v1/chat/completions takes as the job's creator while that attempt runs
+  (`judge_token`, `read_judge_token`; the check of the job is api/auth.py's).
 
 Imports no models: it reads the job it is given.
 """
@@ -27,6 +35,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.core import signing
 
 from training.engine.spec import local_tracking_folder
 
@@ -67,8 +76,50 @@ ENGINE_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "TOR
 INTEGRATION_ENV_PREFIXES = {"wandb": ("WANDB_",), "mlflow": ("MLFLOW_", "DATABRICKS_")}
 
 
-def engine_env(spec, environ=None):
-    """The environment of a job's engine: the allowed part of `environ` (the worker's own by default)."""
+# A judge token is `attune-judge-` and a value signed with SECRET_KEY under a salt of its own, so no other
+# signed value of the studio's (a session, a password reset) can pass for one, nor one for them.
+JUDGE_TOKEN_PREFIX = "attune-judge-"
+JUDGE_TOKEN_SALT = "attune.training.launch.judge-token"
+DEFAULT_STUDIO_URL = "http://127.0.0.1:8000"
+MODEL_GRADERS = ("score_model", "label_model")
+
+
+def judge_token(job_id, attempt):
+    """The bearer token a reinforcement job's engine asks the studio's judges with, for one attempt."""
+    return JUDGE_TOKEN_PREFIX + signing.dumps({"job": job_id, "attempt": attempt}, salt=JUDGE_TOKEN_SALT)
+
+
+def read_judge_token(token):
+    """(job id, attempt) of a judge token this studio signed, or None (not one, or tampered with)."""
+    if not isinstance(token, str) or not token.startswith(JUDGE_TOKEN_PREFIX):
+        return None
+    try:
+        claims = signing.loads(token[len(JUDGE_TOKEN_PREFIX):], salt=JUDGE_TOKEN_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(claims, dict) or not isinstance(claims.get("job"), str) \
+            or not isinstance(claims.get("attempt"), int):
+        return None
+    return claims["job"], claims["attempt"]
+
+
+def judge_models(grader):
+    """The judge models a grader's score_model and label_model graders name, at any depth."""
+    if not isinstance(grader, dict):
+        return []
+    if grader.get("type") == "multi":
+        return [model for child in (grader.get("graders") or {}).values() for model in judge_models(child)]
+    return [grader["model"]] if grader.get("type") in MODEL_GRADERS and isinstance(grader.get("model"), str) else []
+
+
+def studio_url():
+    """The studio's address as the engine reaches it: ATTUNE_STUDIO_URL, else serve's own address."""
+    return (settings.ATTUNE_STUDIO_URL or DEFAULT_STUDIO_URL).rstrip("/")
+
+
+def engine_env(spec, environ=None, attempt=None):
+    """The environment of a job's engine: the allowed part of `environ` (the worker's own by default), and
+    for a job that asks judges (`judge_url`), the judge token of its `attempt`."""
     environ = os.environ if environ is None else environ
     prefixes = ENGINE_ENV_PREFIXES
     integrations = spec.get("integrations") or {}
@@ -79,6 +130,10 @@ def engine_env(spec, environ=None):
     env["PYTHONUNBUFFERED"] = "1"
     if integrations.get("wandb"):
         env["WANDB_RUN_ID"] = spec["job_id"]
+    if spec.get("judge_url"):
+        if attempt is None:
+            raise ValueError("a job that asks judges needs its attempt for the judge token")
+        env["ATTUNE_JUDGE_TOKEN"] = judge_token(spec["job_id"], attempt)
     return env
 
 
@@ -110,6 +165,11 @@ def engine_spec(job):
             flow["tracking_uri"] = str(job.job_dir / local)
         integrations["mlflow"] = flow
     spec["integrations"] = integrations
+    if spec.get("method") == "reinforcement":
+        spec["python_grader_limits"] = {"cpu_seconds": settings.PYTHON_GRADER_CPU_SECONDS,
+                                        "memory_mb": settings.PYTHON_GRADER_MEMORY_MB,
+                                        "wall_seconds": settings.PYTHON_GRADER_WALL_SECONDS}
+        spec["judge_url"] = studio_url() + "/v1" if judge_models(spec.get("grader")) else None
     return spec
 
 
@@ -121,7 +181,7 @@ def start_engine(job, spec, command, worker_name):
         stderr.flush()
         return subprocess.Popen(
             command, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-            env=engine_env(spec), start_new_session=True, preexec_fn=_engine_child_setup)
+            env=engine_env(spec, attempt=job.attempts), start_new_session=True, preexec_fn=_engine_child_setup)
 
 
 def signal_engine(process, signum):

@@ -47,6 +47,10 @@ class Command(BaseCommand):
     def handle(self, host, port, no_worker, **options):
         password, created = ensure_admin()
         url = f"http://{host}:{port}/"
+        if not settings.ATTUNE_STUDIO_URL:
+            # The engines this studio's worker starts ask its judges here (a wildcard bind is reached locally).
+            local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+            settings.ATTUNE_STUDIO_URL = f"http://{f'[{local}]' if ':' in local else local}:{port}"
         self.stdout.write("")
         self.stdout.write(f"Attune is starting on {url}")
         self.stdout.write(f"url: {url}")
