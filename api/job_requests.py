@@ -126,7 +126,7 @@ def spec_from_request(body):
     known_extension = extension_fields(kind)
     unknown = sorted(set(extension) - set(known_extension))
     if unknown:
-        where = (f"; it is a hyperparameter of the {kind} method: give it under {hp_param}"
+        where = (f"; it is a hyperparameter of the {kind} method: give it under method.{kind}.hyperparameters"
                  if unknown[0] in allowed else "")
         raise ApiError(f"Unrecognized Attune setting {unknown[0]!r} for the {kind} method{where}; the attune "
                        f"object takes {', '.join(known_extension)}.", param=f"attune.{unknown[0]}")

@@ -425,7 +425,8 @@ def build():
     paths["/chat/completions"] = {"post": {
         "operationId": "createChatCompletion",
         "summary": "Chat with a base model, a fine-tuned model or a checkpoint; `stream: true` answers with "
-                   "server-sent events ending in `data: [DONE]`.",
+                   "server-sent events ending in `data: [DONE]`. A running reinforcement job's engine asks its "
+                   "grader's judges here with the job's judge token instead of an API key.",
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": _ref("CreateChatCompletionRequest"),
             "example": {"model": "attune-tiny", "messages": [{"role": "user", "content": "where is my parcel?"}],

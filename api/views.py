@@ -257,7 +257,12 @@ def job_create(request):
     try:
         job = create_job(spec, request.user, metadata=metadata)
     except JobError as exc:
-        raise ApiError(exc.message, param=request_param(exc.param or "", params) or None, code=exc.code) from None
+        param = request_param(exc.param or "", params) or None
+        message = exc.message
+        if exc.param and param != exc.param and message.startswith(exc.param):
+            # A message that starts with the spec's field (a grader's `grader.operation …`) names the request's.
+            message = param + message[len(exc.param):]
+        raise ApiError(message, param=param, code=exc.code) from None
     return JsonResponse(objects.job_object(job))
 
 

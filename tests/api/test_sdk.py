@@ -176,3 +176,52 @@ def test_the_sdk_sees_errors_that_name_the_field(sdk):
     assert exc.value.param is None and "Line 1 is not a dictionary" in exc.value.message
     with pytest.raises(openai.AuthenticationError):
         OpenAI(base_url=sdk.base_url, api_key="sk-attune-wrong", max_retries=0).models.list()
+
+
+def test_the_sdk_creates_a_reinforcement_job_and_sees_its_errors_named(sdk):
+    prompts_path = sdk.studio.home / "prompts.jsonl"
+    prompts_path.write_text("".join(sdk.paths["heldout"].read_text().splitlines(True)[:20]))  # messages, expected
+    with open(prompts_path, "rb") as fh:
+        prompts = sdk.files.create(file=fh, purpose="fine-tune")
+    assert sdk.files.wait_for_processing(prompts.id).status == "processed"
+    label = {"type": "string_check", "name": "label", "input": "{{sample.output_text}}",
+             "reference": "{{item.expected}}", "operation": "eq"}
+    assert sdk.fine_tuning.alpha.graders.validate(grader=label).grader.name == "label"
+    assert sdk.fine_tuning.alpha.graders.run(grader=label, model_sample="greeting",
+                                             item={"expected": "greeting"}).reward == 1.0
+
+    job = sdk.fine_tuning.jobs.create(
+        model="attune-tiny", training_file=prompts.id, seed=3,
+        method={"type": "reinforcement", "reinforcement": {"grader": label, "hyperparameters": {
+            "n_epochs": 1, "batch_size": 4, "eval_interval": 2, "eval_samples": 4}}},
+        extra_body={"attune": {"num_generations": 2, "max_completion_length": 8, "lora_r": 4}})
+    assert job.method.type == "reinforcement" and job.status in ("queued", "running")
+    assert job.method.reinforcement.grader.type == "string_check"
+    assert job.method.reinforcement.grader.reference == "{{item.expected}}"
+    assert job.method.reinforcement.hyperparameters.batch_size == 4
+    assert job.method.reinforcement.hyperparameters.eval_samples == 4
+    assert job.method.reinforcement.model_extra["response_format"] is None
+    retrieved = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert retrieved.method.reinforcement.grader.name == "label"
+    sdk.fine_tuning.jobs.cancel(job.id)
+
+    def refused(**method):
+        with pytest.raises(openai.BadRequestError) as exc:
+            sdk.fine_tuning.jobs.create(model="attune-tiny", training_file=prompts.id,
+                                        method={"type": "reinforcement", "reinforcement": method})
+        return exc.value
+
+    assert refused(grader={**label, "operation": "equals"}).param == "method.reinforcement.grader.operation"
+    assert refused(grader={**label, "reference": "{{item.intent}}"}).param == "training_file"
+    assert "Line 1 of training file" in refused(grader={**label, "reference": "{{item.intent}}"}).message
+    judged = {"type": "score_model", "name": "judge", "model": "gpt-4o", "input": [{"role": "user",
+                                                                                     "content": "{{sample.output_text}}"}]}
+    assert refused(grader=judged).param == "method.reinforcement.grader.model"
+    assert refused(grader=label, hyperparameters={"eval_samples": 0}).param == \
+        "method.reinforcement.hyperparameters.eval_samples"
+    with open(sdk.paths["train"], "rb") as fh:
+        chat = sdk.files.create(file=fh, purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk.fine_tuning.jobs.create(model="attune-tiny", training_file=chat.id,
+                                    method={"type": "reinforcement", "reinforcement": {"grader": label}})
+    assert exc.value.param == "training_file" and "reinforcement prompts" in exc.value.message
