@@ -108,10 +108,7 @@ def test_a_missing_grader_is_named(api, base_model, prompts):
     ({"hyperparameters": {"batch_size": 6}, "attune": {"num_generations": 4}}, "attune.num_generations"),
     ({"hyperparameters": {"eval_samples": 0}}, "method.reinforcement.hyperparameters.eval_samples"),
     ({"hyperparameters": {"compute_multiplier": 11}}, "method.reinforcement.hyperparameters.compute_multiplier"),
-    pytest.param({"hyperparameters": {"reasoning_effort": "extreme"}},
-                 "method.reinforcement.hyperparameters.reasoning_effort",
-                 marks=pytest.mark.xfail(reason="spec_errors raises KeyError 'min' for a field tagged auto without "
-                                                "a range (training/engine/spec.py _auto_meta)")),
+    ({"hyperparameters": {"reasoning_effort": "extreme"}}, "method.reinforcement.hyperparameters.reasoning_effort"),
     ({"hyperparameters": {"beta": 0.1}}, "method.reinforcement.hyperparameters.beta"),
     ({"attune": {"packing": True}}, "attune.packing"),
     ({"attune": {"loss_type": "ppo"}}, "attune.loss_type"),
