@@ -225,3 +225,30 @@ def test_the_sdk_creates_a_reinforcement_job_and_sees_its_errors_named(sdk):
         sdk.fine_tuning.jobs.create(model="attune-tiny", training_file=chat.id,
                                     method={"type": "reinforcement", "reinforcement": {"grader": label}})
     assert exc.value.param == "training_file" and "reinforcement prompts" in exc.value.message
+
+
+def test_a_reinforcement_jobs_engine_asks_the_studios_judge_with_its_token(sdk):
+    """A score_model grader's judge is a snapshot of this studio: the engine asks /v1/chat/completions with
+    its judge token (serve tells it its own address). A refused or unreachable judge would be a
+    model_grader_server_error, which the job reports in a warning event."""
+    demo = sdk.studio.home / "demo"
+    for name, lines in (("demo-intents-rft-train.jsonl", 16), ("demo-intents-rft-valid.jsonl", 10)):
+        (sdk.studio.home / name).write_text("".join((demo / name).read_text().splitlines(True)[:lines]))
+    with open(sdk.studio.home / "demo-intents-rft-train.jsonl", "rb") as fh:
+        train = sdk.files.create(file=fh, purpose="fine-tune")
+    with open(sdk.studio.home / "demo-intents-rft-valid.jsonl", "rb") as fh:
+        valid = sdk.files.create(file=fh, purpose="fine-tune")
+    judge = {"type": "score_model", "name": "judge", "model": "attune-tiny",
+             "input": [{"role": "user", "content": "The intent is {{item.intent}}. Score this answer from 0 to 1: "
+                                                   "{{sample.output_text}}"}],
+             "sampling_params": {"max_completions_tokens": 4, "temperature": 0}}
+    job = sdk.fine_tuning.jobs.create(
+        model="attune-tiny", training_file=train.id, validation_file=valid.id, seed=5,
+        method={"type": "reinforcement", "reinforcement": {"grader": judge, "hyperparameters": {
+            "n_epochs": 1, "batch_size": 4, "eval_interval": 2, "eval_samples": 2}}},
+        extra_body={"attune": {"num_generations": 2, "max_completion_length": 6, "lora_r": 4}})
+    done = wait_for(sdk, job.id, {"succeeded", "failed"}, timeout=600)
+    messages = [e.message for e in sdk.fine_tuning.jobs.list_events(job.id, limit=1000).data]
+    assert done.status == "succeeded", (done.error, messages[:10])
+    refused = [m for m in messages if "model_grader_server_error" in m]
+    assert not refused, refused
