@@ -96,7 +96,10 @@ def test_new_rows_arrive_live_after_the_history(job, admin_user):
     assert live[0] == {"kind": "metric", "data": {"scope": "train", "step": 2, "epoch": 0.2, "loss": 1.5,
                                                   "accuracy": 0.5, "learning_rate": 1e-4,
                                                   "tokens_per_second": 100.0, "reward_margin": None,
-                                                  "reward_accuracy": None}}
+                                                  "reward_accuracy": None, "reward": None, "reward_std": None,
+                                                  "frac_reward_zero_std": None, "completion_tokens_mean": None,
+                                                  "parse_error_rate": None, "grader_error_rate": None,
+                                                  "grader_scores": {}}}
     assert live[1]["kind"] == "event" and live[1]["data"]["message"] == "Step 2/20: training loss=1.50"
 
 
