@@ -321,8 +321,12 @@ GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.output_tex
 
 @pytest.fixture
 def rft_job(base_model, train_file, admin_user):
+    return make_rft_job(base_model, train_file, admin_user)
+
+
+def make_rft_job(base_model, train_file, user=None):
     """A finished two-epoch reinforcement job whose first epoch had the higher full-validation reward."""
-    job = make_job(base_model, train_file, admin_user, step=4, total_steps=4, epoch=2.0,
+    job = make_job(base_model, train_file, user, step=4, total_steps=4, epoch=2.0,
                    spec={"method": "reinforcement", "grader": GRADER, "suffix": "rft"})
     for step in range(1, 5):
         MetricPoint.objects.create(job=job, scope="train", step=step, epoch=step / 2, loss=0.01, reward=step / 10,
