@@ -17,13 +17,22 @@ Protocol (server → client, JSON text frames; the client sends nothing):
           "checkpoints": [checkpoint payload, ...]}}                # by step
 
    Trace NAMEs (TRACES below, the one definition: the job and compare-runs pages
-   read it from a json_script block): `train_loss`, `train_accuracy`, `learning_rate` (scope train),
-   `valid_loss`, `valid_accuracy` (scope sampled), `full_valid_loss`,
-   `full_valid_accuracy` (scope full), and for DPO jobs `<prefix>_reward_margin`
-   and `<prefix>_reward_accuracy` with the same three prefixes. The history's traces
-   are these metric-point traces; the `eval` scope (`eval_mean_score`, `eval_pass_rate`)
-   is drawn from the checkpoints' metrics, one point per scored epoch. Each trace holds at most
-   MAX_TRACE_POINTS points (LTTB downsampling, first and last kept); null
+   read it from a json_script block, scope → metric point field → trace name): `train_loss`,
+   `train_accuracy`, `learning_rate` (scope train), `valid_loss`, `valid_accuracy` (scope
+   sampled), `full_valid_loss`, `full_valid_accuracy` (scope full), and for DPO jobs
+   `<prefix>_reward_margin` and `<prefix>_reward_accuracy` with the same three prefixes.
+   A reinforcement job's figures are named as the engine's lines name them
+   (training/engine/__init__.py): `train_mean_reward`, `train_reward_std`, `frac_reward_zero_std`,
+   `completion_tokens_mean`, `train_parse_error_rate`, `train_grader_error_rate` (train);
+   `valid_reward_mean`, `valid_completion_tokens_mean`, `valid_parse_error_rate`,
+   `valid_grader_error_rate` (sampled); `full_valid_mean_reward`, `full_valid_completion_tokens_mean`,
+   `full_valid_mean_parse_error`, `full_valid_grader_error_rate` (full). Each grader's mean score
+   is a trace of its own, `<prefix>_grader:<grader name>` (`train_grader:exact`,
+   `valid_grader:exact`, `full_valid_grader:exact`): TRACES gives the part before the name under
+   the field `grader_scores`, and the history holds one trace per grader name stored. The
+   history's traces are these metric-point traces; the `eval` scope (`eval_mean_score`,
+   `eval_pass_rate`) is drawn from the checkpoints' metrics, one point per scored epoch. Each
+   trace holds at most MAX_TRACE_POINTS points (LTTB downsampling, first and last kept); null
    values are left out. `events` holds every message event and the newest
    METRICS_EVENTS metrics events.
 
@@ -31,7 +40,9 @@ Protocol (server → client, JSON text frames; the client sends nothing):
    training/live.py):
 
        {"kind": "metric",     "data": {"scope", "step", "epoch", "loss", "accuracy", "learning_rate", "tokens_per_second",
-                                        "reward_margin", "reward_accuracy"}}
+                                        "reward_margin", "reward_accuracy", "reward", "reward_std",
+                                        "frac_reward_zero_std", "completion_tokens_mean", "parse_error_rate",
+                                        "grader_error_rate", "grader_scores": {grader name: mean}}}
        {"kind": "event",      "data": {"id", "created_at", "level", "message", "type", "data"}}
        {"kind": "checkpoint", "data": {"id", "epoch", "step", "model_name", "metrics", "bytes", "created_at"}}
        {"kind": "status",     "data": {...status payload...}}
@@ -55,17 +66,25 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from config.access import is_admin
 from training import live
+from training.models import MetricPoint
 
 MAX_TRACE_POINTS = 1000
 METRICS_EVENTS = 200
 
 # A metric point's fields, in the order build_traces reads them, and the trace each feeds per scope. The pages
 # get TRACES as JSON (json_script "trace-names"), so static/js/job.js and compare_runs.js name no trace.
-POINT_FIELDS = ("loss", "accuracy", "learning_rate", "reward_margin", "reward_accuracy")
+POINT_FIELDS = ("loss", "accuracy", "learning_rate", "reward_margin", "reward_accuracy", "reward", "reward_std",
+                "frac_reward_zero_std", "completion_tokens_mean", "parse_error_rate", "grader_error_rate",
+                "grader_scores")
+# grader_scores feeds one trace per grader: its name is this part, then the grader's name.
+GRADER_SCORES = "grader_scores"
 POINT_TRACES = {
     scope: {"loss": f"{prefix}_loss", "accuracy": f"{prefix}_accuracy",
             "reward_margin": f"{prefix}_reward_margin", "reward_accuracy": f"{prefix}_reward_accuracy",
-            **({"learning_rate": "learning_rate"} if scope == "train" else {})}
+            **({"learning_rate": "learning_rate"} if scope == "train" else {}),
+            # The reinforcement figures, named as the engine's lines name them.
+            **{field: figure for field, figure in MetricPoint.REWARD_FIGURES[scope].items() if field != GRADER_SCORES},
+            GRADER_SCORES: f"{prefix}_grader:"}
     for scope, prefix in (("train", "train"), ("sampled", "valid"), ("full", "full_valid"))
 }
 # The eval scores of epoch checkpoints (evals/epochs.py writes them), named as the checkpoint metrics they draw,
@@ -108,19 +127,33 @@ def lttb(xs, ys, threshold=MAX_TRACE_POINTS):
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
+def grader_trace(scope, grader):
+    """The trace of one grader's mean score in `scope`: `train_grader:<grader name>`, …"""
+    return POINT_TRACES[scope][GRADER_SCORES] + grader
+
+
 def build_traces(rows):
     """rows: (scope, step, *POINT_FIELDS) ordered by step → the history's traces."""
-    columns = {name: ([], []) for fields in POINT_TRACES.values() for name in fields.values()}
+    columns = {name: ([], []) for fields in POINT_TRACES.values()
+               for field, name in fields.items() if field != GRADER_SCORES}
     counts = {scope: 0 for scope in POINT_TRACES}
     last = {scope: None for scope in POINT_TRACES}
+
+    def add(name, step, value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            xs, ys = columns.setdefault(name, ([], []))
+            xs.append(step)
+            ys.append(value)
+
     for scope, step, *values in rows:
         counts[scope] += 1
         last[scope] = step
         for field, value in zip(POINT_FIELDS, values, strict=True):
-            name = POINT_TRACES[scope].get(field)
-            if name and value is not None and math.isfinite(value):
-                columns[name][0].append(step)
-                columns[name][1].append(value)
+            if field == GRADER_SCORES:
+                for grader, score in (value or {}).items():
+                    add(grader_trace(scope, grader), step, score)
+            elif field in POINT_TRACES[scope]:
+                add(POINT_TRACES[scope][field], step, value)
     traces = {}
     for name, (xs, ys) in columns.items():
         xs, ys = lttb(xs, ys)

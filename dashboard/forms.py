@@ -2,6 +2,7 @@ import json
 
 from django import forms
 
+from graders import GraderError, validate_grader
 from training.engine.spec import AUTO, INTEGRATIONS, WORKER_FIELDS, form_fields, spec_errors
 from training.models import BaseModel, DataFile, FineTuningJob
 
@@ -33,13 +34,41 @@ HELP_OVERRIDES = {
             "checkpoints table. Only evals with prompts of their own are listed.",
 }
 
+# A reinforcement job's grader, as the help text shows it: a multi grader whose reward mixes an exact match with a
+# fuzzy one (a training line's other keys, here `label`, are the grader's `{{item.…}}`).
+EXAMPLE_GRADER = {
+    "type": "multi", "name": "intent",
+    "graders": {
+        "exact": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+                  "reference": "{{item.label}}", "operation": "eq"},
+        "close": {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+                  "reference": "{{item.label}}", "evaluation_metric": "fuzzy_match"}},
+    "calculate_output": "0.7 * exact + 0.3 * close",
+}
+HELP_OVERRIDES["grader"] = (
+    "Reinforcement only, required: the grader whose score (0–1) is the reward of each sampled answer, as JSON in "
+    "OpenAI's grader shape (string_check, text_similarity, python, score_model or multi). A training line's keys "
+    "besides messages are {{item.<key>}}, the answer is {{sample.output_text}} (and {{sample.output_json}} with a "
+    f"response_format). Example: {json.dumps(EXAMPLE_GRADER)}")
+HELP_OVERRIDES["response_format"] = (
+    "Reinforcement only, optional: a json_schema response format as JSON, e.g. "
+    '{"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object", "properties": '
+    '{"label": {"type": "string"}}, "required": ["label"]}}}. An answer that is not JSON matching the schema '
+    "scores 0 and counts as a parse error.")
+# The spec fields a person types as JSON (objects).
+JSON_FIELDS = ("grader", "response_format")
+
 # best_checkpoint_metric's fixed choices; each testing criterion of the listed evals adds `eval:<name>`.
 BEST_METRICS = [
-    ("auto", "auto: eval_mean_score with an eval, else full_valid_loss"),
+    ("auto", "auto: eval_mean_score with an eval, else full_valid_mean_reward (reinforcement) or full_valid_loss"),
     ("full_valid_loss", "full_valid_loss (lowest)"),
+    ("full_valid_mean_reward", "full_valid_mean_reward (highest, reinforcement)"),
     ("eval_mean_score", "eval_mean_score (highest)"),
     ("eval_pass_rate", "eval_pass_rate (highest)"),
 ]
+# The methods whose jobs report a metric (full_valid_loss: none of a reinforcement job's lines has a loss on the
+# validation file); job_form.js offers it only for those (`data-methods`).
+BEST_METRIC_METHODS = {"full_valid_loss": ("supervised", "dpo"), "full_valid_mean_reward": ("reinforcement",)}
 
 
 def field_key(name):
@@ -53,6 +82,33 @@ def spec_name(key):
 
 def _split_list(text):
     return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+def _methods_text(methods):
+    return " and ".join("DPO" if m == "dpo" else m for m in methods)
+
+
+class JSONObjectField(forms.CharField):
+    """A JSON object typed in a textarea: a dict, None when left empty, or an error that says where the JSON
+    breaks."""
+
+    widget = forms.Textarea
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+            raise forms.ValidationError(f"This is not JSON: {getattr(exc, 'msg', exc)}{where}.") from None
+        if not isinstance(parsed, dict):
+            raise forms.ValidationError(f"Give a JSON object ({{…}}), not a JSON {type(parsed).__name__}.")
+        return parsed
+
+    def prepare_value(self, value):
+        return json.dumps(value, indent=2) if isinstance(value, dict) else value
 
 
 class FileSelect(forms.Select):
@@ -115,15 +171,27 @@ def _file_label(f):
     return f"{f.filename} · {f.public_id} · {state}"
 
 
+def _has_switch(meta):
+    """An `auto` number gets an "auto" switch; an `auto` choice (reasoning_effort) offers auto as an option."""
+    return meta["auto"] and not meta["choices"]
+
+
 class JobForm(forms.Form):
     """Every JobSpec field a person sets, with its help text and range.
 
-    `auto` hyperparameters get a number input plus an "auto" switch; each
-    integration gets a switch; lists are typed comma-separated. `spec` (after
-    `is_valid()`) is the dict `training.jobs.create_job` receives, checked by
-    `spec_errors` so every message lands next to its field. Whether the files
-    can start the job is `create_job`'s to say: the view puts its `JobError`
-    next to the field (`add_spec_error`).
+    `auto` hyperparameters get a number input plus an "auto" switch (a choice
+    offers auto as one of its options); each integration gets a switch; lists
+    are typed comma-separated; the grader and response_format are JSON objects
+    typed in a textarea. A field of some methods only (its `methods` tag:
+    the reinforcement method's grader and GRPO settings, DPO's beta, packing)
+    carries them in `data-methods`, and job_form.js shows it only while one of
+    them is picked; the server leaves such a field out of the spec of another
+    method, and refuses a value set in it. `spec` (after `is_valid()`) is the
+    dict `training.jobs.create_job` receives, checked by `spec_errors` (and the
+    grader by `graders.validate_grader`) so every message lands next to its
+    field. Whether the files can start the job, and a score_model grader's
+    judge, are `create_job`'s to say: the view puts its `JobError` next to the
+    field (`add_spec_error`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -137,7 +205,7 @@ class JobForm(forms.Form):
         for meta in self.spec_fields:
             key = field_key(meta["name"])
             self.fields[key] = self._make_field(meta)
-            if meta["auto"]:
+            if _has_switch(meta):
                 self.fields[key + "__auto"] = forms.BooleanField(
                     required=False, initial=meta["default"] == AUTO, label="auto",
                     help_text=f"Let Attune pick {meta['name']} when the job starts.")
@@ -165,6 +233,9 @@ class JobForm(forms.Form):
             return forms.CharField(widget=SpecSelect(choices=choices), **common)
         if name == "best_checkpoint_metric":
             return self._best_metric_field(common)
+        if name in JSON_FIELDS:
+            return JSONObjectField(widget=forms.Textarea(attrs={"rows": 6, "class": "json", "spellcheck": "false"}),
+                                   **common)
         if meta["choices"]:
             return forms.ChoiceField(choices=[(c, c) for c in meta["choices"]], initial=default, **common)
         low, high = meta["min"], meta["max"]
@@ -188,9 +259,10 @@ class JobForm(forms.Form):
         return forms.CharField(initial=default, **common)
 
     def _best_metric_field(self, common):
-        """auto, full_valid_loss, the eval-wide scores, and `eval:<name>` per testing criterion of the listed
-        evals. Each eval option names the evals it needs (`data-evals`), so job_form.js can offer only those
-        of the eval picked; the server checks the pair anyway (`clean`)."""
+        """auto, full_valid_loss, full_valid_mean_reward, the eval-wide scores, and `eval:<name>` per testing
+        criterion of the listed evals. Each eval option names the evals it needs (`data-evals`), and the validation
+        metrics the methods that report them (`data-methods`), so job_form.js can offer only those that fit the eval
+        and the method picked; the server checks them anyway (`clean`, and the spec)."""
         evals_with = {}
         for eval_id, eval_obj in self.evals.items():
             for criterion in eval_obj.criteria_names:
@@ -198,7 +270,8 @@ class JobForm(forms.Form):
                     evals_with.setdefault(f"eval:{criterion}", []).append(eval_id)
         every_eval = " ".join(self.evals)
         option_attrs = {"eval_mean_score": {"data-evals": every_eval}, "eval_pass_rate": {"data-evals": every_eval},
-                        **{value: {"data-evals": " ".join(ids)} for value, ids in evals_with.items()}}
+                        **{value: {"data-evals": " ".join(ids)} for value, ids in evals_with.items()},
+                        **{value: {"data-methods": " ".join(methods)} for value, methods in BEST_METRIC_METHODS.items()}}
         choices = BEST_METRICS + [
             (value, f"{value} (highest) · {', '.join(self.evals[i].name or i for i in ids)}")
             for value, ids in evals_with.items()]
@@ -215,8 +288,9 @@ class JobForm(forms.Form):
             range_text = " | ".join(meta["choices"])
         else:
             range_text = ""
-        return {"field": self[key], "auto": self[key + "__auto"] if meta["auto"] else None,
-                "name": meta["name"], "range": range_text}
+        return {"field": self[key], "auto": self[key + "__auto"] if _has_switch(meta) else None,
+                "name": meta["name"], "range": range_text, "methods": " ".join(meta["methods"] or ()),
+                "wide": meta["name"] in JSON_FIELDS}
 
     def sections(self):
         """[(title, [entries])] for the basic, hyperparameter, advanced and integration parts."""
@@ -249,9 +323,13 @@ class JobForm(forms.Form):
             for part in name.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             key = field_key(name)
-            if meta["auto"]:
-                initial[key + "__auto"] = value in (None, AUTO)
-                initial[key] = None if value in (None, AUTO) else value
+            if value is None:
+                value = meta["default"]  # a spec stored before the field existed
+            if _has_switch(meta):
+                initial[key + "__auto"] = value == AUTO
+                initial[key] = None if value == AUTO else value
+            elif name in JSON_FIELDS and value is not None:
+                initial[key] = json.dumps(value, indent=2)
             elif isinstance(value, list):
                 initial[key] = ", ".join(value)
             elif value is not None:
@@ -263,12 +341,16 @@ class JobForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         spec, integrations = {}, {}
+        method = cleaned.get("method") or "supervised"
         for meta in self.spec_fields:
             name, key = meta["name"], field_key(meta["name"])
             if key in self._errors:
                 continue
             value = cleaned.get(key)
-            if meta["auto"]:
+            if meta["methods"] and method not in meta["methods"]:
+                self._check_not_set(meta, value, cleaned.get(key + "__auto"))
+                continue
+            if _has_switch(meta):
                 if cleaned.get(key + "__auto"):
                     if value is not None:
                         self.add_error(key, f"Switch off auto to use {value:g}, or clear the number.")
@@ -309,11 +391,12 @@ class JobForm(forms.Form):
         if wanted:
             spec["integrations"] = wanted
         self._check_criterion(spec)
+        self._check_grader(spec)
         for field, message in spec_errors(spec):
-            key = field_key(field)
+            key = self._field_for(field)
             if key in self._errors:
                 continue
-            if key in self.fields:
+            if key is not None:
                 self.add_error(key, message)
             elif field.startswith("integrations.") and len(field.split(".")) >= 2:
                 self.add_error(f"integrations__{field.split('.')[1]}__enabled", f"{field}: {message}")
@@ -331,10 +414,47 @@ class JobForm(forms.Form):
                            f"{_eval_label(eval_obj)} has no testing criterion named '{metric[5:]}'; it has "
                            f"{', '.join(map(str, eval_obj.criteria_names)) or 'none'}.")
 
+    def _check_not_set(self, meta, value, auto):
+        """A field of other methods than the one picked stays out of the spec; a value typed in it (not its
+        default) is refused, so that nothing typed is dropped unseen (job_form.js hides such fields, and a hidden
+        field is not sent)."""
+        if _has_switch(meta) and auto and value in (None, ""):
+            value = AUTO
+        if isinstance(value, str):
+            value = value.strip()
+        if value in (None, "", {}) or value == meta["default"]:
+            return
+        self.add_error(field_key(meta["name"]), f"{meta['name']} applies to {_methods_text(meta['methods'])} jobs "
+                                                f"only: clear it, or pick that method.")
+
+    def _check_grader(self, spec):
+        """A reinforcement job's grader has the shape OpenAI takes for one (`graders.validate_grader`, in its rft
+        context: no label_model at the top). Whether a score_model's judge exists is create_job's to check."""
+        grader = spec.get("grader")
+        if spec.get("method") != "reinforcement" or not isinstance(grader, dict) or "grader" in self._errors:
+            return
+        try:
+            validate_grader(grader, context="rft")
+        except GraderError as exc:
+            self.add_error("grader", exc.message)
+
+    def _field_for(self, param):
+        """The form field of a dotted spec field, or of the nearest field above it: `grader.graders.exact.input`
+        and `grader.input[0].content` land on the grader's textarea. None when no field holds it."""
+        parts = (param or "").split(".")
+        for end in range(len(parts), 0, -1):
+            key = field_key(".".join(parts[:end]))
+            if key in self.fields:
+                return key
+            base = key.split("[", 1)[0]
+            if base in self.fields:
+                return base
+        return None
+
     def add_spec_error(self, param, message):
-        """Put an error from `training.jobs` (its `param` is a dotted spec field) next to its field."""
-        key = field_key(param or "")
-        self.add_error(key if key in self.fields else None, message)
+        """Put an error from `training.jobs` (its `param` is a dotted spec field, or a path inside one, as a
+        grader's) next to its field."""
+        self.add_error(self._field_for(param), message)
 
     @property
     def spec_json(self):

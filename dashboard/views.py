@@ -299,11 +299,56 @@ CHECKPOINT_COLUMNS = {
             ("Train reward acc.", "train_reward_accuracy"), ("Full valid loss", "full_valid_loss"),
             ("Full valid reward margin", "full_valid_reward_margin"),
             ("Full valid reward acc.", "full_valid_reward_accuracy")],
+    "reinforcement": [("Train mean reward", "train_mean_reward"), ("Valid mean reward", "valid_reward_mean"),
+                      ("Full valid mean reward", "full_valid_mean_reward"),
+                      ("Full valid parse errors", "full_valid_mean_parse_error")],
 }
 
 
 def _checkpoint_columns(job):
     return CHECKPOINT_COLUMNS[job.spec_values.method]
+
+
+# The job page's training charts, per method: the chart's element id, title, the metric point fields it draws (one
+# trace per field and scope, named by TRACES), their labels when it draws several, and a short explanation under
+# it. static/js/job.js reads them from json_script "job-charts". `grader_scores` draws one trace per grader name;
+# `share`: a figure between 0 and 1, shown as a percentage.
+LOSS_CHART = {"id": "chart-loss", "title": "Loss", "figures": ["loss"]}
+LR_CHART = {"id": "chart-lr", "title": "Learning rate", "figures": ["learning_rate"], "exponent": True}
+JOB_CHARTS = {
+    "supervised": [LOSS_CHART, {"id": "chart-accuracy", "title": "Token accuracy", "figures": ["accuracy"]}, LR_CHART],
+    "dpo": [LOSS_CHART,
+            {"id": "chart-reward-margin", "title": "Reward margin (chosen − rejected)", "figures": ["reward_margin"]},
+            {"id": "chart-reward-accuracy", "title": "Reward accuracy (chosen wins)", "figures": ["reward_accuracy"],
+             "share": True},
+            LR_CHART],
+    "reinforcement": [
+        {"id": "chart-reward", "title": "Mean reward", "figures": ["reward"],
+         "help": "The grader's mean score of the sampled answers (train) and of the greedy answers to the "
+                 "validation prompts (valid: a fixed sample; full valid: the whole file at each epoch end)."},
+        {"id": "chart-graders", "title": "Reward per grader", "figures": ["grader_scores"],
+         "help": "Each grader's mean score by its name: a multi grader's sub-graders, and the multi itself."},
+        {"id": "chart-errors", "title": "Parse and grader errors", "figures": ["parse_error_rate", "grader_error_rate"],
+         "labels": {"parse_error_rate": "parse errors", "grader_error_rate": "grader errors"}, "share": True,
+         "help": "Shares of the answers the grader could not score, each with reward 0: parse errors are answers "
+                 "that are not the JSON the grader or response_format needs; grader errors are the rest (a python "
+                 "grader that raised, a judge that failed)."},
+        {"id": "chart-zero-std", "title": "Groups with equal rewards", "figures": ["frac_reward_zero_std"],
+         "share": True,
+         "help": "The share of prompts whose completions all got the same reward. Rewards are compared within a "
+                 "prompt's group, so a group whose rewards are all equal teaches nothing. Near 100%, the task is "
+                 "too easy or too hard for the model: a finer grader (partial credit), more generations per prompt "
+                 "or a higher temperature give it something to learn from."},
+        {"id": "chart-completion-tokens", "title": "Completion length (tokens)", "figures": ["completion_tokens_mean"],
+         "help": "The mean length of the answers in tokens; one that runs into max_completion_length is cut there."},
+        {**LOSS_CHART, "title": "Loss (GRPO)"},
+        LR_CHART,
+    ],
+}
+
+
+def _job_charts(job):
+    return JOB_CHARTS[job.spec_values.method]
 
 
 # A checkpoint stored this recently with no eval run yet is about to get one (it is queued once the row is
@@ -422,6 +467,7 @@ def job_detail(request, job_id):
         "compare_url": _lineage_compare_url(job, reruns),
         "ws_path": f"/ws/jobs/{job.public_id}/",
         "trace_names": TRACES,
+        "charts": _job_charts(job),
     })
     return render(request, "dashboard/job_detail.html", context)
 
@@ -497,15 +543,37 @@ def _spec_differences(jobs):
     return rows
 
 
+# The full-validation figures compare runs tables per epoch, by method: (heading, first metric, second metric).
+FULL_VALIDATION_COLUMNS = {
+    "supervised": ("loss / acc.", "full_valid_loss", "full_valid_mean_token_accuracy"),
+    "dpo": ("loss / acc.", "full_valid_loss", "full_valid_mean_token_accuracy"),
+    "reinforcement": ("mean reward / parse errors", "full_valid_mean_reward", "full_valid_mean_parse_error"),
+}
+
+
 def _full_validation_by_epoch(jobs):
-    """[(epoch, [(loss, accuracy) per job])]: the whole validation file, measured at each epoch end."""
+    """[(epoch, [(figure, figure) per job])]: the whole validation file, measured at each epoch end; the figures of
+    each job's method (FULL_VALIDATION_COLUMNS)."""
     table = {}
     for i, job in enumerate(jobs):
+        _heading, first, second = FULL_VALIDATION_COLUMNS[job.spec_values.method]
         for checkpoint in job.checkpoints.all():
             row = table.setdefault(checkpoint.epoch, [(None, None)] * len(jobs))
-            row[i] = (checkpoint.metrics.get("full_valid_loss"),
-                      checkpoint.metrics.get("full_valid_mean_token_accuracy"))
+            row[i] = (checkpoint.metrics.get(first), checkpoint.metrics.get(second))
     return sorted(table.items())
+
+
+def _compare_charts(jobs):
+    """The compare page's charts: [{"figure", "title", ["share": a 0–1 figure]}], loss for all, token accuracy when a run is not a
+    reinforcement job, the mean reward and the parse errors when one is."""
+    methods = {job.spec_values.method for job in jobs}
+    charts = [{"figure": "loss", "title": "Loss"}]
+    if methods - {"reinforcement"}:
+        charts.append({"figure": "accuracy", "title": "Token accuracy"})
+    if "reinforcement" in methods:
+        charts += [{"figure": "reward", "title": "Mean reward"},
+                   {"figure": "parse_error_rate", "title": "Parse errors (share of answers)", "share": True}]
+    return charts
 
 
 def _eval_by_epoch(jobs):
@@ -547,6 +615,8 @@ def compare_jobs(request):
             "evals_differ": len(named) > 1,
             "eval_by_epoch": _eval_by_epoch(picked) if named else [],
             "picked": list(zip(picked, COMPARE_COLOURS, strict=False)),
+            "full_validation_headings": [(job, FULL_VALIDATION_COLUMNS[job.spec_values.method][0]) for job in picked],
+            "charts": _compare_charts(picked),
             "picked_ids": [job.public_id for job in picked],
             "differences": _spec_differences(picked),
             "full_validation": _full_validation_by_epoch(picked),

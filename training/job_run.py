@@ -56,9 +56,20 @@ def _metrics_message(data):
     for prefix, what in (("train", "training"), ("valid", "validation"), ("full_valid", "full validation")):
         if data.get(f"{prefix}_reward_margin") is not None:
             parts.append(f"{what} reward margin={data[f'{prefix}_reward_margin']:.2f}")
+    for name, what in (("train_mean_reward", "training"), ("valid_reward_mean", "validation"),
+                       ("full_valid_mean_reward", "full validation")):
+        if data.get(name) is not None:
+            parts.append(f"{what} mean reward={data[name]:.2f}")
     total = data.get("total_steps")
     where = f"Step {data['step']}/{total}" if total else f"Step {data['step']}"
     return f"{where}: {', '.join(parts)}" if parts else where
+
+
+def _reward_figures(line, scope, extra=()):
+    """A reinforcement line's figures as the line names them, for its step's metrics event (the API's event
+    `data`): those MetricPoint stores, and `extra` ones it does not (the error flags' shares, …)."""
+    names = (*MetricPoint.REWARD_FIGURES[scope].values(), *extra)
+    return {name: line[name] for name in names if line.get(name) not in (None, {})}
 
 
 class JobRun:
@@ -232,7 +243,8 @@ class JobRun:
                                    learning_rate=line.get("learning_rate"),
                                    tokens_per_second=line.get("tokens_per_second"),
                                    reward_margin=line.get("train_reward_margin"),
-                                   reward_accuracy=line.get("train_reward_accuracy"))
+                                   reward_accuracy=line.get("train_reward_accuracy"),
+                                   **MetricPoint.reward_values("train", line))
         now = time.monotonic()
         if self.t0 is None:
             self.t0, self.step0 = now, step
@@ -251,7 +263,8 @@ class JobRun:
             "total_steps": job.total_steps, "train_loss": line.get("train_loss"),
             "train_mean_token_accuracy": line.get("train_mean_token_accuracy"),
             "train_reward_margin": line.get("train_reward_margin"),
-            "train_reward_accuracy": line.get("train_reward_accuracy")})
+            "train_reward_accuracy": line.get("train_reward_accuracy"),
+            **_reward_figures(line, "train", ("completion_clipped_ratio", "train_kl", "train_errors"))})
         return [("metric", live.metric_payload(point)), ("event", live.event_payload(event))]
 
     def on_eval(self, line):
@@ -263,10 +276,12 @@ class JobRun:
         loss, accuracy = line.get(f"{prefix}_loss"), line.get(f"{prefix}_mean_token_accuracy")
         margin, wins = line.get(f"{prefix}_reward_margin"), line.get(f"{prefix}_reward_accuracy")
         point = self._upsert_point(scope, step, epoch=line.get("epoch") or 0, loss=loss, accuracy=accuracy,
-                                   reward_margin=margin, reward_accuracy=wins)
+                                   reward_margin=margin, reward_accuracy=wins,
+                                   **MetricPoint.reward_values(scope, line))
         event = self._merge_metrics_event(step, {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": accuracy,
                                                  f"{prefix}_reward_margin": margin,
-                                                 f"{prefix}_reward_accuracy": wins})
+                                                 f"{prefix}_reward_accuracy": wins,
+                                                 **_reward_figures(line, scope)})
         return [("metric", live.metric_payload(point)), ("event", live.event_payload(event))]
 
     def on_checkpoint(self, line):

@@ -28,11 +28,19 @@ def group_name(job):
     return f"job-{job.public_id}"
 
 
+# A metric point's figures, as its payload names them (the MetricPoint columns of the same names).
+METRIC_FIGURES = ("loss", "accuracy", "learning_rate", "tokens_per_second", "reward_margin", "reward_accuracy",
+                  "reward", "reward_std", "frac_reward_zero_std", "completion_tokens_mean", "parse_error_rate",
+                  "grader_error_rate", "grader_scores")
+
+
 def metric_payload(point):
-    return {"scope": point.scope, "step": point.step, "epoch": point.epoch, "loss": point.loss,
-            "accuracy": point.accuracy, "learning_rate": point.learning_rate,
-            "tokens_per_second": point.tokens_per_second, "reward_margin": point.reward_margin,
-            "reward_accuracy": point.reward_accuracy}
+    """{"scope", "step", "epoch", and every METRIC_FIGURES name}: DPO's reward_margin / reward_accuracy and the
+    reinforcement figures are null (grader_scores {}) for the jobs of other methods."""
+    payload = {"scope": point.scope, "step": point.step, "epoch": point.epoch}
+    payload.update({name: getattr(point, name) for name in METRIC_FIGURES})
+    payload["grader_scores"] = payload["grader_scores"] or {}
+    return payload
 
 
 def event_payload(event):

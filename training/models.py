@@ -14,6 +14,7 @@ connect to (training/apps.py).
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from django.conf import settings
@@ -34,6 +35,13 @@ checkpoint_stored = Signal()
 
 RESULTS_FILENAME = "step_metrics.csv"
 RESULTS_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+# A reinforcement job's results CSV: its rewards in place of token accuracy (the valid_* cells, as above, from the
+# sampled evaluation at that step, else from the full one).
+RFT_RESULTS_COLUMNS = ["step", "train_loss", "train_mean_reward", "train_reward_std", "frac_reward_zero_std",
+                       "completion_tokens_mean", "train_parse_error_rate", "train_grader_error_rate",
+                       "valid_reward_mean", "valid_parse_error_rate", "valid_grader_error_rate"]
+# What marks the best checkpoint lowest-is-best; every other metric (rewards, eval scores) is highest-is-best.
+LOWEST_IS_BEST = ("full_valid_loss",)
 
 
 class JobError(Exception):
@@ -54,7 +62,8 @@ class JobError(Exception):
 class DataFile(models.Model):
     PURPOSES = [("fine-tune", "fine-tune"), ("fine-tune-results", "fine-tune-results"), ("evals", "evals")]
     STATUSES = [("uploaded", "uploaded"), ("processed", "processed"), ("error", "error")]
-    FORMATS = [("", "unknown"), ("chat", "chat"), ("preference", "preference"), ("items", "items")]
+    FORMATS = [("", "unknown"), ("chat", "chat"), ("preference", "preference"), ("reinforcement", "reinforcement"),
+               ("items", "items")]
 
     public_id = models.CharField(max_length=40, unique=True, default=ids.new_file_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -211,12 +220,14 @@ class FineTuningJob(models.Model):
     @property
     def best_metric(self):
         """(metric name, higher is better) that marks the best checkpoint: the spec's best_checkpoint_metric,
-        with auto → eval_mean_score when the job names an eval, else full_valid_loss."""
+        with auto → eval_mean_score when the job names an eval, else full_valid_mean_reward for a reinforcement
+        job and full_valid_loss for the others (the rule of JobSpec's resolve_auto)."""
         values = self.spec_values
         metric = values.best_checkpoint_metric or "auto"
         if metric == "auto":
-            metric = "eval_mean_score" if values.eval else "full_valid_loss"
-        return metric, metric != "full_valid_loss"
+            metric = ("eval_mean_score" if values.eval else
+                      "full_valid_mean_reward" if values.method == "reinforcement" else "full_valid_loss")
+        return metric, metric not in LOWEST_IS_BEST
 
     def best_checkpoint(self, checkpoints=None):
         """The checkpoint with the best value of `best_metric` (the earlier one on a tie), or None while no
@@ -401,6 +412,8 @@ class FineTuningJob(models.Model):
 
     def results_csv(self):
         """OpenAI's results CSV: one row per training step; validation columns blank where none ran."""
+        if self.spec_values.method == "reinforcement":
+            return self._rft_results_csv()
         valid = {}
         for scope in ("full", "sampled"):  # a sampled figure wins over a full one at the same step
             points = self.metric_points.filter(scope=scope).values_list("step", "loss", "accuracy")
@@ -413,6 +426,24 @@ class FineTuningJob(models.Model):
         for step, loss, accuracy in rows:
             v_loss, v_accuracy = valid.get(step, (None, None))
             writer.writerow(safe_row([step, _figure(loss), _figure(accuracy), _figure(v_loss), _figure(v_accuracy)]))
+        return out.getvalue()
+
+    def _rft_results_csv(self):
+        """The results CSV of a reinforcement job: RFT_RESULTS_COLUMNS."""
+        valid = {}
+        for scope in ("full", "sampled"):  # a sampled figure wins over a full one at the same step
+            for step, *figures in self.metric_points.filter(scope=scope).values_list(
+                    "step", "reward", "parse_error_rate", "grader_error_rate"):
+                valid[step] = figures
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(RFT_RESULTS_COLUMNS)
+        rows = self.metric_points.filter(scope="train").order_by("step").values_list(
+            "step", "loss", "reward", "reward_std", "frac_reward_zero_std", "completion_tokens_mean",
+            "parse_error_rate", "grader_error_rate")
+        for step, *figures in rows:
+            figures += valid.get(step, [None, None, None])
+            writer.writerow(safe_row([step, *map(_figure, figures)]))
         return out.getvalue()
 
     def store_results_file(self):
@@ -498,11 +529,52 @@ class MetricPoint(models.Model):
     # DPO only: the mean margin of the implicit rewards (chosen − rejected), and how often chosen wins.
     reward_margin = models.FloatField(null=True, blank=True)
     reward_accuracy = models.FloatField(null=True, blank=True)
+    # Reinforcement only (REWARD_FIGURES names the engine's figure behind each, per scope): the mean reward, its
+    # standard deviation over the step's completions, the share of prompts whose completions all got the same
+    # reward, the mean completion length in tokens, the shares of samples with a parse error and with another
+    # grader error (0–1), and each grader's mean score by name.
+    reward = models.FloatField(null=True, blank=True)
+    reward_std = models.FloatField(null=True, blank=True)
+    frac_reward_zero_std = models.FloatField(null=True, blank=True)
+    completion_tokens_mean = models.FloatField(null=True, blank=True)
+    parse_error_rate = models.FloatField(null=True, blank=True)
+    grader_error_rate = models.FloatField(null=True, blank=True)
+    grader_scores = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    # scope → {column: the figure of the engine's line that fills it} (training/engine/__init__.py, "Reinforcement
+    # jobs report rewards"). The train figures come from `metrics` lines, the others from `eval` lines.
+    REWARD_FIGURES = {
+        "train": {"reward": "train_mean_reward", "reward_std": "train_reward_std",
+                  "frac_reward_zero_std": "frac_reward_zero_std", "completion_tokens_mean": "completion_tokens_mean",
+                  "parse_error_rate": "train_parse_error_rate", "grader_error_rate": "train_grader_error_rate",
+                  "grader_scores": "train_grader_scores"},
+        "sampled": {"reward": "valid_reward_mean", "completion_tokens_mean": "valid_completion_tokens_mean",
+                    "parse_error_rate": "valid_parse_error_rate", "grader_error_rate": "valid_grader_error_rate",
+                    "grader_scores": "valid_grader_scores"},
+        "full": {"reward": "full_valid_mean_reward", "completion_tokens_mean": "full_valid_completion_tokens_mean",
+                 "parse_error_rate": "full_valid_mean_parse_error", "grader_error_rate": "full_valid_grader_error_rate",
+                 "grader_scores": "full_valid_grader_scores"},
+    }
 
     class Meta:
         ordering = ["step"]
         constraints = [models.UniqueConstraint(fields=["job", "scope", "step"], name="one_point_per_step")]
+
+    @classmethod
+    def reward_values(cls, scope, line):
+        """{column: value} of a reinforcement figure set from one engine line of `scope`: every column of
+        REWARD_FIGURES[scope] (None, or {} for grader_scores, where the line has no figure), so a replayed line
+        replaces what an earlier one stored. Grader scores keep only finite numbers under text names."""
+        values = {}
+        for column, figure in cls.REWARD_FIGURES[scope].items():
+            value = line.get(figure)
+            if column == "grader_scores":
+                value = {str(name): score for name, score in value.items()
+                         if isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score)
+                         } if isinstance(value, dict) else {}
+            values[column] = value
+        return values
 
 
 class JobEvent(models.Model):

@@ -1,7 +1,9 @@
 // Compare runs: one colour per job; training curves as lines, sampled validation
 // dotted, full validation as large markers at epoch ends. Data comes from the page
-// (json_script "compare-series", already thinned on the server; "trace-names"). Jobs that name an eval also get
-// an eval chart: the mean score and pass rate of each epoch checkpoint, by epoch.
+// (json_script "compare-series", already thinned on the server; "trace-names"); the page holds one element per
+// chart, `data-figure` naming the metric point field it draws (loss, token accuracy, a reinforcement job's mean
+// reward…). Jobs that name an eval also get an eval chart: the mean score and pass rate of each epoch
+// checkpoint, by epoch.
 (function () {
   const series = JSON.parse(document.getElementById("compare-series").textContent);
   const style = {
@@ -19,7 +21,7 @@
     const out = [];
     series.forEach(function (job) {
       Object.keys(TRACE_NAMES).forEach(function (scope) {
-        const curve = job.curves[TRACE_NAMES[scope][metric]];
+        const curve = TRACE_NAMES[scope][metric] && job.curves[TRACE_NAMES[scope][metric]];
         if (!curve) return;
         const s = style[scope];
         out.push({
@@ -65,8 +67,11 @@
   }
 
   const config = { responsive: true, displaylogo: false };
-  Plotly.newPlot("compare-loss", traces("loss"), layout("Loss"), config);
-  Plotly.newPlot("compare-accuracy", traces("accuracy"), layout("Token accuracy"), config);
+  document.querySelectorAll(".chart[data-figure]").forEach(function (chart) {
+    const figureLayout = layout(chart.dataset.title);
+    if (chart.dataset.share) figureLayout.yaxis = { tickformat: ".0%", rangemode: "tozero" };
+    Plotly.newPlot(chart, traces(chart.dataset.figure), figureLayout, config);
+  });
   const evalChart = document.getElementById("compare-eval");
   if (evalChart) {
     const evalLayout = layout(evalChart.dataset.title);

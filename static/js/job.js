@@ -19,38 +19,87 @@
   // The eval scope is drawn from the checkpoints' metrics (one point per scored epoch), not from metric points.
   const EVAL_NAMES = TRACE_NAMES.eval || {};
   const SCOPES = Object.keys(TRACE_NAMES).filter(function (scope) { return TRACE_NAMES[scope] !== EVAL_NAMES; });
-  function tracesOf(figure) {
-    return SCOPES.map(function (scope) { return TRACE_NAMES[scope][figure]; }).filter(Boolean);
-  }
-  // One chart per figure; the page holds the charts its job's method draws (token accuracy for supervised
-  // jobs, the reward margin and accuracy for DPO).
-  const ALL_CHARTS = {
-    "chart-loss": { title: "Loss", figure: "loss" },
-    "chart-accuracy": { title: "Token accuracy", figure: "accuracy" },
-    "chart-reward-margin": { title: "Reward margin (chosen − rejected)", figure: "reward_margin" },
-    "chart-reward-accuracy": { title: "Reward accuracy (chosen wins)", figure: "reward_accuracy" },
-    "chart-lr": { title: "Learning rate", figure: "learning_rate", exponent: true },
-  };
+  // The one figure whose value is an object, {grader name: mean score}: each grader is a trace of its own, named
+  // TRACE_NAMES[scope].grader_scores followed by the grader's name.
+  const PER_GRADER = "grader_scores";
+  // The charts of the job's method (json_script "job-charts", from dashboard/views.py's JOB_CHARTS): each draws
+  // its figures in every scope that has them.
   const CHARTS = {};
-  Object.keys(ALL_CHARTS).forEach(function (id) {
-    if (document.getElementById(id)) CHARTS[id] = Object.assign({ traces: tracesOf(ALL_CHARTS[id].figure) }, ALL_CHARTS[id]);
+  JSON.parse(document.getElementById("job-charts").textContent).forEach(function (chart) {
+    if (document.getElementById(chart.id)) CHARTS[chart.id] = chart;
   });
   const TRAIN = { mode: "lines", line: { color: "#2a6fd6", width: 1.5 } };
   const SAMPLED = { mode: "lines+markers", line: { color: "#d9822b", width: 1.5 }, marker: { size: 4 } };
   const FULL = { mode: "markers", marker: { color: "#1f8a4c", size: 12, symbol: "diamond", line: { color: "#fff", width: 1 } } };
-  const SCOPE_STYLE = {
-    train: Object.assign({ name: "train" }, TRAIN),
-    sampled: Object.assign({ name: "valid (sampled)" }, SAMPLED),
-    full: Object.assign({ name: "full valid (epoch end)" }, FULL),
-  };
-  // trace name -> its plotly style, by the scope it comes from.
-  const STYLE = {};
+  const SCOPE_STYLE = { train: TRAIN, sampled: SAMPLED, full: FULL };
+  const SCOPE_LABEL = { train: "train", sampled: "valid (sampled)", full: "full valid (epoch end)" };
+  // A chart of two figures draws the second one dotted, with square markers.
+  const SECOND = { train: { line: { dash: "dot" } }, sampled: { line: { dash: "dot" }, marker: { symbol: "square" } },
+                   full: { marker: { symbol: "square" } } };
+  // One colour per grader (Okabe–Ito), in the order the graders first appear.
+  const GRADER_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"];
+  const graderColour = {};
+
+  // trace name -> {scope, figure, grader}, for the traces of every scope's figures; grader traces join as their
+  // grader first appears.
+  const META = {};
   SCOPES.forEach(function (scope) {
     Object.keys(TRACE_NAMES[scope]).forEach(function (figure) {
-      STYLE[TRACE_NAMES[scope][figure]] = figure === "learning_rate"
-        ? Object.assign({}, SCOPE_STYLE[scope], { name: "learning rate" }) : SCOPE_STYLE[scope];
+      if (figure !== PER_GRADER) META[TRACE_NAMES[scope][figure]] = { scope: scope, figure: figure };
     });
   });
+
+  function graderTrace(scope, grader) {
+    const name = TRACE_NAMES[scope][PER_GRADER] + grader;
+    if (!META[name]) {
+      META[name] = { scope: scope, figure: PER_GRADER, grader: grader };
+      if (!(grader in graderColour)) graderColour[grader] = GRADER_COLOURS[Object.keys(graderColour).length % GRADER_COLOURS.length];
+    }
+    return name;
+  }
+
+  // The traces a chart draws now: each figure in each scope (a grader chart: each grader known so far, by name).
+  function chartTraces(chart) {
+    const names = [];
+    chart.figures.forEach(function (figure) {
+      if (figure === PER_GRADER) {
+        const graders = Object.keys(graderColour).sort();
+        graders.forEach(function (grader) {
+          SCOPES.forEach(function (scope) {
+            const name = TRACE_NAMES[scope][PER_GRADER] + grader;
+            if (traces[name]) names.push(name);
+          });
+        });
+        return;
+      }
+      SCOPES.forEach(function (scope) { if (TRACE_NAMES[scope][figure]) names.push(TRACE_NAMES[scope][figure]); });
+    });
+    return names;
+  }
+
+  // The plotly style and legend name of a trace in a chart. The style holds only the keys it sets: plotly refuses
+  // a key given as undefined.
+  function styleOf(name, chart) {
+    const meta = META[name];
+    const scopeStyle = SCOPE_STYLE[meta.scope];
+    if (meta.grader !== undefined) {
+      const colour = graderColour[meta.grader];
+      const style = { mode: scopeStyle.mode, name: meta.grader + " · " + SCOPE_LABEL[meta.scope] };
+      if (scopeStyle.line) style.line = Object.assign({}, scopeStyle.line, { color: colour }, meta.scope === "train" ? {} : { dash: "dot" });
+      if (scopeStyle.marker) style.marker = Object.assign({}, scopeStyle.marker, { color: colour });
+      return style;
+    }
+    if (meta.figure === "learning_rate") return Object.assign({}, scopeStyle, { name: "learning rate" });
+    const index = chart.figures.indexOf(meta.figure);
+    const label = chart.figures.length > 1 ? ((chart.labels || {})[meta.figure] || meta.figure) + " · " : "";
+    const style = Object.assign({}, scopeStyle, { name: label + SCOPE_LABEL[meta.scope] });
+    if (index > 0) {
+      const second = SECOND[meta.scope];
+      if (second.line) style.line = Object.assign({}, scopeStyle.line, second.line);
+      if (second.marker) style.marker = Object.assign({}, scopeStyle.marker, second.marker);
+    }
+    return style;
+  }
 
   // name -> {x: [steps, ascending], y: [values], at: Map(step -> index)}
   let traces = {};
@@ -58,11 +107,23 @@
   let needsRedraw = false;
   let drawQueued = false;
 
+  function emptyTrace(t) {
+    return { x: t.x.slice(), y: t.y.slice(), at: new Map(t.x.map((step, i) => [step, i])) };
+  }
+
   function resetTraces(fromHistory) {
     traces = {};
-    Object.keys(STYLE).forEach(function (name) {
-      const t = (fromHistory && fromHistory[name]) || { x: [], y: [] };
-      traces[name] = { x: t.x.slice(), y: t.y.slice(), at: new Map(t.x.map((step, i) => [step, i])) };
+    Object.keys(META).forEach(function (name) {
+      if (META[name].grader === undefined) traces[name] = emptyTrace((fromHistory && fromHistory[name]) || { x: [], y: [] });
+    });
+    // The grader traces of the history: every trace of a scope's grader part.
+    Object.keys(fromHistory || {}).forEach(function (name) {
+      SCOPES.forEach(function (scope) {
+        const part = TRACE_NAMES[scope][PER_GRADER];
+        if (part && name.startsWith(part) && !traces[name]) {
+          traces[graderTrace(scope, name.slice(part.length))] = emptyTrace(fromHistory[name]);
+        }
+      });
     });
     pending = {};
     needsRedraw = true;
@@ -71,17 +132,17 @@
 
   function figure(id) {
     const chart = CHARTS[id];
-    const data = chart.traces.map(function (name) {
-      // The style holds only the keys it sets: plotly refuses a key given as undefined.
+    chart.drawn = chartTraces(chart);
+    const data = chart.drawn.map(function (name) {
+      const style = styleOf(name, chart);
       return Object.assign({ type: "scatter", x: traces[name].x.slice(), y: traces[name].y.slice(),
-                             hovertemplate: "step %{x}<br>%{y:.5g}<extra>" + STYLE[name].name + "</extra>" },
-                           STYLE[name]);
+                             hovertemplate: "step %{x}<br>%{y:.5g}<extra>" + style.name + "</extra>" }, style);
     });
+    const yaxis = chart.exponent ? { exponentformat: "e" } : chart.share ? { tickformat: ".0%", rangemode: "tozero" } : {};
     const layout = {
       title: { text: chart.title, font: { size: 14 } }, height: 320, margin: { l: 55, r: 10, t: 34, b: 70 },
-      xaxis: { title: { text: "step", standoff: 4 }, rangemode: "tozero" }, showlegend: chart.traces.length > 1,
-      legend: { orientation: "h", y: -0.3, font: { size: 11 } },
-      yaxis: chart.exponent ? { exponentformat: "e" } : {},
+      xaxis: { title: { text: "step", standoff: 4 }, rangemode: "tozero" }, showlegend: data.length > 1,
+      legend: { orientation: "h", y: -0.3, font: { size: 11 } }, yaxis: yaxis,
     };
     return { data: data, layout: layout };
   }
@@ -96,13 +157,14 @@
   function draw() {
     drawQueued = false;
     Object.keys(CHARTS).forEach(function (id) {
-      if (needsRedraw) {
+      // A grader seen for the first time adds traces to its chart: drawn again whole.
+      if (needsRedraw || chartTraces(CHARTS[id]).length !== CHARTS[id].drawn.length) {
         const f = figure(id);
         Plotly.react(id, f.data, f.layout, config);
         return;
       }
       const update = { x: [], y: [] }, indices = [];
-      CHARTS[id].traces.forEach(function (name, index) {
+      CHARTS[id].drawn.forEach(function (name, index) {
         if (!pending[name]) return;
         update.x.push(pending[name].x);
         update.y.push(pending[name].y);
@@ -123,30 +185,38 @@
   // An upsert by (trace, step): a step beyond the last is appended, a step already drawn has its
   // value replaced (a resumed job repeats the steps after its checkpoint), any other step falls
   // inside a stretch the server thinned out and is left out.
+  function upsert(name, step, value) {
+    if (value === null || value === undefined || typeof value !== "number" || !isFinite(value)) return;
+    const t = traces[name] || (traces[name] = emptyTrace({ x: [], y: [] }));
+    const last = t.x.length ? t.x[t.x.length - 1] : -Infinity;
+    if (step > last) {
+      t.at.set(step, t.x.length);
+      t.x.push(step);
+      t.y.push(value);
+      const p = pending[name] || (pending[name] = { x: [], y: [] });
+      p.x.push(step);
+      p.y.push(value);
+    } else if (t.at.has(step)) {
+      if (t.y[t.at.get(step)] !== value) {
+        t.y[t.at.get(step)] = value;
+        needsRedraw = true;
+      }
+    } else {
+      return;
+    }
+    schedule();
+  }
+
   function addPoint(point) {
     const names = TRACE_NAMES[point.scope];
     if (!names) return;
     Object.keys(names).forEach(function (field) {
-      const value = point[field];
-      if (value === null || value === undefined || !isFinite(value)) return;
-      const t = traces[names[field]];
-      const last = t.x.length ? t.x[t.x.length - 1] : -Infinity;
-      if (point.step > last) {
-        t.at.set(point.step, t.x.length);
-        t.x.push(point.step);
-        t.y.push(value);
-        const p = pending[names[field]] || (pending[names[field]] = { x: [], y: [] });
-        p.x.push(point.step);
-        p.y.push(value);
-      } else if (t.at.has(point.step)) {
-        if (t.y[t.at.get(point.step)] !== value) {
-          t.y[t.at.get(point.step)] = value;
-          needsRedraw = true;
-        }
+      if (field === PER_GRADER) {
+        const scores = point[field] || {};
+        Object.keys(scores).forEach(function (grader) { upsert(graderTrace(point.scope, grader), point.step, scores[grader]); });
       } else {
-        return;
+        upsert(names[field], point.step, point[field]);
       }
-      schedule();
     });
   }
 

@@ -96,8 +96,50 @@ def test_new_rows_arrive_live_after_the_history(job, admin_user):
     assert live[0] == {"kind": "metric", "data": {"scope": "train", "step": 2, "epoch": 0.2, "loss": 1.5,
                                                   "accuracy": 0.5, "learning_rate": 1e-4,
                                                   "tokens_per_second": 100.0, "reward_margin": None,
-                                                  "reward_accuracy": None}}
+                                                  "reward_accuracy": None, "reward": None, "reward_std": None,
+                                                  "frac_reward_zero_std": None, "completion_tokens_mean": None,
+                                                  "parse_error_rate": None, "grader_error_rate": None,
+                                                  "grader_scores": {}}}
     assert live[1]["kind"] == "event" and live[1]["data"]["message"] == "Step 2/20: training loss=1.50"
+
+
+def test_a_reinforcement_jobs_history_holds_its_reward_traces_one_per_grader(job, admin_user):
+    from tests.training.test_worker import as_reinforcement, rft_lines
+
+    run = JobRun(as_reinforcement(job), job.worker)
+    for line in rft_lines(job):
+        run.handle_line(line)
+    third = rft_lines(job, epoch=2, reward=0.75)[0]
+
+    _, _, history, live = connect_and_read(job.public_id, admin_user, then=lambda: run.handle_line(third), n_live=2)
+    traces = history["data"]["traces"]
+    assert traces["train_mean_reward"] == {"x": [1, 2], "y": [0.4, 0.5]}
+    assert traces["valid_reward_mean"] == {"x": [2], "y": [0.55]}
+    assert traces["full_valid_mean_reward"] == {"x": [2], "y": [0.6]}
+    assert traces["train_grader:exact"] == {"x": [1, 2], "y": [0.3, 0.4]}
+    assert traces["valid_grader:close"] == {"x": [2], "y": [0.6]}
+    assert traces["full_valid_grader:intent"] == {"x": [2], "y": [0.6]}
+    assert traces["train_parse_error_rate"]["y"] == [0.0, 0.0625] and traces["train_grader_error_rate"]["y"] == [0.125, 0.0]
+    assert traces["valid_parse_error_rate"]["y"] == [0.25] and traces["full_valid_mean_parse_error"]["y"] == [0.1]
+    assert traces["frac_reward_zero_std"]["y"] == [0.25, 0.5] and traces["completion_tokens_mean"]["y"] == [12.5, 10.0]
+    assert traces["full_valid_completion_tokens_mean"]["y"] == [8.5] and traces["train_reward_std"]["y"] == [0.3, 0.2]
+    assert traces["train_accuracy"] == {"x": [], "y": []} and traces["valid_loss"] == {"x": [], "y": []}
+    assert history["data"]["checkpoints"][0]["metrics"]["full_valid_mean_reward"] == 0.6
+    # Then the next step, live, with its graders' scores.
+    metric = live[0]["data"]
+    assert live[0]["kind"] == "metric" and metric["step"] == 3 and metric["reward"] == 0.65
+    assert metric["grader_scores"] == {"exact": 0.55, "close": 0.75, "intent": 0.65}
+
+
+def test_the_grader_traces_are_named_after_the_trace_names_grader_part():
+    from dashboard.consumers import TRACES, grader_trace
+
+    assert [TRACES[scope]["grader_scores"] for scope in ("train", "sampled", "full")] == [
+        "train_grader:", "valid_grader:", "full_valid_grader:"]
+    assert grader_trace("sampled", "exact") == "valid_grader:exact"
+    assert (TRACES["train"]["reward"], TRACES["sampled"]["reward"], TRACES["full"]["reward"]) == (
+        "train_mean_reward", "valid_reward_mean", "full_valid_mean_reward")
+    assert TRACES["full"]["parse_error_rate"] == "full_valid_mean_parse_error"
 
 
 def test_a_second_tab_gets_the_full_history_with_nothing_doubled(job, admin_user):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from dashboard.forms import JobForm, field_key
+from dashboard.forms import EXAMPLE_GRADER, JobForm, field_key
 from tests.factories import make_data_file
-from training.engine.spec import WORKER_FIELDS, form_fields
+from training.engine.spec import WORKER_FIELDS, JobSpec, form_fields
 from training.models import FineTuningJob
 
 
@@ -58,8 +58,21 @@ def test_the_form_has_every_spec_field_a_person_sets_with_help_and_range(admin_c
             low, high = meta["min"], meta["max"]
             text = f"{low} – {high}" if meta["type"] == "int" else f"{low:g} – {high:g}"
             assert f"Range: {text}." in block, meta["name"]
-        if meta["auto"]:
-            assert f'name="{field_key(meta["name"])}__auto"' in block and "checked" in block
+        if meta["auto"] and meta["choices"]:
+            # An auto choice (reasoning_effort) offers auto among its options, picked by default.
+            assert '<option value="auto" selected>' in block, meta["name"]
+        elif meta["auto"]:
+            # The switch is on where the spec's default is auto; else the default number is filled in
+            # (eval_interval and eval_samples may be auto, but default to numbers).
+            switch = block[block.index(f'name="{field_key(meta["name"])}__auto"'):].split(">", 1)[0]
+            assert ("checked" in switch) == (meta["default"] == "auto"), meta["name"]
+            if meta["default"] != "auto":
+                assert f'value="{meta["default"]}"' in block, meta["name"]
+        container = block.split(">", 1)[0]  # a field of some methods only names them, for job_form.js
+        if meta["methods"]:
+            assert f'data-methods="{" ".join(meta["methods"])}"' in container, meta["name"]
+        else:
+            assert "data-methods" not in container, meta["name"]
     assert 'id="advanced"' in html and 'id="integrations"' in html
     for switch in ("wandb", "mlflow", "tensorboard"):
         assert f'name="integrations__{switch}__enabled"' in html
@@ -85,7 +98,8 @@ def test_auto_switches_give_auto_and_numbers_give_numbers(setup):
     assert form.is_valid(), form.errors
     spec = form.spec
     assert spec["n_epochs"] == 2 and spec["batch_size"] == 4
-    assert spec["learning_rate_multiplier"] == "auto" and spec["beta"] == "auto"
+    # beta is DPO's and reinforcement's: a supervised job's spec leaves it out (JobSpec's default fills it in).
+    assert spec["learning_rate_multiplier"] == "auto" and "beta" not in spec
     assert spec["model"] == "attune-tiny" and spec["training_file"] == setup["train"].public_id
     assert spec["suffix"] == "intents" and spec["seed"] == 7 and "integrations" not in spec
     assert spec["lora_target_modules"] == "all-linear" and "job_id" not in spec and "output_dir" not in spec
@@ -190,8 +204,9 @@ def test_the_rerun_form_holds_the_parent_spec_as_requested_with_auto_kept(admin_
     data = {k: ("on" if v is True else "" if v is None else str(v)) for k, v in initial.items() if v is not False}
     form = JobForm(data)
     assert form.is_valid(), form.errors
-    stored = {k: v for k, v in parent.spec.items() if v is not None and k != "integrations"}
-    assert {k: v for k, v in form.spec.items() if k != "integrations"} == stored
+    # The fields of other methods are left out of the form's spec; read through JobSpec, it is the stored one.
+    assert JobSpec.model_validate(form.spec).model_dump(mode="json", exclude=set(WORKER_FIELDS)) == parent.spec
+    assert not {"beta", "num_generations", "grader"} & set(form.spec)
     assert form.spec["integrations"]["wandb"] == {"project": "p", "tags": ["a", "b"]}
 
 
@@ -288,3 +303,177 @@ def test_a_best_metric_the_eval_cannot_score_is_refused_on_its_field(admin_clien
     html = admin_client.post("/jobs/new/", form_data(setup, best_checkpoint_metric="eval_pass_rate")).content.decode()
     assert "needs an eval" in field_html(html, "best_checkpoint_metric")
     assert not FineTuningJob.objects.exists()
+
+
+# --- reinforcement: the grader as JSON, the GRPO settings, fields by method -------------------------------------
+
+@pytest.fixture
+def rft_setup(setup):
+    """setup's rows plus a training file of 200 reinforcement prompts and a validation file of 20."""
+    return {**setup, "train": make_data_file("prompts.jsonl", n_examples=200, format="reinforcement"),
+            "valid": make_data_file("held-out.jsonl", n_examples=20, format="reinforcement")}
+
+
+def rft_form_data(setup, **changes):
+    """What the browser sends with reinforcement picked (job_form.js leaves out packing, a supervised field), plus
+    `changes` (None leaves a field out)."""
+    rft = {"method": "reinforcement", "packing": None, "grader": json.dumps(EXAMPLE_GRADER, indent=2),
+           "response_format": "", "compute_multiplier__auto": "on", "reasoning_effort": "auto",
+           "num_generations__auto": "on", "max_completion_length": "256", "temperature": "1.0", "loss_type": "dapo"}
+    return form_data(setup, **{**rft, **changes})
+
+
+def test_the_example_grader_in_the_help_is_one_a_reinforcement_job_takes():
+    from dashboard.forms import HELP_OVERRIDES
+    from graders import validate_grader
+
+    assert validate_grader(EXAMPLE_GRADER, context="rft")
+    assert json.dumps(EXAMPLE_GRADER) in HELP_OVERRIDES["grader"]
+
+
+@pytest.mark.django_db
+def test_the_reinforcement_form_gives_a_spec_with_the_grader_as_an_object(rft_setup):
+    form = JobForm(rft_form_data(rft_setup, num_generations__auto=None, num_generations="4", batch_size__auto=None,
+                                 batch_size="16", temperature="0.8", loss_type="grpo", eval_interval__auto="on",
+                                 eval_interval=""))
+    assert form.is_valid(), form.errors
+    spec = form.spec
+    assert spec["method"] == "reinforcement" and spec["grader"] == EXAMPLE_GRADER and "response_format" not in spec
+    assert (spec["num_generations"], spec["batch_size"], spec["temperature"], spec["loss_type"]) == (4, 16, 0.8, "grpo")
+    assert spec["compute_multiplier"] == "auto" and spec["reasoning_effort"] == "auto" and spec["beta"] == "auto"
+    # eval_interval may be auto (a quarter of an epoch for reinforcement) but defaults to a number.
+    assert spec["eval_interval"] == "auto" and spec["eval_samples"] == 16 and "packing" not in spec
+
+
+@pytest.mark.django_db
+def test_posting_the_reinforcement_form_creates_the_job(admin_client, rft_setup):
+    from training.jobs import file_problem
+
+    if file_problem(rft_setup["train"], "training_file", "reinforcement"):
+        pytest.skip("training/jobs.py does not take reinforcement-format files for the reinforcement method yet")
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
+        "type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}}}
+    resp = admin_client.post("/jobs/new/", rft_form_data(rft_setup, response_format=json.dumps(schema),
+                                                          suffix="rft", seed="3"))
+    job = FineTuningJob.objects.get()
+    assert resp.status_code == 302 and resp["Location"] == f"/jobs/{job.public_id}/"
+    assert job.spec["method"] == "reinforcement" and job.spec["grader"] == EXAMPLE_GRADER
+    assert job.spec["response_format"] == schema and job.training_file == rft_setup["train"]
+    assert job.status == "queued" and job.resolved_spec["best_checkpoint_metric"] == "full_valid_mean_reward"
+    assert job.best_metric == ("full_valid_mean_reward", True)
+
+
+@pytest.mark.django_db
+def test_a_grader_that_is_not_json_is_refused_next_to_its_field_and_kept(admin_client, rft_setup):
+    resp = admin_client.post("/jobs/new/", rft_form_data(rft_setup, grader='{"type": "string_check",'))
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not FineTuningJob.objects.exists()
+    block = field_html(html, "grader")
+    assert "This is not JSON: Expecting property name enclosed in double quotes (line 1, column 25)." in block
+    assert "{&quot;type&quot;: &quot;string_check&quot;," in block  # the text typed stays in the textarea
+    form = JobForm(rft_form_data(rft_setup, grader="[1, 2]"))
+    assert not form.is_valid() and form.errors["grader"] == ["Give a JSON object ({…}), not a JSON list."]
+    form = JobForm(rft_form_data(rft_setup, response_format="nope"))
+    assert not form.is_valid() and form.errors["response_format"][0].startswith("This is not JSON")
+
+
+@pytest.mark.django_db
+def test_a_grader_the_reinforcement_check_refuses_names_its_fault_next_to_its_field(admin_client, rft_setup):
+    bad = json.loads(json.dumps(EXAMPLE_GRADER))
+    bad["graders"]["exact"]["operation"] = "equals"
+    html = admin_client.post("/jobs/new/", rft_form_data(rft_setup, grader=json.dumps(bad))).content.decode()
+    assert "grader.graders.exact.operation &#x27;equals&#x27; is not one of eq, ne, like, ilike" in field_html(
+        html, "grader")
+    label = {"type": "label_model", "name": "tone", "model": "attune-tiny", "labels": ["kind", "rude"],
+             "passing_labels": ["kind"], "input": [{"role": "user", "content": "{{sample.output_text}}"}]}
+    form = JobForm(rft_form_data(rft_setup, grader=json.dumps(label)))
+    assert not form.is_valid()
+    assert form.errors["grader"] == ["grader 'tone': label_model cannot be a reinforcement job's grader; put it "
+                                     "inside a multi grader"]
+    form = JobForm(rft_form_data(rft_setup, grader=""))
+    assert not form.is_valid() and form.errors["grader"][0].startswith("grader is required for the reinforcement")
+    assert not FineTuningJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_response_format_the_spec_refuses_is_shown_next_to_its_field(rft_setup):
+    form = JobForm(rft_form_data(rft_setup, response_format='{"type": "json_object"}'))
+    assert not form.is_valid()
+    assert form.errors["response_format"] == ["response_format must have type 'json_schema' (a reinforcement answer "
+                                              "is graded as text otherwise: leave it out)"]
+
+
+@pytest.mark.django_db
+def test_a_grader_error_from_job_creation_lands_on_the_grader_field(admin_client, rft_setup, monkeypatch):
+    """create_job checks a score_model's judge; its JobError names a path inside the grader."""
+    from training.models import JobError
+
+    def refuse(spec, user):
+        raise JobError("grader.graders.tone.model", "grader.graders.tone.model: no model named 'judge-x'.",
+                       "model_not_found")
+
+    monkeypatch.setattr("dashboard.views.create_job", refuse)
+    html = admin_client.post("/jobs/new/", rft_form_data(rft_setup)).content.decode()
+    assert "no model named &#x27;judge-x&#x27;." in field_html(html, "grader")
+    form = JobForm(rft_form_data(rft_setup))
+    assert form.is_valid(), form.errors
+    form.add_spec_error("grader.input[0].content", "unknown variable")
+    form.add_spec_error("response_format.json_schema.schema", "not a schema")
+    assert form.errors == {"grader": ["unknown variable"], "response_format": ["not a schema"]}
+
+
+@pytest.mark.django_db
+def test_fields_of_other_methods_stay_out_of_the_spec_and_a_value_typed_in_one_is_refused(rft_setup):
+    # As first shown (every field sent, with its default), a supervised job's spec holds none of the others'.
+    form = JobForm(rft_form_data(rft_setup, method="supervised", grader=""))
+    assert form.is_valid(), form.errors
+    assert not {"grader", "response_format", "beta", "num_generations", "temperature", "loss_type",
+                "compute_multiplier", "reasoning_effort", "max_completion_length"} & set(form.spec)
+    # Hidden by job_form.js, a field is not sent at all: the same.
+    assert JobForm(form_data(rft_setup, beta__auto=None)).is_valid()
+    # A value typed in one is refused next to it, never dropped unseen.
+    form = JobForm(rft_form_data(rft_setup, method="supervised", num_generations__auto=None, num_generations="4",
+                                 temperature="0.7"))
+    assert not form.is_valid()
+    assert form.errors["num_generations"] == ["num_generations applies to reinforcement jobs only: clear it, or pick "
+                                              "that method."]
+    assert "temperature applies to reinforcement jobs only" in form.errors["temperature"][0]
+    assert "grader applies to reinforcement jobs only" in form.errors["grader"][0]
+    form = JobForm(form_data(rft_setup, method="dpo", packing="on", beta__auto=None, beta="0.2"))
+    assert not form.is_valid() and list(form.errors) == ["packing"]
+    form = JobForm(rft_form_data(rft_setup, beta__auto=None, beta="0.04"))
+    assert form.is_valid(), form.errors
+    assert form.spec["beta"] == 0.04
+
+
+@pytest.mark.django_db
+def test_rerunning_a_reinforcement_job_fills_in_its_grader(admin_client, rft_setup):
+    from training.engine.spec import parse_spec
+
+    spec = parse_spec({"model": "attune-tiny", "training_file": rft_setup["train"].public_id, "seed": 4,
+                       "method": "reinforcement", "grader": EXAMPLE_GRADER, "num_generations": 4,
+                       "batch_size": 8}).model_dump(mode="json", exclude=set(WORKER_FIELDS))
+    parent = FineTuningJob.objects.create(base_model=rft_setup["base"], training_file=rft_setup["train"],
+                                          spec=spec, seed=4, status="succeeded")
+    html = admin_client.get(f"/jobs/{parent.public_id}/rerun/").content.decode()
+    assert "&quot;calculate_output&quot;: &quot;0.7 * exact + 0.3 * close&quot;" in field_html(html, "grader")
+    assert '<option value="reinforcement" selected>' in field_html(html, "method")
+    assert 'value="4"' in field_html(html, "num_generations")
+    initial = JobForm.initial_from_spec(parent.spec)
+    data = {k: ("on" if v is True else "" if v is None else str(v)) for k, v in initial.items() if v is not False}
+    form = JobForm(data)
+    assert form.is_valid(), form.errors
+    assert form.spec["grader"] == EXAMPLE_GRADER and form.spec["num_generations"] == 4
+    assert JobSpec.model_validate(form.spec).model_dump(mode="json", exclude=set(WORKER_FIELDS)) == parent.spec
+
+
+@pytest.mark.django_db
+def test_the_best_metric_offers_the_full_valid_reward_for_reinforcement_jobs(admin_client, rft_setup):
+    metrics = field_html(admin_client.get("/jobs/new/").content.decode(), "best_checkpoint_metric")
+    assert 'data-methods="reinforcement"' in option_tag(metrics, "full_valid_mean_reward")
+    assert 'data-methods="supervised dpo"' in option_tag(metrics, "full_valid_loss")
+    form = JobForm(rft_form_data(rft_setup, best_checkpoint_metric="full_valid_mean_reward"))
+    assert form.is_valid(), form.errors
+    form = JobForm(form_data(rft_setup, best_checkpoint_metric="full_valid_mean_reward"))
+    assert not form.is_valid()
+    assert "full_valid_mean_reward is a reinforcement job's" in form.errors["best_checkpoint_metric"][0]

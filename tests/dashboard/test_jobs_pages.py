@@ -311,3 +311,95 @@ def test_the_jobs_list_and_job_page_cost_the_same_queries_for_many_rows(admin_cl
         admin_client.get("/jobs/")
     with django_assert_max_num_queries(12):
         admin_client.get(f"/jobs/{trained_job.public_id}/")
+
+
+# --- reinforcement jobs: rewards in place of token accuracy ------------------------------------------------
+
+GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
+          "operation": "eq"}
+
+
+@pytest.fixture
+def rft_job(base_model, train_file, admin_user):
+    return make_rft_job(base_model, train_file, admin_user)
+
+
+def make_rft_job(base_model, train_file, user=None):
+    """A finished two-epoch reinforcement job whose first epoch had the higher full-validation reward."""
+    job = make_job(base_model, train_file, user, step=4, total_steps=4, epoch=2.0,
+                   spec={"method": "reinforcement", "grader": GRADER, "suffix": "rft"})
+    for step in range(1, 5):
+        MetricPoint.objects.create(job=job, scope="train", step=step, epoch=step / 2, loss=0.01, reward=step / 10,
+                                   frac_reward_zero_std=0.5, completion_tokens_mean=12.0, parse_error_rate=0.0,
+                                   grader_error_rate=0.0, grader_scores={"exact": step / 10})
+    for epoch, reward in ((1, 0.7), (2, 0.6)):
+        MetricPoint.objects.create(job=job, scope="full", step=2 * epoch, epoch=epoch, reward=reward,
+                                   parse_error_rate=0.125, grader_scores={"exact": reward})
+        Checkpoint.objects.create(job=job, epoch=epoch, step=2 * epoch, path=f"jobs/{job.public_id}/ckpt-{epoch}",
+                                  bytes=1000, is_final=epoch == 2,
+                                  metrics={"step": 2 * epoch, "train_loss": 0.01, "train_mean_reward": 0.2 * epoch,
+                                           "valid_reward_mean": 0.3 * epoch, "full_valid_mean_reward": reward,
+                                           "full_valid_mean_parse_error": 0.125})
+    return job
+
+
+@pytest.mark.django_db
+def test_a_reinforcement_jobs_page_charts_its_rewards_and_explains_them(admin_client, rft_job):
+    from dashboard.views import JOB_CHARTS
+
+    html = admin_client.get(f"/jobs/{rft_job.public_id}/").content.decode()
+    for chart in ("chart-reward", "chart-graders", "chart-errors", "chart-zero-std", "chart-completion-tokens",
+                  "chart-loss", "chart-lr"):
+        assert f'id="{chart}"' in html, chart
+    assert 'id="chart-accuracy"' not in html and 'id="chart-reward-margin"' not in html
+    assert "a group whose rewards are all equal teaches nothing" in html[html.index('id="chart-zero-std-help"'):]
+    assert _json_script(html, "job-charts") == JOB_CHARTS["reinforcement"]
+    # Each chart draws metric point fields the trace names know, in some scope.
+    from dashboard.consumers import TRACES
+
+    fields = {field for scope in ("train", "sampled", "full") for field in TRACES[scope]}
+    assert {f for chart in JOB_CHARTS["reinforcement"] for f in chart["figures"]} <= fields
+    # No script or style inline (CSP): the page's data is in json_script blocks.
+    assert "<style" not in html and "style=" not in html
+    tags = ["<script" + rest.split(">", 1)[0] for rest in html.split("<script")[1:]]
+    assert tags and all(tag.startswith(("<script src=", '<script id="')) for tag in tags), tags
+
+
+@pytest.mark.django_db
+def test_a_reinforcement_jobs_checkpoints_show_rewards_and_the_best_has_the_highest_full_valid_reward(
+        admin_client, rft_job):
+    html = admin_client.get(f"/jobs/{rft_job.public_id}/").content.decode()
+    table = html[html.index('id="job-checkpoints"'):html.index("</section>", html.index('id="job-checkpoints"'))]
+    for heading in ("Train mean reward", "Valid mean reward", "Full valid mean reward", "Full valid parse errors"):
+        assert heading in table
+    assert "Train loss" not in table and "Full valid acc." not in table
+    first = table[table.index('data-epoch="1"'):table.index("</tr>", table.index('data-epoch="1"'))]
+    assert 'class="badge best"' in first and "0.7000" in first and "0.3000" in first and "0.1250" in first
+    second = table[table.index('data-epoch="2"'):table.index("</tr>", table.index('data-epoch="2"'))]
+    assert 'class="badge best"' not in second
+    assert "full_valid_mean_reward</span>\n    (highest is best)" in table
+
+
+@pytest.mark.django_db
+def test_compare_charts_the_rewards_of_reinforcement_runs(admin_client, base_model, train_file, rft_job,
+                                                          trained_job):
+    other = make_job(base_model, train_file, spec={"method": "reinforcement", "grader": GRADER}, parent=rft_job)
+    MetricPoint.objects.create(job=other, scope="train", step=1, loss=0.02, reward=0.25,
+                               grader_scores={"exact": 0.25})
+    Checkpoint.objects.create(job=other, epoch=1, step=2, path="x", metrics={"full_valid_mean_reward": 0.5,
+                                                                           "full_valid_mean_parse_error": 0.0})
+    html = admin_client.get("/jobs/compare/", {"jobs": [rft_job.public_id, other.public_id]}).content.decode()
+    assert 'id="compare-reward" data-figure="reward"' in html and 'id="compare-parse_error_rate"' in html
+    assert 'id="compare-accuracy"' not in html and 'id="compare-loss"' in html
+    series = _json_script(html, "compare-series")
+    assert series[0]["curves"]["train_mean_reward"]["y"] == [0.1, 0.2, 0.3, 0.4]
+    assert series[0]["curves"]["full_valid_mean_reward"] == {"x": [2, 4], "y": [0.7, 0.6]}
+    assert series[1]["curves"]["train_grader:exact"] == {"x": [1], "y": [0.25]}
+    full = html[html.index('id="full-validation"'):html.index("</table>", html.index('id="full-validation"'))]
+    assert full.count("mean reward / parse errors") == 2
+    assert "0.7000 / 0.1250" in full and "0.5000 / 0.0000" in full
+    # A supervised run next to a reinforcement one: both charts, each run in the one that has its figure.
+    mixed = admin_client.get("/jobs/compare/", {"jobs": [trained_job.public_id, rft_job.public_id]}).content.decode()
+    assert 'id="compare-accuracy"' in mixed and 'id="compare-reward"' in mixed
+    full = mixed[mixed.index('id="full-validation"'):]
+    assert "loss / acc." in full and "mean reward / parse errors" in full

@@ -81,5 +81,6 @@ def test_eval_scores_draw_arrive_live_and_compare_in_the_browser(live_server, mo
         assert page.input_value("#id_best_checkpoint_metric") == "auto"
         disabled = page.evaluate("() => Array.from(document.getElementById('id_best_checkpoint_metric').options)"
                                  ".filter(o => o.disabled).map(o => o.value)")
-        assert disabled == ["eval_mean_score", "eval_pass_rate", "eval:exact", "eval:polite"]
+        # full_valid_mean_reward too: a supervised job has no rewards.
+        assert disabled == ["full_valid_mean_reward", "eval_mean_score", "eval_pass_rate", "eval:exact", "eval:polite"]
     assert page.errors == []

@@ -111,6 +111,119 @@ def test_dpo_reward_figures_are_stored_in_points_events_and_checkpoints(running,
     assert metrics["full_valid_reward_margin"] == 0.5 and metrics["train_loss"] == 0.6
 
 
+GRADER = {"type": "multi", "name": "intent", "calculate_output": "0.5 * exact + 0.5 * close",
+          "graders": {"exact": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+                                "reference": "{{item.label}}", "operation": "eq"},
+                      "close": {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+                                "reference": "{{item.label}}", "evaluation_metric": "fuzzy_match"}}}
+
+
+def as_reinforcement(job):
+    """The job, its spec made a reinforcement one's (JobRun reads the method from the stored spec)."""
+    job.spec = {**job.spec, "method": "reinforcement", "grader": GRADER, "best_checkpoint_metric": "auto"}
+    job.save(update_fields=["spec"])
+    return job
+
+
+def rft_lines(job, epoch=1, reward=0.5):
+    """What a reinforcement engine prints for one epoch of 2 steps (training/engine/__init__.py's contract):
+    metrics per step, a sampled evaluation at step 2, then the full one and the checkpoint."""
+    step = 2 * epoch
+    return [
+        {"type": "metrics", "step": step - 1, "total_steps": 4, "epoch": epoch - 0.5, "train_loss": 0.02,
+         "learning_rate": 2e-5, "tokens_per_second": 50.0, "train_mean_reward": reward - 0.1,
+         "train_reward_std": 0.3, "frac_reward_zero_std": 0.25, "completion_tokens_mean": 12.5,
+         "completion_clipped_ratio": 0.0, "train_parse_error_rate": 0.0, "train_grader_error_rate": 0.125,
+         "train_grader_scores": {"exact": reward - 0.2, "close": reward, "intent": reward - 0.1},
+         "train_errors": {"python_grader_runtime_error": 0.125}},
+        {"type": "metrics", "step": step, "total_steps": 4, "epoch": float(epoch), "train_loss": 0.01,
+         "learning_rate": 1e-5, "tokens_per_second": 55.0, "train_mean_reward": reward, "train_reward_std": 0.2,
+         "frac_reward_zero_std": 0.5, "completion_tokens_mean": 10.0, "completion_clipped_ratio": 0.0,
+         "train_parse_error_rate": 0.0625, "train_grader_error_rate": 0.0,
+         "train_grader_scores": {"exact": reward - 0.1, "close": reward + 0.1, "intent": reward},
+         "train_errors": {}},
+        {"type": "eval", "scope": "sampled", "step": step, "epoch": float(epoch), "valid_reward_mean": reward + 0.05,
+         "valid_grader_scores": {"exact": reward, "close": reward + 0.1, "intent": reward + 0.05},
+         "valid_parse_error_rate": 0.25, "valid_grader_error_rate": 0.0, "valid_completion_tokens_mean": 9.0},
+        {"type": "eval", "scope": "full", "step": step, "epoch": epoch, "full_valid_mean_reward": reward + 0.1,
+         "full_valid_grader_scores": {"exact": reward + 0.05, "close": reward + 0.15, "intent": reward + 0.1},
+         "full_valid_mean_parse_error": 0.1, "full_valid_grader_error_rate": 0.05,
+         "full_valid_completion_tokens_mean": 8.5},
+        {"type": "checkpoint", "epoch": epoch, "step": step, "bytes": 99,
+         "path": str(job.job_dir / "checkpoints" / f"epoch-{epoch}-step-{step}"),
+         "metrics": {"step": step, "train_loss": 0.01, "train_mean_reward": reward, "valid_reward_mean": reward + 0.05,
+                     "full_valid_mean_reward": reward + 0.1, "full_valid_mean_parse_error": 0.1,
+                     "frac_reward_zero_std": 0.5, "completion_tokens_mean": 10.0,
+                     "full_valid_grader_scores": {"exact": reward + 0.05, "close": reward + 0.15,
+                                                  "intent": reward + 0.1}}},
+    ]
+
+
+def test_reinforcement_figures_are_stored_by_scope(running):
+    run = JobRun(as_reinforcement(running), running.worker)
+    feed(run, [{"type": "started", "total_steps": 4, "n_epochs": 2, "steps_per_epoch": 2}, *rft_lines(running)])
+    points = {(p.scope, p.step): p for p in MetricPoint.objects.filter(job=running)}
+    assert set(points) == {("train", 1), ("train", 2), ("sampled", 2), ("full", 2)}
+    train, sampled, full = points["train", 2], points["sampled", 2], points["full", 2]
+    assert (train.loss, train.accuracy, train.reward, train.reward_std, train.frac_reward_zero_std,
+            train.completion_tokens_mean, train.parse_error_rate, train.grader_error_rate) == \
+        (0.01, None, 0.5, 0.2, 0.5, 10.0, 0.0625, 0.0)
+    assert train.grader_scores == {"exact": 0.4, "close": 0.6, "intent": 0.5}
+    assert points["train", 1].grader_error_rate == 0.125 and points["train", 1].reward == 0.4
+    assert (sampled.loss, sampled.reward, sampled.parse_error_rate, sampled.grader_error_rate,
+            sampled.completion_tokens_mean, sampled.reward_std, sampled.frac_reward_zero_std) == \
+        (None, 0.55, 0.25, 0.0, 9.0, None, None)
+    assert sampled.grader_scores == {"exact": 0.5, "close": 0.6, "intent": 0.55}
+    # The full evaluation names its parse rate full_valid_mean_parse_error.
+    assert (full.reward, full.parse_error_rate, full.grader_error_rate, full.completion_tokens_mean) == \
+        (0.6, 0.1, 0.05, 8.5)
+    assert full.grader_scores == {"exact": 0.55, "close": 0.65, "intent": 0.6}
+    event = JobEvent.objects.get(job=running, dedupe_key="metrics-2")
+    assert event.message == ("Step 2/4: training loss=0.01, training mean reward=0.50, validation mean reward=0.55, "
+                             "full validation mean reward=0.60")
+    assert event.data["valid_grader_scores"]["close"] == 0.6 and event.data["full_valid_mean_parse_error"] == 0.1
+    assert JobEvent.objects.get(job=running, dedupe_key="metrics-1").data["train_errors"] == {
+        "python_grader_runtime_error": 0.125}
+    checkpoint = Checkpoint.objects.get(job=running)
+    assert checkpoint.metrics["full_valid_mean_reward"] == 0.6 and checkpoint.metrics["valid_reward_mean"] == 0.55
+
+
+def test_replayed_reinforcement_lines_replace_their_figures_and_add_no_rows(running):
+    run = JobRun(as_reinforcement(running), running.worker)
+    feed(run, rft_lines(running))
+    counts = (MetricPoint.objects.count(), JobEvent.objects.count(), Checkpoint.objects.count())
+    # A resumed engine prints the steps after its checkpoint again; here with other figures, one grader fewer.
+    replay = rft_lines(running, reward=0.25)
+    del replay[1]["train_grader_scores"]["close"]
+    feed(run, replay)
+    assert (MetricPoint.objects.count(), JobEvent.objects.count(), Checkpoint.objects.count()) == counts
+    train = MetricPoint.objects.get(job=running, scope="train", step=2)
+    assert train.reward == 0.25 and train.grader_scores == {"exact": 0.15, "intent": 0.25}
+    assert MetricPoint.objects.get(job=running, scope="full", step=2).reward == 0.35
+
+
+def test_a_reinforcement_jobs_results_csv_carries_its_rewards(running):
+    run = JobRun(as_reinforcement(running), running.worker)
+    feed(run, [*rft_lines(running), *rft_lines(running, epoch=2, reward=0.75)[:2]])
+    rows = running.results_csv().splitlines()
+    assert rows[0] == ("step,train_loss,train_mean_reward,train_reward_std,frac_reward_zero_std,completion_tokens_mean,"
+                       "train_parse_error_rate,train_grader_error_rate,valid_reward_mean,valid_parse_error_rate,"
+                       "valid_grader_error_rate")
+    assert rows[1] == "1,0.02,0.4,0.3,0.25,12.5,0,0.125,,,"
+    assert rows[2] == "2,0.01,0.5,0.2,0.5,10,0.0625,0,0.55,0.25,0"  # the sampled figures win over the full ones
+    assert rows[4] == "4,0.01,0.75,0.2,0.5,10,0.0625,0,,,"
+    assert len(rows) == 5
+
+
+def test_a_reinforcement_jobs_best_checkpoint_has_the_highest_full_valid_mean_reward(running):
+    run = JobRun(as_reinforcement(running), running.worker)
+    feed(run, [*rft_lines(running, epoch=1, reward=0.5), *rft_lines(running, epoch=2, reward=0.25)])
+    assert running.best_metric == ("full_valid_mean_reward", True)
+    assert running.best_checkpoint().epoch == 1
+    running.spec = {**running.spec, "best_checkpoint_metric": "full_valid_mean_reward"}
+    assert running.best_checkpoint().epoch == 1
+
+
 def test_replayed_lines_make_no_duplicates(running):
     run = JobRun(running, running.worker)
     lines = protocol(running)

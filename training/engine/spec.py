@@ -19,7 +19,7 @@ What it gives:
 - `resolve_auto(spec, n_train_examples)`: a copy with every "auto" replaced
   by the documented rules below, plus the resolved values as a dict.
 - `form_fields()`: the flat list of fields with help, type, default, range,
-  choices and group.
+  choices, group and the methods a field applies to.
 
 Rules for "auto" (resolved once, at job start):
 
@@ -616,7 +616,8 @@ def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
 # --- form generation ---------------------------------------------------------
 
 def form_fields() -> list[dict]:
-    """Every leaf field: name (dotted), help, type, default, min, max, choices, auto, group."""
+    """Every leaf field: name (dotted), help, type, default, min, max, choices, auto, group, and methods (the
+    methods it applies to; None: every method)."""
     return list(_walk(JobSpec, ""))
 
 
@@ -648,6 +649,7 @@ def _walk(model, prefix):
             "choices": _choices(annotation),
             "auto": bool(extra.get("auto")),
             "group": extra.get("group", "basic"),
+            "methods": extra.get("methods"),
         }
 
 
