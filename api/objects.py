@@ -7,6 +7,10 @@ from training.ids import unix
 ORGANIZATION_ID = "org-attune"
 CHECKPOINT_METRICS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss",
                       "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+# A reinforcement checkpoint's figures (named as the engine's checkpoint lines name them).
+RFT_CHECKPOINT_METRICS = ("train_mean_reward", "valid_reward_mean", "full_valid_mean_reward",
+                          "full_valid_mean_parse_error", "frac_reward_zero_std", "completion_tokens_mean",
+                          "full_valid_grader_scores")
 
 
 def file_object(data_file):
@@ -99,6 +103,7 @@ def checkpoint_object(checkpoint, best_checkpoint=...):
     metrics = {name: checkpoint.metrics.get(name) for name in CHECKPOINT_METRICS}
     # A DPO checkpoint adds its reward figures (`train_reward_margin`, `full_valid_reward_accuracy`, …).
     metrics.update({name: value for name, value in checkpoint.metrics.items() if "_reward_" in name})
+    metrics.update({name: checkpoint.metrics[name] for name in RFT_CHECKPOINT_METRICS if name in checkpoint.metrics})
     metrics["step"] = float(checkpoint.step) if metrics["step"] is None else metrics["step"]
     # A job that names an eval adds each epoch's scores (`eval_mean_score`, `eval_pass_rate`, `eval_scores`).
     metrics.update({name: value for name, value in checkpoint.metrics.items() if name.startswith("eval_")})

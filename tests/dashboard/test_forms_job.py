@@ -309,9 +309,12 @@ def test_a_best_metric_the_eval_cannot_score_is_refused_on_its_field(admin_clien
 
 @pytest.fixture
 def rft_setup(setup):
-    """setup's rows plus a training file of 200 reinforcement prompts and a validation file of 20."""
-    return {**setup, "train": make_data_file("prompts.jsonl", n_examples=200, format="reinforcement"),
-            "valid": make_data_file("held-out.jsonl", n_examples=20, format="reinforcement")}
+    """setup's rows plus uploads of 200 reinforcement prompts and of 20, with the `label` the example grader
+    reads."""
+    from tests.factories import reinforcement_lines, upload
+
+    return {**setup, "train": upload(reinforcement_lines(200, label="greeting"), "prompts.jsonl"),
+            "valid": upload(reinforcement_lines(20, label="greeting"), "held-out.jsonl")}
 
 
 def rft_form_data(setup, **changes):
@@ -347,10 +350,6 @@ def test_the_reinforcement_form_gives_a_spec_with_the_grader_as_an_object(rft_se
 
 @pytest.mark.django_db
 def test_posting_the_reinforcement_form_creates_the_job(admin_client, rft_setup):
-    from training.jobs import file_problem
-
-    if file_problem(rft_setup["train"], "training_file", "reinforcement"):
-        pytest.skip("training/jobs.py does not take reinforcement-format files for the reinforcement method yet")
     schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
         "type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}}}
     resp = admin_client.post("/jobs/new/", rft_form_data(rft_setup, response_format=json.dumps(schema),
