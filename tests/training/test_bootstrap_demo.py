@@ -47,6 +47,8 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
     files = demo_files(homes[0])
     assert [(name, n, status) for name, n, status, _ in files] == [
         ("demo-intents-heldout.jsonl", 50, "processed"),  # the demo eval's prompts, an evals file
+        ("demo-intents-rft-heldout.jsonl", 50, "processed"),  # eval_demo_rft's prompts, an evals file
+        ("demo-intents-rft-train.jsonl", 64, "processed"), ("demo-intents-rft-valid.jsonl", 16, "processed"),
         ("demo-intents-train.jsonl", 400, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
 
     before = demo_files(homes[1])
@@ -61,9 +63,11 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
                            "order by name").fetchall()
     assert bases == [("attune-tiny", "LlamaForCausalLM", 1), ("smollm2-135m", "LlamaForCausalLM", 1)]
     with sqlite3.connect(homes[1] / "attune.sqlite3") as db:
-        evals = db.execute("select public_id, epoch_data_source from evals_eval").fetchall()
-    heldout_id = next(public_id for name, _n, _s, public_id in before if name == "demo-intents-heldout.jsonl")
-    assert [e[0] for e in evals] == ["eval_demo"] and json.loads(evals[0][1])["source"]["id"] == heldout_id
+        evals = db.execute("select public_id, epoch_data_source from evals_eval order by public_id").fetchall()
+    ids = {name: public_id for name, _n, _s, public_id in before}
+    assert [e[0] for e in evals] == ["eval_demo", "eval_demo_rft"]
+    assert json.loads(evals[0][1])["source"]["id"] == ids["demo-intents-heldout.jsonl"]
+    assert json.loads(evals[1][1])["source"]["id"] == ids["demo-intents-rft-heldout.jsonl"]
 
     heldout = [json.loads(line) for line in (homes[0] / "demo" / "demo-intents-heldout.jsonl").open()]
     train_users = {json.loads(line)["messages"][1]["content"]
