@@ -82,5 +82,16 @@ def run_subprocess(spec_path, *extra, timeout=300):
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
 
 
+def read_until(proc, kind, **match):
+    """The engine's lines from `proc`'s stdout up to the first `kind` line matching `match`."""
+    lines = []
+    for raw in proc.stdout:
+        line = json.loads(raw)
+        lines.append(line)
+        if line["type"] == kind and all(line.get(k) == v for k, v in match.items()):
+            return lines
+    raise AssertionError(f"the engine ended before a {kind} line: {lines[-1:]}")
+
+
 def of_type(lines, kind, **match):
     return [l for l in lines if l["type"] == kind and all(l.get(k) == v for k, v in match.items())]

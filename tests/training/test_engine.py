@@ -20,6 +20,7 @@ from tests.training.engine_helpers import (
     engine_env,
     of_type,
     preference_rows,
+    read_until,
     run_in_process,
     run_subprocess,
     write_jsonl,
@@ -324,16 +325,6 @@ def test_dpo_reward_margin_rises(tmp_path, tiny_model):
     assert (tmp_path / "job/checkpoints/epoch-3-step-12/adapter_model.safetensors").exists()
 
 
-def _read_until(proc, kind, **match):
-    lines = []
-    for raw in proc.stdout:
-        line = json.loads(raw)
-        lines.append(line)
-        if line["type"] == kind and all(line.get(k) == v for k, v in match.items()):
-            return lines
-    raise AssertionError(f"the engine ended before a {kind} line: {lines[-1:]}")
-
-
 def _by_epoch(lines):
     return {l["epoch"]: l["full_valid_loss"] for l in of_type(lines, "eval", scope="full")}
 
@@ -356,7 +347,7 @@ def test_resume_after_a_kill_reproduces_epochs_two_and_three(tmp_path, tiny_mode
                       validation_file=str(files[1]), n_epochs=3)
     proc = subprocess.Popen(engine_command(spec), cwd=REPO, env=engine_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    first = _read_until(proc, "checkpoint", epoch=1)
+    first = read_until(proc, "checkpoint", epoch=1)
     proc.send_signal(signal.SIGTERM)  # cancel, as the worker does
     assert proc.wait(timeout=60) == 143
     assert not (tmp_path / "b/job/checkpoints/epoch-2-step-12").exists()
@@ -403,7 +394,7 @@ def test_pause_saves_state_and_resume_finishes(tmp_path, tiny_model, files):
                       learning_rate_multiplier=1)
     proc = subprocess.Popen(engine_command(spec), cwd=REPO, env=engine_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    before = _read_until(proc, "metrics", step=2)
+    before = read_until(proc, "metrics", step=2)
     proc.send_signal(signal.SIGUSR1)
     rest = [json.loads(line) for line in proc.stdout]
     assert proc.wait(timeout=60) == 0

@@ -13,6 +13,7 @@ from tests.training.engine_helpers import (
     engine_command,
     engine_env,
     of_type,
+    read_until,
     run_in_process,
     run_subprocess,
     write_jsonl,
@@ -163,16 +164,6 @@ def test_answers_that_break_the_response_format_score_zero_as_parse_errors(tmp_p
     assert full["full_valid_mean_parse_error"] == 1 and full["full_valid_mean_reward"] == 0
 
 
-def _read_until(proc, kind, **match):
-    lines = []
-    for raw in proc.stdout:
-        line = json.loads(raw)
-        lines.append(line)
-        if line["type"] == kind and all(line.get(k) == v for k, v in match.items()):
-            return lines
-    raise AssertionError(f"the engine ended before a {kind} line: {lines[-1:]}")
-
-
 def _adapter(folder):
     from safetensors.torch import load_file
 
@@ -189,7 +180,7 @@ def test_resume_after_a_kill_reproduces_the_straight_run(tmp_path, tiny_model, r
     spec = rft_spec(tmp_path / "b", tiny_model, rft_files)
     proc = subprocess.Popen(engine_command(spec), cwd=REPO, env=engine_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    first = _read_until(proc, "checkpoint", epoch=1)
+    first = read_until(proc, "checkpoint", epoch=1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     status, resumed, _ = run_subprocess(spec, "--resume")
@@ -217,7 +208,7 @@ def test_pause_and_resume_finish_the_run(tmp_path, tiny_model, rft_files):
     spec = rft_spec(tmp_path, tiny_model, rft_files, adapter="full", learning_rate_multiplier=1)
     proc = subprocess.Popen(engine_command(spec), cwd=REPO, env=engine_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    before = _read_until(proc, "metrics", step=2)
+    before = read_until(proc, "metrics", step=2)
     proc.send_signal(signal.SIGUSR1)
     rest = [json.loads(line) for line in proc.stdout]
     assert proc.wait(timeout=60) == 0
