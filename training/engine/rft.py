@@ -21,7 +21,6 @@ Not supported: tools in reinforcement lines, reasoning-token figures, several pr
 """
 
 import json
-import math
 import os
 
 from .report import EngineError
@@ -229,13 +228,13 @@ class GraderReward:
         items = [json.loads(text) for text in item]
         results = self.grading.grade(texts, items)
         if log_metric is not None:
+            from graders import ERROR_FLAGS
+
             figures = self.grading.figures(results)
             for name, value in figures["grader_scores"].items():
                 log_metric(f"{PREFIX}grader/{name}", value)
             log_metric(f"{PREFIX}parse_error_rate", figures["parse_error_rate"])
             log_metric(f"{PREFIX}grader_error_rate", figures["grader_error_rate"])
-            from graders import ERROR_FLAGS
-
             for flag in ERROR_FLAGS:
                 log_metric(f"{PREFIX}error/{flag}", figures["errors"].get(flag, 0.0))
         return [result.reward for result in results]
@@ -345,7 +344,3 @@ def reasoning_effort_kwargs(tokenizer, effort):
         return {"reasoning_effort": effort}, f"reasoning_effort {effort!r} is passed to the chat template."
     return {}, (f"reasoning_effort {effort!r} means nothing for this model: its chat template has no reasoning "
                 "setting, so the answers are sampled as with the default.")
-
-
-def steps_per_epoch(n_prompts, batch_size, num_generations):
-    return math.ceil(n_prompts / max(1, batch_size // num_generations))
