@@ -8,7 +8,7 @@ engine's device defaults; GRPOConfig's own are bf16 and checkpointing, `--trl-de
 file (so neither evaluates).
 
 - the engine: `training.engine.run.main` with a reinforcement spec; the reward is the demo's `multi`
-  grader (a python grader in its sandbox and a string_check) through the graders package, with every
+  grader (text_similarity and a python grader in its sandbox) through the graders package, with every
   figure the engine reports (per-grader scores, error rates) and its epoch checkpoint;
 - the bare script: `GRPOTrainer` + PEFT with the same reward written as a plain Python function
   (`demo_rft.reward`).
@@ -77,9 +77,9 @@ def bare_step_seconds(folder, model_dir, rows, options):
     model = get_peft_model(model, LoraConfig(r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"],
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
 
-    def intent_reward(prompts, completions, intent, **_):
-        return [reward(completion[0]["content"], label) for completion, label in zip(completions, intent,
-                                                                                     strict=True)]
+    def order_reward(prompts, completions, order_id, **_):
+        return [reward(completion[0]["content"], number) for completion, number in zip(completions, order_id,
+                                                                                       strict=True)]
 
     stamps = []
 
@@ -98,8 +98,8 @@ def bare_step_seconds(folder, model_dir, rows, options):
         # The engine's CPU settings. GRPOConfig's own defaults (bf16, gradient checkpointing) are slower
         # on a CPU without native bf16: `--trl-defaults` measures them.
         bf16=options.trl_defaults, gradient_checkpointing=options.trl_defaults)
-    dataset = Dataset.from_list([{"prompt": row["messages"], "intent": row["intent"]} for row in rows])
-    trainer = GRPOTrainer(model=model, reward_funcs=[intent_reward], args=args, train_dataset=dataset,
+    dataset = Dataset.from_list([{"prompt": row["messages"], "order_id": row["order_id"]} for row in rows])
+    trainer = GRPOTrainer(model=model, reward_funcs=[order_reward], args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[Clock()])
     trainer.train()
     return statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))

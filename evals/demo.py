@@ -6,12 +6,12 @@ from evals.models import Eval
 from evals.requests import check_criteria, check_data_source
 from training.datasets import store_upload
 from training.demo import HELDOUT_FILE, RFT_HELDOUT_FILE, heldout_path, rft_heldout_path
-from training.demo_rft import GRADER
+from training.demo_rft import GRADER, KEY, PASS_CHECK
 from training.models import DataFile
 
 DEMO_EVAL_ID = "eval_demo"
-# The reinforcement demo's eval: its held-out prompts, graded by the grader its jobs learn from (an answer
-# passes at reward 1: the JSON object with the right label).
+# The reinforcement demo's eval: its held-out prompts, graded by the grader its jobs learn from, and by its
+# `json` part alone, which passes an answer at 1: the JSON object with the right order number, nothing else.
 RFT_DEMO_EVAL_ID = "eval_demo_rft"
 LABEL_CHECK = {"type": "string_check", "name": "label", "input": "{{sample.output_text}}",
                "reference": "{{item.expected}}", "operation": "eq"}
@@ -53,7 +53,7 @@ def ensure_demo_eval():
     lines = _ensure(DEMO_EVAL_ID, "Demo intents: held-out exact match", HELDOUT_FILE, heldout_path(), ITEM_SCHEMA,
                     [LABEL_CHECK], max_tokens=8)
     rft_schema = {"type": "object", "properties": {"messages": {"type": "array", "items": {"type": "object"}},
-                                                   "intent": {"type": "string"}}, "required": ["messages", "intent"]}
-    lines += _ensure(RFT_DEMO_EVAL_ID, "Demo intents as JSON: held-out pass rate", RFT_HELDOUT_FILE,
-                     rft_heldout_path(), rft_schema, [GRADER], max_tokens=16)
+                                                   KEY: {"type": "string"}}, "required": ["messages", KEY]}
+    lines += _ensure(RFT_DEMO_EVAL_ID, "Demo order numbers as JSON: held-out pass rate", RFT_HELDOUT_FILE,
+                     rft_heldout_path(), rft_schema, [GRADER, PASS_CHECK], max_tokens=16)
     return lines

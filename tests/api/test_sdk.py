@@ -239,7 +239,7 @@ def test_a_reinforcement_jobs_engine_asks_the_studios_judge_with_its_token(sdk):
     with open(sdk.studio.home / "demo-intents-rft-valid.jsonl", "rb") as fh:
         valid = sdk.files.create(file=fh, purpose="fine-tune")
     judge = {"type": "score_model", "name": "judge", "model": "attune-tiny",
-             "input": [{"role": "user", "content": "The intent is {{item.intent}}. Score this answer from 0 to 1: "
+             "input": [{"role": "user", "content": "The order number is {{item.order_id}}. Score this answer from 0 to 1: "
                                                    "{{sample.output_text}}"}],
              "sampling_params": {"max_completions_tokens": 4, "temperature": 0}}
     job = sdk.fine_tuning.jobs.create(

