@@ -35,6 +35,7 @@ from dashboard.forms import (
 from training.base_models import BaseModelError, convert_gguf, gguf_to_convert, register_base_model
 from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import hyperparameters_for
+from training.estimates import estimate_request
 from training.jobs import create_job, rerun
 from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobError
 
@@ -253,7 +254,11 @@ def _job_form_page(request, parent):
                 return redirect("job_detail", job_id=job.public_id)
     else:
         form = JobForm(initial=JobForm.initial_from_spec(parent.spec) if parent else None)
-    context = {"form": form, "parent": parent, "preview": preview,
+    # What the job will cost, shown beside the spec while the form is filled in (and on the form's page).
+    estimate = estimate_request(form.spec) if getattr(form, "spec", None) else None
+    if estimate and estimate["seconds"] is not None:
+        estimate["time_text"] = duration_text(estimate["seconds"])
+    context = {"form": form, "parent": parent, "preview": preview, "estimate": estimate,
                "form_action": reverse("job_rerun", args=[parent.public_id]) if parent else reverse("job_new")}
     if request.htmx and preview:
         return render(request, "dashboard/job_form_spec.html", context)
@@ -272,6 +277,10 @@ def _eta(job):
         seconds = elapsed * (1 - job.progress) / job.progress
     else:
         return None
+    return duration_text(seconds)
+
+
+def duration_text(seconds):
     minutes, seconds = divmod(max(0, int(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"

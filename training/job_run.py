@@ -228,8 +228,10 @@ class JobRun:
         if line.get("n_epochs"):
             self.n_epochs = line["n_epochs"]
         out = []
+        # Where it trains, kept on the event: the time estimates of later jobs learn from jobs on the same device.
+        where = {"device": line.get("device"), "world_size": line.get("world_size")}
         event, created = JobEvent.objects.get_or_create(job=job, dedupe_key="started",
-                                                        defaults={"message": "Fine-tuning job started", "data": None})
+                                                        defaults={"message": "Fine-tuning job started", "data": where})
         if created:
             out.append(("event", live.event_payload(event)))
         out.append(("status", live.status_payload(job)))
