@@ -211,6 +211,8 @@ def jobs(request):
         if form.cleaned_data["model"]:
             queryset = queryset.filter(base_model__name=form.cleaned_data["model"])
     page = Paginator(queryset, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    for job in page:
+        job.eta = _eta(job)
     # The filters, kept in the page links (and in the table's own refresh).
     query = urlencode([(k, v) for k, v in request.GET.items() if k != "page" and v])
     context = {"form": form, "page": page, "query": query,

@@ -157,6 +157,10 @@ def test_a_running_job_shows_progress_and_time_left(admin_client, base_model, tr
     # A quarter done in a minute: about three minutes left.
     assert "about 2 min 5" in html or "about 3 min 0" in html
     assert 'id="cancel-job"' in html and 'id="pause-job"' in html and "hx-confirm=" in html
+    # The jobs list says it too, from the worker's estimated_finish when it has one.
+    FineTuningJob.objects.filter(pk=job.pk).update(estimated_finish=timezone.now() + timedelta(minutes=7, seconds=30))
+    row = admin_client.get("/jobs/").content.decode().split(f'data-job="{job.public_id}"')[1].split("</tr>")[0]
+    assert "30/120 · about 7 min 2" in row or "30/120 · about 7 min 3" in row
 
 
 @pytest.mark.django_db
