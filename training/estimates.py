@@ -10,15 +10,16 @@ it will run on this studio's hardware.
   model, adapter and LoRA rank. Without one it is worked out from the base's config (LoRA: r × (in + out)
   parameters for each adapted linear layer) or its weight files (full fine-tuning), in float32 with
   AdamW's two optimizer states.
-- Time: the seconds per trained token of the latest succeeded jobs (up to `TIME_SAMPLE`) on the same base
-  model, adapter, method and device, from start to finish, so loading, validation and checkpoints count;
-  times the tokens. With no such job there is no estimate yet, and the form says so.
+- Time: the seconds per token (counted as above) of the latest succeeded jobs (up to `TIME_SAMPLE`) on the
+  same base model, adapter, method and device, from start to finish, so loading, validation and checkpoints
+  count; times the tokens. With no such job there is no estimate yet, and the form says so.
 """
 
 import json
 import statistics
 from functools import lru_cache
 
+from training.engine.spec import JobSpec
 from training.models import Checkpoint, FineTuningJob
 
 TIME_SAMPLE = 5
@@ -120,7 +121,7 @@ def _past_seconds_per_token(spec, base, device):
     jobs = FineTuningJob.objects.filter(base_model=base, status=FineTuningJob.SUCCEEDED, trained_tokens__gt=0,
                                         started_at__isnull=False, finished_at__isnull=False)
     rates = []
-    for job in jobs.order_by("-finished_at", "-id")[:50]:
+    for job in jobs.select_related("training_file").order_by("-finished_at", "-id")[:50]:
         resolved = job.resolved_spec or job.spec
         started = job.events.filter(dedupe_key="started").first()
         ran_on = (started.data or {}).get("device") if started else None
@@ -128,7 +129,16 @@ def _past_seconds_per_token(spec, base, device):
             continue
         if ran_on != device:
             continue
-        rates.append(((job.finished_at - job.started_at).total_seconds() / job.trained_tokens, job.public_id))
+        # Per token as this module counts them (the engine's count differs for DPO and reinforcement), from
+        # the statistics the file keeps; the engine's count when the file has none.
+        stats = job.training_file.stats.get(base.name) if job.training_file_id else None
+        try:
+            typed = JobSpec.model_validate(resolved)
+            tokens = tokens_per_epoch(typed, stats) * typed.n_epochs if stats and "tokens_total" in stats else 0
+        except ValueError:
+            tokens = 0
+        rates.append(((job.finished_at - job.started_at).total_seconds() / (tokens or job.trained_tokens),
+                      job.public_id))
         if len(rates) == TIME_SAMPLE:
             break
     return rates

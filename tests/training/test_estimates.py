@@ -107,11 +107,13 @@ def test_time_is_learned_from_finished_jobs_on_the_same_base_adapter_method_and_
     finished(user, tiny, train, 10, 1000, device=elsewhere)  # another device: not learned from
     finished(user, tiny, train, 10, 1000, adapter="full")  # another adapter
     assert estimate_request(request)["seconds"] is None
-    a = finished(user, tiny, train, 100, 1000, device=here)  # 0.1 s a token
-    b = finished(user, tiny, train, 300, 1000, device=here)  # 0.3 s a token
-    c = finished(user, tiny, train, 200, 1000, device=here)  # 0.2 s a token: the median
+    a = finished(user, tiny, train, 100, 1000, device=here, n_epochs=1)
+    b = finished(user, tiny, train, 300, 1000, device=here, n_epochs=1)
+    c = finished(user, tiny, train, 200, 1000, device=here, n_epochs=1)  # the median
     result = estimate_request(request)
-    assert result["seconds"] == pytest.approx(result["tokens"] * 0.2, rel=1e-3)
+    # Per token as the estimate counts them (one epoch of the file each), whatever the engine counted: twice
+    # the epochs, twice the median time.
+    assert result["seconds"] == pytest.approx(2 * 200, rel=1e-3)
     assert all(job.public_id in result["time_basis"] for job in (a, b, c))
     dpo = estimate_request({"model": "tiny", "training_file": upload(preference_lines(10), "p.jsonl").public_id,
                             "method": "dpo"})
