@@ -255,7 +255,8 @@ def _job_form_page(request, parent):
                     f", a re-run of {parent.public_id}." if parent else "."))
                 return redirect("job_detail", job_id=job.public_id)
     else:
-        form = JobForm(initial=JobForm.initial_from_spec(parent.spec) if parent else None)
+        linked = None if parent else _spec_from_query(request.GET)
+        form = JobForm(initial=JobForm.initial_from_spec(parent.spec if parent else linked) if parent or linked else None)
     # What the job will cost, shown beside the spec while the form is filled in (and on the form's page).
     estimate = estimate_request(form.spec) if getattr(form, "spec", None) else None
     if estimate and estimate["seconds"] is not None:
@@ -265,6 +266,16 @@ def _job_form_page(request, parent):
     if request.htmx and preview:
         return render(request, "dashboard/job_form_spec.html", context)
     return render(request, "dashboard/job_form.html", context)
+
+
+def _spec_from_query(query):
+    """The fields a link may fill in a new job's form ("Fine-tune on it": `method` and `training_file`)."""
+    spec = {}
+    if query.get("method") in ("supervised", "dpo", "reinforcement"):
+        spec["method"] = query["method"]
+    if query.get("training_file"):
+        spec["training_file"] = query["training_file"][:100]
+    return spec
 
 
 def _eta(job):

@@ -14,6 +14,7 @@ urlpatterns = [
     path("tasks/<str:task_id>/", views.rating_task_detail, name="rating_task_detail"),
     path("tasks/<str:task_id>/rate/", views.rating_task_rate, name="rating_task_rate"),
     path("tasks/<str:task_id>/close/", views.rating_task_close, name="rating_task_close"),
+    path("tasks/<str:task_id>/preferences/", views.rating_task_preferences, name="rating_task_preferences"),
     path("tasks/<str:task_id>/restart/", views.rating_task_restart, name="rating_task_restart"),
     path("leaderboard/", views.leaderboard, name="leaderboard"),
     path("leaderboard/export/", views.leaderboard_export, name="leaderboard_export"),

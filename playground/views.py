@@ -438,6 +438,47 @@ def rating_task_rate(request, task_id):
     }, status=400 if errors else 200)
 
 
+PREVIEW_PAIRS = 5
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def rating_task_preferences(request, task_id):
+    """"Make a preference file": the task's ratings as DPO pairs (playground/preferences.py). GET previews
+    the pairs for a margin (counts, what was left out, a sample); POST stores them as a data file."""
+    from playground.preferences import MARGINS, preference_jsonl, preference_pairs
+    from training.datasets import MIN_EXAMPLES, store_upload
+
+    task = _get_task_for_user(request, task_id)
+    raw = (request.POST if request.method == "POST" else request.GET).get("margin", "1")
+    try:
+        margin = int(raw)
+        if margin not in MARGINS:
+            raise ValueError
+    except ValueError:
+        return HttpResponseBadRequest(f"margin must be a whole number from {MARGINS.start} to {MARGINS.stop - 1}.",
+                                      content_type="text/plain")
+    ratings = Rating.objects.filter(item__task=task).select_related("item").prefetch_related("scores__output")
+    pairs, counts = preference_pairs(ratings.order_by("id"), margin=margin)
+    context = {"task": task, "margin": margin, "margins": list(MARGINS), "counts": counts,
+               "sample": pairs[:PREVIEW_PAIRS], "error": None}
+    if request.method == "POST":
+        if len(pairs) < MIN_EXAMPLES:
+            context["error"] = ("No pairs at this margin: nothing was stored." if not pairs else
+                                f"{len(pairs)} pair{'s' if len(pairs) > 1 else ''} at this margin, and a training "
+                                f"file needs at least {MIN_EXAMPLES}: nothing was stored.") + (
+                " Try a smaller margin, or rate more prompts.")
+            return render(request, "playground/task_preferences.html", context, status=400)
+        data_file, report = store_upload([preference_jsonl(pairs).encode()], f"{task.public_id}-preferences.jsonl",
+                                         owner=request.user)
+        data_file.origin = {"rating_task": task.public_id, "margin": margin, "n_ratings": counts["ratings"]}
+        data_file.save(update_fields=["origin"])
+        messages.success(request, f"Stored {report.n_examples} preference pairs from {task.name} as "
+                                  f"{data_file.public_id}.")
+        return redirect("dataset_detail", file_id=data_file.public_id)
+    return render(request, "playground/task_preferences.html", context)
+
+
 @require_POST
 @admin_required
 def rating_task_close(request, task_id):

@@ -81,6 +81,9 @@ class DataFile(models.Model):
     # At most the first few hundred errors are kept; n_errors counts them all.
     errors = models.JSONField(default=list, blank=True)
     stats = models.JSONField(default=dict, blank=True)
+    # Where a file the studio built comes from: {"rating_task": <task id>, "margin", "n_ratings"} for the
+    # preference file of a rating task's ratings. Empty for an upload.
+    origin = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
