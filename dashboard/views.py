@@ -258,7 +258,7 @@ def _job_form_page(request, parent):
         linked = None if parent else _spec_from_query(request.GET)
         form = JobForm(initial=JobForm.initial_from_spec(parent.spec if parent else linked) if parent or linked else None)
     # What the job will cost, shown beside the spec while the form is filled in (and on the form's page).
-    estimate = estimate_request(form.spec) if getattr(form, "spec", None) else None
+    estimate = estimate_request(form.spec) if form.spec else None
     if estimate and estimate["seconds"] is not None:
         estimate["time_text"] = duration_text(estimate["seconds"])
     context = {"form": form, "parent": parent, "preview": preview, "estimate": estimate,

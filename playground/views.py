@@ -451,15 +451,13 @@ def rating_task_preferences(request, task_id):
 
     task = _get_task_for_user(request, task_id)
     raw = (request.POST if request.method == "POST" else request.GET).get("margin", "1")
+    ratings = Rating.objects.filter(item__task=task).select_related("item").prefetch_related("scores__output")
     try:
         margin = int(raw)
-        if margin not in MARGINS:
-            raise ValueError
-    except ValueError:
+        pairs, counts = preference_pairs(ratings.order_by("id"), margin=margin)
+    except ValueError:  # not a number, or out of range
         return HttpResponseBadRequest(f"margin must be a whole number from {MARGINS.start} to {MARGINS.stop - 1}.",
                                       content_type="text/plain")
-    ratings = Rating.objects.filter(item__task=task).select_related("item").prefetch_related("scores__output")
-    pairs, counts = preference_pairs(ratings.order_by("id"), margin=margin)
     context = {"task": task, "margin": margin, "margins": list(MARGINS), "counts": counts,
                "sample": pairs[:PREVIEW_PAIRS], "error": None}
     if request.method == "POST":

@@ -55,7 +55,8 @@ GRADER = {
     "name": "order_json",
     "graders": {
         "similar": {"type": "text_similarity", "name": "similar", "input": "{{sample.output_text}}",
-                    "reference": '{"order_id": "{{item.order_id}}"}', "evaluation_metric": "fuzzy_match", "pass_threshold": 1.0},
+                    "reference": '{"order_id": "{{item.order_id}}"}', "evaluation_metric": "fuzzy_match",
+                    "pass_threshold": 1.0},
         "json": {"type": "python", "name": "json", "source": JSON_CHECK_SOURCE},
     },
     "calculate_output": "0.3 * similar + 0.7 * json",
@@ -64,17 +65,14 @@ GRADER = {
 PASS_CHECK = {**GRADER["graders"]["json"], "pass_threshold": 1.0}
 
 
+# The `json` grader's own code, run here in plain Python (its source is a constant of this module).
+_JSON_CHECK = {}
+exec(JSON_CHECK_SOURCE, _JSON_CHECK)
+
+
 def json_check(text, order_id):
-    """The `json` grader, in plain Python."""
-    text = text.strip()
-    try:
-        answer, end = json.JSONDecoder().raw_decode(text)
-    except ValueError:
-        return 0.0
-    if not isinstance(answer, dict) or KEY not in answer:
-        return 0.1
-    return ((0.4 if str(answer[KEY]) == order_id else 0.1) + 0.3 * (list(answer) == [KEY])
-            + 0.3 * (end == len(text)))
+    """The `json` grader's score of `text`."""
+    return _JSON_CHECK["grade"]({"output_text": text}, {KEY: order_id})
 
 
 def reward(text, order_id):

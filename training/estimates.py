@@ -19,8 +19,10 @@ import json
 import statistics
 from functools import lru_cache
 
+from django.db.models import Prefetch
+
 from training.engine.spec import JobSpec
-from training.models import Checkpoint, FineTuningJob
+from training.models import Checkpoint, FineTuningJob, JobEvent
 
 TIME_SAMPLE = 5
 # Adapted linear layers of a Llama-style decoder layer (Llama, Mistral, Qwen, SmolLM...): (in, out) features.
@@ -120,11 +122,11 @@ def checkpoint_bytes(spec, base):
 def _past_seconds_per_token(spec, base, device):
     jobs = FineTuningJob.objects.filter(base_model=base, status=FineTuningJob.SUCCEEDED, trained_tokens__gt=0,
                                         started_at__isnull=False, finished_at__isnull=False)
+    started = Prefetch("events", queryset=JobEvent.objects.filter(dedupe_key="started"), to_attr="started_events")
     rates = []
-    for job in jobs.select_related("training_file").order_by("-finished_at", "-id")[:50]:
+    for job in jobs.select_related("training_file").prefetch_related(started).order_by("-finished_at", "-id")[:50]:
         resolved = job.resolved_spec or job.spec
-        started = job.events.filter(dedupe_key="started").first()
-        ran_on = (started.data or {}).get("device") if started else None
+        ran_on = (job.started_events[0].data or {}).get("device") if job.started_events else None
         if resolved.get("method", "supervised") != spec.method or resolved.get("adapter", "lora") != spec.adapter:
             continue
         if ran_on != device:

@@ -58,7 +58,6 @@ def test_tokens_are_the_files_statistics_times_the_epochs_and_dpo_counts_both_ou
 
 
 def test_the_lora_size_from_the_config_is_what_peft_builds(tiny_model):
-    import torch  # noqa: F401 - peft needs it loaded
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
