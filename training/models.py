@@ -161,6 +161,9 @@ class FineTuningJob(models.Model):
     validation_file = models.ForeignKey(DataFile, null=True, blank=True, on_delete=models.PROTECT,
                                         related_name="validation_jobs")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    # A job whose `model` is a fine-tuned model (`ft:…`) starts from that snapshot's weights.
+    init_checkpoint = models.ForeignKey("Checkpoint", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="continued_by")
 
     # The spec as requested (auto kept) and as resolved at start.
     spec = models.JSONField(default=dict)
