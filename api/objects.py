@@ -55,7 +55,8 @@ def job_object(job):
         "id": job.public_id,
         "object": "fine_tuning.job",
         "created_at": unix(job.created_at),
-        "model": job.base_model.name,
+        # A job on a fine-tuned model names that model (ft:…), as it was asked for.
+        "model": (job.spec or {}).get("model") or job.base_model.name,
         "organization_id": ORGANIZATION_ID,
         "status": job.status,
         "training_file": job.training_file.public_id,

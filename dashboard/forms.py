@@ -26,7 +26,9 @@ class EvaluatorForm(forms.Form):
 
 # The stored spec names the base model and files as Attune knows them, not as paths.
 HELP_OVERRIDES = {
-    "model": "The base model to fine-tune (Base models are registered by an admin).",
+    "model": "The model to fine-tune: a base model (registered by an admin), or a fine-tuned snapshot to train "
+             "further. A LoRA snapshot goes on training its adapter (same LoRA settings), or with adapter "
+             "'full' is merged into its base first; a full-weight snapshot trains in full.",
     "training_file": "A processed JSONL file. Files with errors are listed but cannot be picked.",
     "validation_file": "Optional. Loss and accuracy on it are charted during training and measured in full at "
                        "every epoch end.",
@@ -176,6 +178,29 @@ def _has_switch(meta):
     return meta["auto"] and not meta["choices"]
 
 
+# The fine-tuned snapshots the form lists, newest first (an older one can still be typed through the API).
+MAX_MODEL_CHOICES = 200
+
+
+def model_choices():
+    """The models a job can start from, as grouped choices: the base models, then the fine-tuned snapshots
+    (each job's final model and its epoch checkpoints), newest job first."""
+    from playground.snapshots import BASE, list_snapshots
+
+    snapshots = list_snapshots(limit=MAX_MODEL_CHOICES)
+    groups = [("Base models", [(s.name, s.name) for s in snapshots if s.kind == BASE])]
+    tuned = [(s.name, s.label) for s in snapshots if s.kind != BASE]
+    return groups + ([("Fine-tuned models", tuned)] if tuned else [])
+
+
+class ModelNameField(forms.ChoiceField):
+    """A base model or fine-tuned snapshot of the list, or any `ft:` name (a re-run's snapshot may be older than
+    the list holds): whether that one exists is create_job's to say, next to the field."""
+
+    def valid_value(self, value):
+        return str(value).startswith("ft:") or super().valid_value(value)
+
+
 class JobForm(forms.Form):
     """Every JobSpec field a person sets, with its help text and range.
 
@@ -218,9 +243,9 @@ class JobForm(forms.Form):
         help_text = HELP_OVERRIDES.get(name, meta["help"])
         common = {"required": False, "help_text": help_text, "label": name.rsplit(".", 1)[-1]}
         if name == "model":
-            return forms.ModelChoiceField(queryset=BaseModel.objects.all(), to_field_name="name",
-                                          empty_label=None, initial=BaseModel.default(),
-                                          **{**common, "required": True})
+            default = BaseModel.default()
+            return ModelNameField(choices=model_choices(), initial=default.name if default else None,
+                                  **{**common, "required": True})
         if name in ("training_file", "validation_file"):
             unusable = [fid for fid, f in self.files.items() if not f.usable]
             choices = [(fid, _file_label(f)) for fid, f in self.files.items()]
@@ -359,8 +384,6 @@ class JobForm(forms.Form):
                 elif value is None:
                     self.add_error(key, "Give a number, or switch on auto.")
                     continue
-            elif name == "model" and value is not None:
-                value = value.name
             elif meta["type"] == "list":
                 value = value.strip()
                 if name == "lora_target_modules" and value == "all-linear":

@@ -269,12 +269,15 @@ def _job_form_page(request, parent):
 
 
 def _spec_from_query(query):
-    """The fields a link may fill in a new job's form ("Fine-tune on it": `method` and `training_file`)."""
+    """The fields a link may fill in a new job's form ("Fine-tune on it": `method` and `training_file`;
+    "Fine-tune further": `model`)."""
     spec = {}
     if query.get("method") in ("supervised", "dpo", "reinforcement"):
         spec["method"] = query["method"]
     if query.get("training_file"):
         spec["training_file"] = query["training_file"][:100]
+    if query.get("model"):  # "Fine-tune further": a snapshot's name
+        spec["model"] = query["model"][:300]
     return spec
 
 
@@ -486,6 +489,8 @@ def job_detail(request, job_id):
         "spec_json": json.dumps(job.spec, indent=2),
         "resolved_json": json.dumps(job.resolved_spec, indent=2) if job.resolved_spec else "",
         "reruns": reruns,
+        "chain": job.starting_chain(),
+        "trained_further": list(FineTuningJob.objects.filter(init_checkpoint__job=job).order_by("created_at")[:20]),
         "compare_url": _lineage_compare_url(job, reruns),
         "ws_path": f"/ws/jobs/{job.public_id}/",
         "trace_names": TRACES,

@@ -115,7 +115,7 @@ def snapshot_for_checkpoint(checkpoint):
 
 def resolve_snapshot(model_name):
     """The snapshot a model name stands for, or UnknownModel."""
-    from training.models import BaseModel, Checkpoint, FineTuningJob
+    from training.models import BaseModel, Checkpoint
 
     name = (model_name or "").strip()
     if not name:
@@ -126,22 +126,7 @@ def resolve_snapshot(model_name):
             raise UnknownModel(model_name)
         return _base_snapshot(base)
 
-    parts = name.split(":")
-    if parts[-1].startswith("ckpt-step-") and len(parts) >= 5:
-        tag = parts[-2]
-        for checkpoint in Checkpoint.objects.filter(model_tag=tag).select_related("job__base_model"):
-            # The final checkpoint answers to the fine-tuned model's name as well as its own.
-            own = f"{checkpoint.job.model_name(checkpoint.model_tag)}:ckpt-step-{checkpoint.step}"
-            if name in (own, checkpoint.model_name):
-                return snapshot_for_checkpoint(checkpoint)
-        raise UnknownModel(model_name)
-
-    job = FineTuningJob.objects.filter(fine_tuned_model=name).select_related("base_model").first()
-    if job is None:
-        job = FineTuningJob.objects.filter(model_tag=parts[-1]).select_related("base_model").first()
-        if job is None or job.model_name() != name:
-            raise UnknownModel(model_name)
-    checkpoint = job.checkpoints.filter(is_final=True).first() or job.checkpoints.order_by("-step").first()
+    checkpoint = Checkpoint.for_model_name(name)
     if checkpoint is None:
         raise UnknownModel(model_name)
     return snapshot_for_checkpoint(checkpoint)

@@ -8,7 +8,9 @@ job of its own calls them directly.
 - `chat_lines(n)`, `preference_lines(n)`, `reinforcement_lines(n)`: JSONL text; `upload(text)`: a DataFile
   stored and checked as an upload is. `make_data_file()`: a DataFile row made directly, for pages that only list files.
 - `make_job(user)`: a job created through `create_job`, as the form and the API create one (queued when its
-  files are valid); `make_claimed_job(user)`: the same job claimed by a worker, status running.
+  files are valid); `make_claimed_job(user)`: the same job claimed by a worker, status running;
+  `make_finished_job(user)`: the same job succeeded, with epoch checkpoints (folders holding an adapter's or a
+  model's file names, no real weights) under ATTUNE_HOME.
 """
 
 import json
@@ -95,6 +97,28 @@ def make_claimed_job(user, worker="host:1:test", **spec):
     claimed = FineTuningJob.claim_next(worker)
     assert claimed is not None and claimed.pk == job.pk, "another queued job was claimed first"
     return claimed
+
+
+def make_finished_job(user, weights="lora", epochs=2, **spec):
+    """`make_job`'s job, succeeded, with one checkpoint per epoch whose folder holds a LoRA adapter's file names
+    (`weights="lora"`) or a full model's (`"full"`); `spec` goes to make_job."""
+    from django.conf import settings
+
+    from training.models import Checkpoint, FineTuningJob
+
+    job = make_job(user, **({"adapter": "full"} if weights == "full" else {}), **spec)
+    names = (("adapter_config.json", "{}"), ("adapter_model.safetensors", "")) if weights == "lora" else \
+        (("config.json", "{}"), ("model.safetensors", ""))
+    for epoch in range(1, epochs + 1):
+        folder = settings.ATTUNE_HOME / "jobs" / job.public_id / "checkpoints" / f"epoch-{epoch}-step-{epoch * 3}"
+        folder.mkdir(parents=True)
+        for name, text in names:
+            (folder / name).write_text(text)
+        Checkpoint.objects.create(job=job, epoch=epoch, step=epoch * 3, is_final=epoch == epochs,
+                                  path=str(folder.relative_to(settings.ATTUNE_HOME)))
+    FineTuningJob.objects.filter(pk=job.pk).update(status=FineTuningJob.SUCCEEDED, fine_tuned_model=job.model_name())
+    job.refresh_from_db()
+    return job
 
 
 EPOCH_DATA_SOURCE = {"type": "completions", "source": {"type": "file_content", "content": [{"item": {"q": "hi"}}]},

@@ -176,12 +176,12 @@ def estimate_request(spec):
     not valid yet (create_job names what is wrong) or its file has no token statistics."""
     from training.datasets import stats_for
     from training.engine.spec import resolve_auto
-    from training.jobs import _find_base_model, _find_file, check_spec
+    from training.jobs import _find_file, check_spec, starting_point
     from training.models import JobError
 
     try:
         typed = check_spec(dict(spec))
-        base = _find_base_model(typed.model)
+        base, _snapshot = starting_point(typed)
         training_file = _find_file(typed.training_file, "training_file", typed.method)
         resolved, _summary = resolve_auto(typed, training_file.n_examples)
     except (JobError, ValueError):

@@ -39,7 +39,7 @@ from django.db import transaction
 
 from training.datasets import iter_numbered_examples
 from training.engine.spec import WORKER_FIELDS, JobSpec, local_tracking_folder, resolve_auto, spec_errors
-from training.models import BaseModel, DataFile, FineTuningJob, JobError
+from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobError
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -111,10 +111,44 @@ def _find_base_model(name):
     base = BaseModel.objects.filter(name=name).first()
     if base is None:
         known = ", ".join(BaseModel.objects.values_list("name", flat=True)[:20]) or "none yet"
-        hint = " Continuing training from an ft: model is not supported." if name.startswith("ft:") else ""
-        raise JobError("model", f"Unknown base model '{name}'. Known base models: {known}.{hint}",
-                       "model_not_found")
+        raise JobError("model", f"Unknown base model '{name}'. Known base models: {known}, or a fine-tuned "
+                                "model (ft:…) of this studio.", "model_not_found")
     return base
+
+
+# The LoRA settings a job that continues an adapter must share with it.
+ADAPTER_SHAPE = ("lora_r", "lora_alpha", "lora_target_modules")
+
+
+def starting_point(typed):
+    """(base model, checkpoint or None) of a request's `model`: a base model's name, or a fine-tuned model
+    (`ft:…`, a job's or an epoch checkpoint's) whose weights the job starts from.
+
+    A LoRA snapshot with `adapter: lora` goes on training that adapter on the same base, so its LoRA settings
+    (rank, alpha, target modules) must be the adapter's; with `adapter: full` the adapter is merged into its
+    base and every weight trains. A full-weight snapshot trains in full only: an adapter on top of it would be
+    served on weights that are not a base model."""
+    if not typed.model.startswith("ft:"):
+        return _find_base_model(typed.model), None
+    checkpoint = Checkpoint.for_model_name(typed.model)
+    if checkpoint is None or not checkpoint.full_path.is_dir():
+        raise JobError("model", f"Unknown fine-tuned model '{typed.model}': no checkpoint of this studio has that "
+                                "name. GET /v1/models, or the playground's snapshot list, names them.",
+                       "model_not_found")
+    if not checkpoint.is_adapter:
+        if typed.adapter != "full":
+            raise JobError("adapter", f"{typed.model} holds full weights, so a job on it trains in full: set "
+                                      "adapter to 'full'.", "invalid_value")
+        return checkpoint.job.base_model, checkpoint
+    if typed.adapter == "lora":
+        own = checkpoint.job.spec_values
+        for field in ADAPTER_SHAPE:
+            wanted = getattr(own, field)
+            if getattr(typed, field) != wanted:
+                raise JobError(field, f"{field}: {typed.model} is a LoRA adapter with {field} {wanted!r}, and "
+                                      f"training continues that adapter: set {field} to {wanted!r} (or adapter "
+                                      "'full' to merge it and train every weight).", "invalid_value")
+    return checkpoint.job.base_model, checkpoint
 
 
 def _find_file(file_id, param, method):
@@ -244,7 +278,7 @@ def create_job(spec, user, parent=None, metadata=None):
         spec["seed"] = secrets.randbelow(2**31)
     typed = check_spec(spec)
     metadata = check_metadata(metadata)
-    base = _find_base_model(typed.model)
+    base, init_checkpoint = starting_point(typed)
     if typed.method == "reinforcement":
         grader = check_grader(typed.grader)
     training_file = _find_file(typed.training_file, "training_file", typed.method)
@@ -258,7 +292,8 @@ def create_job(spec, user, parent=None, metadata=None):
     with transaction.atomic():
         job = FineTuningJob.objects.create(
             created_by=user if getattr(user, "is_authenticated", False) else None,
-            base_model=base, training_file=training_file, validation_file=validation_file, parent=parent,
+            base_model=base, init_checkpoint=init_checkpoint, training_file=training_file,
+            validation_file=validation_file, parent=parent,
             spec=stored, suffix=typed.suffix or "", seed=typed.seed, metadata=metadata,
             status=FineTuningJob.VALIDATING)
     job.record_event(f"Created fine-tuning job: {job.public_id}")

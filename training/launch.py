@@ -153,6 +153,8 @@ def engine_spec(job):
     spec["validation_file"] = str(job.validation_file.full_path) if job.validation_file else None
     spec["output_dir"] = str(job.job_dir)
     spec["job_id"] = job.public_id
+    if job.init_checkpoint_id:
+        spec["init_from"] = str(job.init_checkpoint.full_path)
     integrations = dict(spec.get("integrations") or {})
     if integrations.get("tensorboard"):
         board = dict(integrations["tensorboard"])

@@ -217,6 +217,15 @@ class FineTuningJob(models.Model):
     def job_dir(self) -> Path:
         return settings.JOBS_DIR / self.public_id
 
+    def starting_chain(self, limit=20):
+        """The snapshots this job's weights come from, oldest first: [] for a job on a base model, else the
+        checkpoint each job in the chain started from (at most `limit`)."""
+        chain, checkpoint = [], self.init_checkpoint
+        while checkpoint is not None and len(chain) < limit:
+            chain.append(checkpoint)
+            checkpoint = checkpoint.job.init_checkpoint
+        return chain[::-1]
+
     def model_name(self, tag=None):
         """`ft:<base>:<suffix>:<id>`; a checkpoint passes its own tag."""
         return f"ft:{self.base_model.name}:{self.suffix}:{tag or self.model_tag}"
@@ -506,6 +515,34 @@ class Checkpoint(models.Model):
     @property
     def full_path(self) -> Path:
         return settings.ATTUNE_HOME / self.path
+
+    @property
+    def is_adapter(self):
+        """A LoRA adapter folder (served on its job's base model), not full weights."""
+        return (self.full_path / "adapter_config.json").exists()
+
+    @classmethod
+    def for_model_name(cls, name):
+        """The checkpoint a fine-tuned model's name stands for, or None. `ft:<base>:<suffix>:<tag>:ckpt-step-N`
+        names an epoch checkpoint (the final one answers to the job's name as well); `ft:<base>:<suffix>:<tag>`
+        names a job's final checkpoint, or its latest while it has no final one."""
+        name = (name or "").strip()
+        parts = name.split(":")
+        if not name.startswith("ft:"):
+            return None
+        if parts[-1].startswith("ckpt-step-") and len(parts) >= 5:
+            for checkpoint in cls.objects.filter(model_tag=parts[-2]).select_related("job__base_model"):
+                own = f"{checkpoint.job.model_name(checkpoint.model_tag)}:ckpt-step-{checkpoint.step}"
+                if name in (own, checkpoint.model_name):
+                    return checkpoint
+            return None
+        job = FineTuningJob.objects.filter(fine_tuned_model=name).select_related("base_model").first()
+        if job is None:
+            job = FineTuningJob.objects.filter(model_tag=parts[-1]).select_related("base_model").first()
+            if job is None or job.model_name() != name:
+                return None
+        checkpoints = job.checkpoints.select_related("job__base_model")
+        return checkpoints.filter(is_final=True).first() or checkpoints.order_by("-step").first()
 
     def metric_value(self, metric):
         """A number from the checkpoint's metrics: `eval:<name>` reads one testing criterion's mean score

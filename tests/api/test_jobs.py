@@ -259,3 +259,16 @@ def test_a_job_stores_its_eval_and_best_checkpoint_metric_and_shows_them_under_a
     assert stored.spec["eval"] == eval_obj.public_id and stored.best_metric == ("eval:polite", True)
     again = api.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
     assert again["attune"]["eval"] == eval_obj.public_id
+
+
+def test_a_job_on_a_fine_tuned_model_starts_from_it_and_names_it(create, admin_user):
+    from tests.factories import make_finished_job
+
+    parent = make_finished_job(admin_user, suffix="intents")
+    resp = create(model=parent.fine_tuned_model)
+    assert resp.status_code == 200, resp.content
+    job = resp.json()
+    assert job["model"] == parent.fine_tuned_model
+    assert FineTuningJob.objects.get(public_id=job["id"]).init_checkpoint.job == parent
+    assert_error(create(model=parent.fine_tuned_model, attune={"lora_r": 8}), 400, param="attune.lora_r")
+    assert_error(create(model="ft:attune-tiny:intents:unknown1"), 400, param="model", code="model_not_found")

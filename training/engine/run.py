@@ -137,8 +137,22 @@ class Job:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.torch_device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
         # fp32 on CPU: bf16 there is emulated and measured several times slower.
+        dtype = torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32
+        start = self.starting_weights()
         model = AutoModelForCausalLM.from_pretrained(
-            self.spec.model, dtype=torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32)
+            self.spec.model if start != "full" else self.spec.init_from, dtype=dtype, use_safetensors=True)
+        if start == "adapter":
+            from peft import PeftConfig, PeftModel
+
+            # A fine-tuned adapter: LoRA goes on training it (with this job's dropout); full fine-tuning starts
+            # from it merged.
+            config = PeftConfig.from_pretrained(self.spec.init_from)
+            config.lora_dropout = self.spec.lora_dropout
+            model = PeftModel.from_pretrained(model, self.spec.init_from, config=config,
+                                              is_trainable=self.spec.adapter == "lora")
+            if self.spec.adapter == "full":
+                model = model.merge_and_unload()
+                model.requires_grad_(True)  # loading the adapter froze the base
         model.config.use_cache = False  # no KV cache while training
         if self.spec.packing:  # the spec allows it for supervised jobs only
             from .attention import use_varlen
@@ -149,7 +163,7 @@ class Job:
                     f"Packing with {model.config._attn_implementation} attention masks the whole flattened batch "
                     "at once; it may be slower than padding. Install flash-attn or turn packing off.",
                     level="warn")
-        if self.spec.adapter == "lora":
+        if self.spec.adapter == "lora" and start != "adapter":
             from peft import LoraConfig, get_peft_model
 
             target = self.spec.lora_target_modules
@@ -159,6 +173,22 @@ class Job:
         self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total_params = sum(p.numel() for p in model.parameters())
         self.model = model
+
+    def starting_weights(self):
+        """What `init_from` holds: None (no snapshot: the base model), "adapter" or "full"; EngineError when the
+        folder has neither safetensors weights nor an adapter."""
+        folder = self.spec.init_from
+        if not folder:
+            return None
+        folder = pathlib.Path(folder)
+        if (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file():
+            return "adapter"
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+            return "full"
+        raise EngineError("model_not_found",
+                          f"The fine-tuned snapshot to start from ({folder}) has no safetensors weights: neither "
+                          "an adapter (adapter_config.json, adapter_model.safetensors) nor a model (config.json, "
+                          "*.safetensors).")
 
     def build_trainer(self):
         from datasets import Dataset

@@ -267,6 +267,9 @@ class JobSpec(_Strict):
         max_length=300)
     output_dir: str = _field("var/jobs/local", description="The job folder; checkpoints go under it.",
                              group="worker", min_length=1)
+    init_from: str | None = _field(None, description="The snapshot folder a job on a fine-tuned model starts "
+                                                     "from: a LoRA adapter (trained on, or merged into `model` "
+                                                     "for full fine-tuning) or full weights.", group="worker")
     judge_url: str | None = _field(None, description="Reinforcement: the studio's /v1 address, which score_model "
                                                      "and label_model graders ask (the token comes in "
                                                      "ATTUNE_JUDGE_TOKEN).", group="worker")
