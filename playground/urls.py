@@ -5,6 +5,7 @@ from playground import views
 urlpatterns = [
     path("", views.playground, name="playground"),
     path("snapshots/", views.snapshot_search, name="playground_snapshots"),
+    path("preferences/", views.comparison_preferences, name="comparison_preferences"),
     path("compare/", views.compare_start, name="compare_start"),
     path("compare/<str:comparison_id>/", views.comparison_detail, name="comparison_detail"),
     path("compare/<str:comparison_id>/stream/", views.compare_stream, name="compare_stream"),

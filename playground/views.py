@@ -6,6 +6,7 @@ the snapshot names go out in the answer to the rating itself.
 """
 
 import csv
+import datetime
 import io
 import json
 import logging
@@ -446,19 +447,54 @@ PREVIEW_PAIRS = 5
 def rating_task_preferences(request, task_id):
     """"Make a preference file": the task's ratings as DPO pairs (playground/preferences.py). GET previews
     the pairs for a margin (counts, what was left out, a sample); POST stores them as a data file."""
+    task = _get_task_for_user(request, task_id)
+    ratings = Rating.objects.filter(item__task=task).select_related("item")
+    return _preference_file_page(request, ratings, {"task": task}, f"{task.public_id}-preferences.jsonl",
+                                 {"rating_task": task.public_id}, f"the ratings of {task.name}")
+
+
+# What the comparisons' preference page can narrow its ratings to, from its query.
+COMPARISON_FILTERS = ("snapshot", "rater", "since")
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def comparison_preferences(request):
+    """"Make a preference file" from rated playground comparisons: every rated comparison, or those that
+    showed a snapshot, were rated by one user, or made since a day. Previewed and stored as a task's are."""
+    query = request.POST if request.method == "POST" else request.GET
+    chosen = {name: query.get(name, "").strip()[:300] for name in COMPARISON_FILTERS}
+    ratings = Rating.objects.filter(comparison__isnull=False).select_related("comparison")
+    if chosen["snapshot"]:
+        ratings = ratings.filter(comparison__outputs__snapshot_name=chosen["snapshot"]).distinct()
+    if chosen["rater"]:
+        ratings = ratings.filter(rater__username=chosen["rater"])
+    if chosen["since"]:
+        try:
+            day = datetime.date.fromisoformat(chosen["since"])
+        except ValueError:
+            return HttpResponseBadRequest(f"since must be a date as YYYY-MM-DD; got {chosen['since']!r}.",
+                                          content_type="text/plain")
+        ratings = ratings.filter(comparison__created_at__date__gte=day)
+    origin = {"comparisons": {name: value for name, value in chosen.items() if value}}
+    return _preference_file_page(request, ratings, {"filters": chosen}, "comparisons-preferences.jsonl", origin,
+                                 "rated playground comparisons")
+
+
+def _preference_file_page(request, ratings, context, filename, origin, source):
+    """The preview (GET) or the stored data file (POST) of `ratings` as DPO pairs at the request's margin;
+    `origin` goes on the stored file, with the margin and the number of ratings read."""
     from playground.preferences import MARGINS, preference_jsonl, preference_pairs
     from training.datasets import MIN_EXAMPLES, store_upload
 
-    task = _get_task_for_user(request, task_id)
     raw = (request.POST if request.method == "POST" else request.GET).get("margin", "1")
-    ratings = Rating.objects.filter(item__task=task).select_related("item").prefetch_related("scores__output")
     try:
         margin = int(raw)
-        pairs, counts = preference_pairs(ratings.order_by("id"), margin=margin)
+        pairs, counts = preference_pairs(ratings.prefetch_related("scores__output").order_by("id"), margin=margin)
     except ValueError:  # not a number, or out of range
         return HttpResponseBadRequest(f"margin must be a whole number from {MARGINS.start} to {MARGINS.stop - 1}.",
                                       content_type="text/plain")
-    context = {"task": task, "margin": margin, "margins": list(MARGINS), "counts": counts,
+    context = {**context, "margin": margin, "margins": list(MARGINS), "counts": counts,
                "sample": pairs[:PREVIEW_PAIRS], "error": None}
     if request.method == "POST":
         if len(pairs) < MIN_EXAMPLES:
@@ -467,11 +503,10 @@ def rating_task_preferences(request, task_id):
                                 f"file needs at least {MIN_EXAMPLES}: nothing was stored.") + (
                 " Try a smaller margin, or rate more prompts.")
             return render(request, "playground/task_preferences.html", context, status=400)
-        data_file, report = store_upload([preference_jsonl(pairs).encode()], f"{task.public_id}-preferences.jsonl",
-                                         owner=request.user)
-        data_file.origin = {"rating_task": task.public_id, "margin": margin, "n_ratings": counts["ratings"]}
+        data_file, report = store_upload([preference_jsonl(pairs).encode()], filename, owner=request.user)
+        data_file.origin = {**origin, "margin": margin, "n_ratings": counts["ratings"]}
         data_file.save(update_fields=["origin"])
-        messages.success(request, f"Stored {report.n_examples} preference pairs from {task.name} as "
+        messages.success(request, f"Stored {report.n_examples} preference pairs from {source} as "
                                   f"{data_file.public_id}.")
         return redirect("dataset_detail", file_id=data_file.public_id)
     return render(request, "playground/task_preferences.html", context)

@@ -33,7 +33,7 @@ FOR_EVALUATORS = {
 FOR_ADMINS = {
     "datasets", "dataset_detail", "dataset_download", "users", "base_models", "jobs", "job_new", "compare_jobs",
     "job_detail", "job_rerun", "job_cancel", "job_pause", "job_resume", "checkpoint_download",
-    "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close", "rating_task_preferences",
+    "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close", "rating_task_preferences", "comparison_preferences",
     "rating_task_restart", "webhooks", "webhook_detail", "webhook_toggle", "webhook_delete",
     "evals", "eval_new", "eval_try", "eval_detail", "eval_run_new", "eval_run_cancel", "eval_items", "eval_agreement",
     "judge_endpoints", "judge_endpoint_delete",

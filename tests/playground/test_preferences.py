@@ -131,3 +131,50 @@ def test_evaluators_cannot_build_preference_files(evaluator_client, evaluator_us
     assert evaluator_client.post(url, {"margin": "1"}).status_code == 403
     assert not DataFile.objects.exists()
     assert "make-preference-file" not in evaluator_client.get(f"/playground/tasks/{task.public_id}/").content.decode()
+
+
+def make_comparisons(admin, n, names=("base", "tuned")):
+    from playground.models import Comparison
+
+    made = []
+    for index in range(n):
+        comparison = Comparison.objects.create(created_by=admin, status=Comparison.FINISHED, messages=[
+            {"role": "user", "content": f"playground question {index}"}])
+        outputs = [Output.objects.create(comparison=comparison, position=position, snapshot_name=name,
+                                         status="done", text=f"{name} says {index}")
+                   for position, name in enumerate(names)]
+        made.append((comparison, outputs))
+    return made
+
+
+@pytest.mark.django_db
+def test_rated_playground_comparisons_make_a_preference_file_narrowed_by_snapshot_and_rater(admin_client,
+                                                                                          admin_user):
+    ann = make_user("evaluator", "ann")
+    for comparison, outputs in make_comparisons(admin_user, 10) + make_comparisons(admin_user, 2, ("x", "y")):
+        # The second output is the best, 3 points above the first; ann rates the first two as well.
+        Rating.save_for(admin_user, outputs, {0: 2, 1: 5}, {}, "best", 1, comparison=comparison)
+        if comparison.messages[0]["content"].endswith((" 0", " 1")):
+            Rating.save_for(ann, outputs, {0: 3, 1: 4}, {}, "best", 1, comparison=comparison)
+    page = admin_client.get("/playground/").content.decode()
+    assert 'href="/playground/preferences/"' in page
+
+    preview = admin_client.get("/playground/preferences/", {"margin": "2"}).content.decode()
+    # 12 ratings of the admin's and 4 of ann's, whose gap of 1 is below the margin.
+    assert "<strong>12 pairs</strong> from 16 ratings" in preview
+    preview = admin_client.get("/playground/preferences/", {"margin": "1", "snapshot": "tuned",
+                                                              "rater": "ann"}).content.decode()
+    assert "<strong>2 pairs</strong> from 2 ratings" in preview and "tuned says 0" in preview
+
+    resp = admin_client.post("/playground/preferences/", {"margin": "2", "snapshot": "tuned"})
+    stored = DataFile.objects.get()
+    assert resp.status_code == 302 and resp["Location"] == f"/datasets/{stored.public_id}/"
+    assert stored.format == "preference" and stored.n_examples == 10
+    assert stored.origin == {"comparisons": {"snapshot": "tuned"}, "margin": 2, "n_ratings": 12}
+    lines = list(iter_examples(stored.full_path))
+    assert {line["preferred_output"][0]["content"] for line in lines} == {f"tuned says {i}" for i in range(10)}
+    assert "rated playground comparisons" in admin_client.get(resp["Location"]).content.decode()
+
+    assert admin_client.get("/playground/preferences/", {"since": "yesterday"}).status_code == 400
+    assert admin_client.post("/playground/preferences/", {"margin": "2", "rater": "ann"}).status_code == 400
+    assert DataFile.objects.count() == 1
