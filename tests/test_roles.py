@@ -51,7 +51,8 @@ API_FOR_ADMINS = {
     "api_files", "api_file", "api_file_content", "api_jobs", "api_job", "api_job_cancel", "api_job_pause",
     "api_job_resume", "api_job_events", "api_job_checkpoints", "api_chat_completions",
     "api_graders_validate", "api_graders_run", "api_evals", "api_eval", "api_eval_runs", "api_eval_run",
-    "api_eval_run_cancel", "api_eval_output_items", "api_eval_output_item",
+    "api_eval_run_cancel", "api_eval_output_items", "api_eval_output_item", "api_sweeps", "api_sweep",
+    "api_sweep_cancel",
 }
 API_METHODS = ("get", "post", "delete")
 
