@@ -19,6 +19,7 @@ from training.engine.spec import (
     form_fields,
     hyperparameters_for,
 )
+from training.sweeps import MAX_FIELDS, SWEEPABLE
 
 ERROR_CODES = {"400": "Bad request: the `param` names the field.", "401": "Missing, unknown or revoked API key.",
                "403": "The key's owner may not use this endpoint.", "404": "No such object.",
@@ -355,6 +356,69 @@ def _eval_paths(paths):
         "get": {"operationId": "getEvalRunOutputItem", "responses": {"200": ok, **_errors("403", "404")}}}
 
 
+SWEEP_ID = _path_param("sweep_id", "A sweep id, `sweep-…`.")
+
+
+def sweep_schemas(job_request):
+    """Attune's sweeps: the request is a job request (`job_request`) plus `sweep`; the sweepable fields come from
+    training/sweeps.py (JobSpec's numbers)."""
+    values = {"oneOf": [{"type": "number"}, {"const": "auto"}]}
+    definition = {
+        "type": "object", "required": ["fields"], "additionalProperties": False,
+        "description": "grid: every combination of the lists; random: `n` draws within the ranges from `seed` "
+                       "(learning_rate_multiplier log-uniformly, integers as integers). At most "
+                       "ATTUNE_SWEEP_MAX_JOBS jobs (12 by default).",
+        "properties": {
+            "mode": {"enum": ["grid", "random"], "default": "grid"},
+            "fields": {"type": "object", "minProperties": 1, "maxProperties": MAX_FIELDS,
+                       "propertyNames": {"enum": list(SWEEPABLE)},
+                       "additionalProperties": {"oneOf": [
+                           {"type": "array", "minItems": 1, "items": values},
+                           {"type": "object", "required": ["min", "max"], "additionalProperties": False,
+                            "properties": {"min": {"type": "number"}, "max": {"type": "number"}}}]}},
+            "n": {"type": ["integer", "null"], "minimum": 1, "description": "random: the number of draws."},
+            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647,
+                     "description": "random: the draws' seed; drawn and stored when left out."}}}
+    request = {**job_request, "required": [*job_request["required"], "sweep"],
+               "properties": {**job_request["properties"], "sweep": _ref("SweepDefinition")}}
+    ranked = {"type": "object", "required": ["job", "values", "metric_value", "checkpoint"], "properties": {
+        "job": {"type": "string"}, "values": {"type": "object"}, "metric_value": {"type": ["number", "null"]},
+        "checkpoint": {"type": ["string", "null"]}}}
+    sweep = {"type": "object", "required": ["id", "object", "created_at", "status", "job_counts", "mode", "fields",
+                                            "n", "seed", "metric", "ranking", "jobs"], "properties": {
+        "id": {"type": "string"}, "object": {"const": "attune.sweep"}, "created_at": {"type": "integer"},
+        "status": {"enum": ["active", "ended"]},
+        "job_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "mode": {"enum": ["grid", "random"]}, "fields": {"type": "object"}, "n": {"type": "integer"},
+        "seed": {"type": ["integer", "null"]},
+        "metric": {"type": "object", "required": ["name", "higher_is_better"], "properties": {
+            "name": {"type": "string"}, "higher_is_better": {"type": "boolean"}}},
+        "ranking": {"type": "array", "items": ranked, "description": "The jobs, best first."},
+        "jobs": {"type": "array", "items": _ref("FineTuningJob")}}}
+    return {"SweepDefinition": definition, "CreateAttuneSweepRequest": request, "AttuneSweep": sweep,
+            "AttuneSweepList": _list("AttuneSweep")}
+
+
+def _sweep_paths(paths):
+    paths["/attune/sweeps"] = {
+        "get": {"operationId": "listAttuneSweeps", "summary": "Sweeps, newest first.",
+                "parameters": [AFTER, _limit(20, 100)],
+                "responses": {"200": _json(_ref("AttuneSweepList")), **_errors("400", "403")}},
+        "post": {"operationId": "createAttuneSweep",
+                 "summary": "Several jobs from one job request, with up to three fields swept; all or none are made.",
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": _ref("CreateAttuneSweepRequest")}}},
+                 "responses": {"200": _json(_ref("AttuneSweep")), **_errors("400", "403")}}}
+    paths["/attune/sweeps/{sweep_id}"] = {
+        "parameters": [SWEEP_ID],
+        "get": {"operationId": "retrieveAttuneSweep",
+                "responses": {"200": _json(_ref("AttuneSweep")), **_errors("403", "404")}}}
+    paths["/attune/sweeps/{sweep_id}/cancel"] = {
+        "parameters": [SWEEP_ID],
+        "post": {"operationId": "cancelAttuneSweep", "summary": "Cancel every job of the sweep that has not ended.",
+                 "responses": {"200": _json(_ref("AttuneSweep")), **_errors("403", "404")}}}
+
+
 def build():
     paths = {
         "/files": {
@@ -435,17 +499,20 @@ def build():
             "application/json": {"schema": _ref("ChatCompletion")},
             "text/event-stream": {"schema": {"type": "string"}}}}, **_errors("400", "403", "404")}}}
     _eval_paths(paths)
+    _sweep_paths(paths)
+    schemas = _schemas()
+    schemas.update(sweep_schemas(schemas["CreateFineTuningJobRequest"]))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Attune API", "version": "1",
                  "description": "The OpenAI-compatible API of Attune: files, fine-tuning jobs, models and chat "
-                                "completions. Point the `openai` SDK's base_url at /v1 and use an API key from "
-                                "/settings/api-keys/. Attune's own job settings go under the `attune` key of a "
-                                "job request."},
+                                "completions, and Attune's sweeps (/attune/sweeps). Point the `openai` SDK's "
+                                "base_url at /v1 and use an API key from /settings/api-keys/. Attune's own job "
+                                "settings go under the `attune` key of a job request."},
         "servers": [{"url": "/v1"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
-        "components": {"schemas": {**_schemas(), **eval_schemas()}, "securitySchemes": {"bearerAuth": {"type": "http",
+        "components": {"schemas": {**schemas, **eval_schemas()}, "securitySchemes": {"bearerAuth": {"type": "http",
                                                                                  "scheme": "bearer"}}},
     }
 

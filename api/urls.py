@@ -3,7 +3,7 @@
 
 from django.urls import path, re_path
 
-from api import evals, openapi, views
+from api import evals, openapi, sweeps, views
 
 urlpatterns = [
     path("files", views.files, name="api_files"),
@@ -26,6 +26,9 @@ urlpatterns = [
     path("evals/<str:eval_id>/runs/<str:run_id>/output_items", evals.output_items, name="api_eval_output_items"),
     path("evals/<str:eval_id>/runs/<str:run_id>/output_items/<str:item_id>", evals.output_item_detail,
          name="api_eval_output_item"),
+    path("attune/sweeps", sweeps.sweeps, name="api_sweeps"),
+    path("attune/sweeps/<str:sweep_id>", sweeps.sweep_detail, name="api_sweep"),
+    path("attune/sweeps/<str:sweep_id>/cancel", sweeps.sweep_cancel, name="api_sweep_cancel"),
     path("models", views.models, name="api_models"),
     path("models/<path:model_id>", views.model_detail, name="api_model"),
     path("chat/completions", views.chat_completions, name="api_chat_completions"),

@@ -257,13 +257,19 @@ def job_create(request):
     try:
         job = create_job(spec, request.user, metadata=metadata)
     except JobError as exc:
-        param = request_param(exc.param or "", params) or None
-        message = exc.message
-        if exc.param and param != exc.param and message.startswith(exc.param):
-            # A message that starts with the spec's field (a grader's `grader.operation …`) names the request's.
-            message = param + message[len(exc.param):]
-        raise ApiError(message, param=param, code=exc.code) from None
+        raise request_error(exc, params) from None
     return JsonResponse(objects.job_object(job))
+
+
+def request_error(exc, params):
+    """The ApiError of a JobError, its param the request field the spec's field came from (`spec_from_request`'s
+    `params`)."""
+    param = request_param(exc.param or "", params) or None
+    message = exc.message
+    if exc.param and param != exc.param and message.startswith(exc.param):
+        # A message that starts with the spec's field (a grader's `grader.operation …`) names the request's.
+        message = param + message[len(exc.param):]
+    return ApiError(message, param=param, code=exc.code)
 
 
 @api_view("GET")

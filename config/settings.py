@@ -9,6 +9,7 @@
 | ATTUNE_WORKER_SLOTS      | 1                                 |
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | ATTUNE_MAX_LINE_MB       | 8 (longest line of a data file)   |
+| ATTUNE_SWEEP_MAX_JOBS    | 12 (jobs one sweep may create)    |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | VLLM_URL                 | none: with INFERENCE_BACKEND=vllm, Attune runs its own vLLM servers |
 | VLLM_COMMAND             | .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server |
@@ -170,6 +171,8 @@ ATTUNE_INPROCESS_WORKER = _env_bool("ATTUNE_INPROCESS_WORKER", default=not REDIS
 ATTUNE_WORKER_SLOTS = int(os.environ.get("ATTUNE_WORKER_SLOTS", "1"))
 ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 ATTUNE_MAX_LINE_MB = int(os.environ.get("ATTUNE_MAX_LINE_MB", "8"))
+# The most jobs one sweep creates (training/sweeps.py): a grid's combinations, or a random sweep's draws.
+ATTUNE_SWEEP_MAX_JOBS = int(os.environ.get("ATTUNE_SWEEP_MAX_JOBS", "12"))
 # Behind a reverse proxy: trust its X-Forwarded-For / X-Forwarded-Proto, from FORWARDED_ALLOW_IPS only.
 TRUST_PROXY_HEADERS = _env_bool("TRUST_PROXY_HEADERS")
 FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,10 +1,12 @@
 import json
+import secrets
 
 from django import forms
 
 from graders import GraderError, validate_grader
 from training.engine.spec import AUTO, INTEGRATIONS, WORKER_FIELDS, form_fields, spec_errors
 from training.models import BaseModel, DataFile, FineTuningJob
+from training.sweeps import MAX_FIELDS, SWEEPABLE, sweepable_for
 
 
 class UploadForm(forms.Form):
@@ -515,3 +517,101 @@ class BaseModelForm(forms.Form):
                                                        "the data folder's models/ (safetensors weights only).")
     trust_remote_code = forms.BooleanField(required=False, help_text="Let the model's own Python code run. "
                                                                     "Only for models whose authors you trust.")
+
+
+def _number(text):
+    """A typed number: an integer when it reads as one, else a float; the text itself when it is neither (the
+    sweep's checks then name it)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class SweepForm(forms.Form):
+    """The new-job form's Sweep section (prefix `sweep`): up to three rows of a field and its values, as a grid
+    (values typed comma-separated) or as N random draws (a min and a max per row, the draws from `seed`).
+
+    `definition` (after `is_valid()`) is None when no row names a field (the form makes one job), else the
+    definition `training.sweeps` takes; the sweep's own rules (ranges, the number of jobs, the fields a method
+    takes) are `training.sweeps.plan`'s to check, and `add_sweep_error` puts what it refuses on the row it names.
+    """
+
+    mode = forms.ChoiceField(choices=[("grid", "Grid: every combination of the values"),
+                                      ("random", "Random: N draws within the ranges")],
+                             initial="grid", widget=forms.RadioSelect, required=False)
+    n = forms.IntegerField(required=False, min_value=1, label="draws",
+                           help_text="Random: how many jobs to draw.")
+    seed = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1, label="draw seed",
+                              help_text="Random: the draws repeat with the same seed. Empty: one is drawn when the "
+                                        "sweep is created, and stored.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.definition = None
+        self.rows = range(1, MAX_FIELDS + 1)
+        choices = [("", "— none —")] + [(name, name) for name in SWEEPABLE]
+        for i in self.rows:
+            self.fields[f"field_{i}"] = forms.ChoiceField(choices=choices, required=False, label="field")
+            self.fields[f"values_{i}"] = forms.CharField(required=False, label="values",
+                                                         help_text="Grid: comma-separated, e.g. 0.5, 1, 2.")
+            self.fields[f"min_{i}"] = forms.CharField(required=False, label="min")
+            self.fields[f"max_{i}"] = forms.CharField(required=False, label="max")
+        if not self.is_bound:
+            # A seed is in the form from the start, so that the preview's draws are those the sweep makes.
+            self.initial.setdefault("seed", secrets.randbelow(2**31))
+
+    def row_fields(self):
+        """[(field, values, min, max)] bound fields of each row, for the template."""
+        return [(self[f"field_{i}"], self[f"values_{i}"], self[f"min_{i}"], self[f"max_{i}"]) for i in self.rows]
+
+    def clean(self):
+        cleaned = super().clean()
+        mode = cleaned.get("mode") or "grid"
+        fields = {}
+        for i in self.rows:
+            name = cleaned.get(f"field_{i}")
+            typed = [cleaned.get(key, "").strip() for key in (f"values_{i}", f"min_{i}", f"max_{i}")]
+            if not name:
+                if any(typed):
+                    self.add_error(f"field_{i}", "Pick the field these values are for, or clear them.")
+                continue
+            if name in fields:
+                self.add_error(f"field_{i}", f"{name} is in another row already.")
+                continue
+            if mode == "grid":
+                fields[name] = [_number(part) for part in _split_list(typed[0])]
+            else:
+                fields[name] = {"min": _number(typed[1]) if typed[1] else None,
+                                "max": _number(typed[2]) if typed[2] else None}
+        if fields and not self._errors:
+            self.definition = {"mode": mode, "fields": fields}
+            if mode == "random":
+                self.definition.update({"n": cleaned.get("n"), "seed": cleaned.get("seed")})
+        return cleaned
+
+    def _row_of(self, name):
+        return next((i for i in self.rows if self.cleaned_data.get(f"field_{i}") == name), None)
+
+    def add_sweep_error(self, param, message, method):
+        """Put an error of `training.sweeps` (param `sweep.fields.<name>[<index>]`, `….min`, `sweep.n`, …) on the
+        input it is about: a field the method cannot sweep on its row's field, a value on its values (or min / max)."""
+        parts = param.split(".")
+        if parts[:2] != ["sweep", "fields"] or len(parts) < 3:
+            key = {"sweep.n": "n", "sweep.seed": "seed", "sweep.mode": "mode"}.get(param)
+            self.add_error(key, message)
+            return
+        name = parts[2].split("[", 1)[0]
+        row = self._row_of(name)
+        if row is None:
+            self.add_error(None, message)
+        elif name not in sweepable_for(method):
+            self.add_error(f"field_{row}", message)
+        elif parts[-1] in ("min", "max"):
+            self.add_error(f"{parts[-1]}_{row}", message)
+        else:
+            self.add_error(f"values_{row}" if self.definition["mode"] == "grid" else f"min_{row}", message)

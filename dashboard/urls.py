@@ -17,5 +17,8 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<str:job_id>/pause/", views.job_pause, name="job_pause"),
     path("jobs/<str:job_id>/resume/", views.job_resume, name="job_resume"),
+    path("sweeps/", views.sweeps, name="sweeps"),
+    path("sweeps/<str:sweep_id>/", views.sweep_detail, name="sweep_detail"),
+    path("sweeps/<str:sweep_id>/cancel/", views.sweep_cancel, name="sweep_cancel"),
     path("checkpoints/<str:checkpoint_id>/download/", views.checkpoint_download, name="checkpoint_download"),
 ]

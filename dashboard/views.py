@@ -30,6 +30,7 @@ from dashboard.forms import (
     JobFilterForm,
     JobForm,
     StatsModelForm,
+    SweepForm,
     UploadForm,
 )
 from training.base_models import BaseModelError, convert_gguf, gguf_to_convert, register_base_model
@@ -37,7 +38,8 @@ from training.datasets import iter_examples, stats_for, store_upload
 from training.engine.spec import hyperparameters_for
 from training.estimates import estimate_request
 from training.jobs import create_job, rerun
-from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobError
+from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, JobError, Sweep, is_higher_better
+from training.sweeps import best_finished, create_sweep, plan, ranking, status_summary, values_text
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +239,23 @@ def job_rerun(request, job_id):
 
 
 def _job_form_page(request, parent):
-    """The new-job form; a re-run is the same form filled with the parent's spec as it was requested."""
+    """The new-job form; a re-run is the same form filled with the parent's spec as it was requested. A new job's
+    form has a Sweep section: with a field picked in it, the form makes a sweep of jobs (its preview lists them)."""
     preview = "preview" in request.POST
+    sweep_form, sweep_plan = None, None
     if request.method == "POST":
         form = JobForm(request.POST)
-        if form.is_valid() and not preview:
+        sweep_form = None if parent else SweepForm(request.POST, prefix="sweep")
+        spec_valid = form.is_valid()
+        if sweep_form is not None and sweep_form.is_valid() and sweep_form.definition and spec_valid:
+            sweep_plan = _plan_sweep(form, sweep_form)
+            if sweep_plan is not None and not preview:
+                sweep = _create_sweep(request, form, sweep_form)
+                if sweep is not None:
+                    messages.success(request, f"Created {sweep.public_id}: {sweep.jobs.count()} jobs.")
+                    return redirect("sweep_detail", sweep_id=sweep.public_id)
+                sweep_plan = None
+        elif spec_valid and not preview and not (sweep_form is not None and sweep_form.errors):
             try:
                 if parent:
                     job = rerun(parent, by=request.user, spec=form.spec)
@@ -257,15 +271,44 @@ def _job_form_page(request, parent):
     else:
         linked = None if parent else _spec_from_query(request.GET)
         form = JobForm(initial=JobForm.initial_from_spec(parent.spec if parent else linked) if parent or linked else None)
+        sweep_form = None if parent else SweepForm(prefix="sweep")
     # What the job will cost, shown beside the spec while the form is filled in (and on the form's page).
     estimate = estimate_request(form.spec) if form.spec else None
     if estimate and estimate["seconds"] is not None:
         estimate["time_text"] = duration_text(estimate["seconds"])
     context = {"form": form, "parent": parent, "preview": preview, "estimate": estimate,
+               "sweep_form": sweep_form, "sweep_plan": sweep_plan,
                "form_action": reverse("job_rerun", args=[parent.public_id]) if parent else reverse("job_new")}
     if request.htmx and preview:
         return render(request, "dashboard/job_form_spec.html", context)
     return render(request, "dashboard/job_form.html", context)
+
+
+def _sweep_error(form, sweep_form, exc):
+    """A refusal of the sweep lands on its section's input; one of the spec (a file, the model) on the spec's
+    field."""
+    for param, message in exc.errors:
+        if (param or "").startswith("sweep"):
+            sweep_form.add_sweep_error(param, message, form.spec.get("method", "supervised"))
+        else:
+            form.add_spec_error(param, message)
+
+
+def _plan_sweep(form, sweep_form):
+    """The jobs the sweep section asks for (`training.sweeps.plan`), or None with its errors put on the forms."""
+    try:
+        return plan(form.spec, sweep_form.definition)
+    except JobError as exc:
+        _sweep_error(form, sweep_form, exc)
+        return None
+
+
+def _create_sweep(request, form, sweep_form):
+    try:
+        return create_sweep(form.spec, sweep_form.definition, request.user)
+    except JobError as exc:
+        _sweep_error(form, sweep_form, exc)
+        return None
 
 
 def _spec_from_query(query):
@@ -652,6 +695,107 @@ def compare_jobs(request):
                        for job, colour in zip(picked, COMPARE_COLOURS, strict=False)],
         })
     return render(request, "dashboard/compare_runs.html", context)
+
+
+# --- Sweeps: the list, a sweep's ranked jobs and their plot, cancel ---
+
+SWEEPS_PER_PAGE = 25
+
+
+def _get_sweep_for_user(request, sweep_id):
+    """The sweep, if this user may see it: admins only, checked before the lookup (as for jobs)."""
+    if not is_admin(request.user):
+        raise PermissionDenied("Sweeps are for admins.")
+    return get_object_or_404(Sweep.objects.select_related("created_by"), public_id=sweep_id)
+
+
+@admin_required
+@require_GET
+def sweeps(request):
+    page = Paginator(Sweep.objects.select_related("created_by").prefetch_related("jobs"), SWEEPS_PER_PAGE).get_page(
+        request.GET.get("page"))
+    rows = []
+    for sweep in page:
+        status, counts = status_summary(sweep.jobs.all())
+        rows.append({"sweep": sweep, "status": status, "counts": sorted(counts.items()),
+                     "n_jobs": sum(counts.values())})
+    return render(request, "dashboard/sweeps.html", {"page": page, "rows": rows})
+
+
+def _metric_choices(sweep, ranked):
+    """The metrics a sweep's jobs can be ranked by: the sweep's own, the validation loss or mean reward of their
+    method, and the eval scores their checkpoints carry (each testing criterion as `eval:<name>`)."""
+    choices = [sweep.metric]
+    choices.append("full_valid_mean_reward" if sweep.spec.get("method") == "reinforcement" else "full_valid_loss")
+    criteria = set()
+    for row in ranked:
+        for checkpoint in row.job.checkpoints.all():
+            if checkpoint.metric_value("eval_mean_score") is not None:
+                choices += ["eval_mean_score", "eval_pass_rate"]
+            criteria.update(checkpoint.metrics.get("eval_scores") or {})
+    choices += [f"eval:{name}" for name in sorted(criteria)]
+    return list(dict.fromkeys(choices))
+
+
+def _plot_dimension(label, values):
+    """A parallel-coordinates axis: numbers as they are; other values (`auto`) as ticks on an ordinal axis."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return {"label": label, "values": values}
+    levels = list(dict.fromkeys(map(str, values)))
+    return {"label": label, "values": [levels.index(str(v)) for v in values],
+            "tickvals": list(range(len(levels))), "ticktext": levels}
+
+
+def _sweep_plot(sweep, ranked, metric, higher):
+    """What sweep.js draws: one line per job that has a value of `metric`, an axis per swept field and one for the
+    metric (coloured by it, the best end bright)."""
+    scored = [row for row in ranked if row.value is not None]
+    return {"jobs": [row.job.public_id for row in scored], "higher": higher,
+            "dimensions": [_plot_dimension(name, [row.values[name] for row in scored]) for name in sweep.fields],
+            "metric": {"label": metric, "values": [row.value for row in scored]}}
+
+
+def _compare_url(jobs):
+    """The compare page for the first jobs (at most 4), as the job page's lineage link builds it; None under 2."""
+    if len(jobs) < 2:
+        return None
+    return reverse("compare_jobs") + "?" + urlencode([("jobs", job.public_id) for job in jobs[:4]])
+
+
+@admin_required
+@require_GET
+def sweep_detail(request, sweep_id):
+    sweep = _get_sweep_for_user(request, sweep_id)
+    ranked = ranking(sweep)
+    choices = _metric_choices(sweep, ranked)
+    metric = request.GET.get("metric") if request.GET.get("metric") in choices else sweep.metric
+    if metric != sweep.metric:
+        ranked = ranking(sweep, metric)
+    higher = is_higher_better(metric)
+    status, counts = status_summary([row.job for row in ranked])
+    best = best_finished(ranked)
+    return render(request, "dashboard/sweep_detail.html", {
+        "sweep": sweep, "ranked": ranked, "metric": metric, "metric_choices": choices,
+        "direction": "highest" if higher else "lowest", "status": status, "counts": sorted(counts.items()),
+        "fields": sweep.fields, "plot": _sweep_plot(sweep, ranked, metric, higher),
+        "compare_url": _compare_url([row.job for row in ranked]),
+        "best": best, "rerun_url": reverse("job_rerun", args=[best.job.public_id]) if best else None,
+        "can_cancel": status == "active",
+        "rows": [{"row": row, "values_text": values_text(row.values)} for row in ranked],
+    })
+
+
+@require_POST
+@admin_required
+def sweep_cancel(request, sweep_id):
+    sweep = _get_sweep_for_user(request, sweep_id)
+    cancelled = sweep.cancel(by=request.user)
+    if cancelled:
+        messages.success(request, f"Cancelled {len(cancelled)} job{'s' if len(cancelled) != 1 else ''} of "
+                                  f"{sweep.public_id}.")
+    else:
+        messages.info(request, f"Every job of {sweep.public_id} had already ended.")
+    return redirect("sweep_detail", sweep_id=sweep.public_id)
 
 
 # --- Checkpoint download: the adapter as it is, or merged into its base, as a zip ---

@@ -33,7 +33,9 @@ FOR_EVALUATORS = {
 FOR_ADMINS = {
     "datasets", "dataset_detail", "dataset_download", "users", "base_models", "jobs", "job_new", "compare_jobs",
     "job_detail", "job_rerun", "job_cancel", "job_pause", "job_resume", "checkpoint_download",
-    "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close", "rating_task_preferences", "comparison_preferences",
+    "sweeps", "sweep_detail", "sweep_cancel",
+    "playground", "playground_snapshots", "compare_start", "rating_task_new", "rating_task_close",
+    "rating_task_preferences", "comparison_preferences",
     "rating_task_restart", "webhooks", "webhook_detail", "webhook_toggle", "webhook_delete",
     "evals", "eval_new", "eval_try", "eval_detail", "eval_run_new", "eval_run_cancel", "eval_items", "eval_agreement",
     "judge_endpoints", "judge_endpoint_delete",
@@ -50,7 +52,8 @@ API_FOR_ADMINS = {
     "api_files", "api_file", "api_file_content", "api_jobs", "api_job", "api_job_cancel", "api_job_pause",
     "api_job_resume", "api_job_events", "api_job_checkpoints", "api_chat_completions",
     "api_graders_validate", "api_graders_run", "api_evals", "api_eval", "api_eval_runs", "api_eval_run",
-    "api_eval_run_cancel", "api_eval_output_items", "api_eval_output_item",
+    "api_eval_run_cancel", "api_eval_output_items", "api_eval_output_item", "api_sweeps", "api_sweep",
+    "api_sweep_cancel",
 }
 API_METHODS = ("get", "post", "delete")
 
@@ -99,7 +102,7 @@ def real_ids(admin_user, evaluator_user, settings):
     task assigned to them, their API key), so that a refusal can only come from the role."""
     from api.models import ApiKey
     from playground.models import Comparison, Output, RatingTask, TaskItem
-    from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, WebhookEndpoint
+    from training.models import BaseModel, Checkpoint, DataFile, FineTuningJob, Sweep, WebhookEndpoint
 
     base = BaseModel.objects.create(name="attune-tiny", source="attune-tiny")
     data_file = DataFile.objects.create(filename="train.jsonl", path="roles/train.jsonl", status="processed",
@@ -112,6 +115,9 @@ def real_ids(admin_user, evaluator_user, settings):
                                        status="succeeded", spec=spec, seed=7)
     checkpoint = Checkpoint.objects.create(job=job, epoch=1, step=10, path="roles/no-such-checkpoint",
                                            is_final=True)
+    sweep = Sweep.objects.create(created_by=admin_user, spec=spec, metric="full_valid_loss",
+                                 definition={"mode": "grid", "fields": {"lora_r": [16]}, "n": 1, "seed": None})
+    FineTuningJob.objects.filter(pk=job.pk).update(sweep=sweep)
     comparison = Comparison.objects.create(created_by=evaluator_user, blind=True, status=Comparison.FINISHED,
                                            messages=[{"role": "user", "content": "hi"}])
     Output.objects.create(comparison=comparison, position=0, snapshot_name=base.name, status=Output.DONE,
@@ -133,7 +139,7 @@ def real_ids(admin_user, evaluator_user, settings):
     judge = JudgeEndpoint.objects.create(name="roles", base_url="https://example.invalid/v1")
     return {"judge_id": judge.pk, "eval_id": eval_obj.public_id, "run_id": run.public_id,
             "item_id": item.public_id, "file_id": data_file.public_id, "job_id": job.public_id,
-            "checkpoint_id": checkpoint.public_id,
+            "checkpoint_id": checkpoint.public_id, "sweep_id": sweep.public_id,
             "comparison_id": comparison.public_id, "task_id": task.public_id, "endpoint_id": endpoint.pk,
             "key_id": key.pk, "model_id": base.name}
 

@@ -1,5 +1,5 @@
-"""Public ids and timestamps in the formats of the OpenAI API: `file-…`, `ftjob-…`, `ftckpt_…`, `ftevent-…`;
-times as unix seconds."""
+"""Public ids and timestamps in the formats of the OpenAI API: `file-…`, `ftjob-…`, `ftckpt_…`, `ftevent-…`, and
+Attune's own sweeps, `sweep-…`; times as unix seconds."""
 
 import secrets
 import string
@@ -25,6 +25,10 @@ def new_checkpoint_id():
 
 def new_event_id():
     return "ftevent-" + random_tail()
+
+
+def new_sweep_id():
+    return "sweep-" + random_tail()
 
 
 def new_model_tag():

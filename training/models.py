@@ -44,6 +44,22 @@ RFT_RESULTS_COLUMNS = ["step", "train_loss", "train_mean_reward", "train_reward_
 LOWEST_IS_BEST = ("full_valid_loss",)
 
 
+def is_higher_better(metric):
+    """Whether a higher value of `metric` is better: the loss is lowest-is-best, rewards and eval scores are not."""
+    return metric not in LOWEST_IS_BEST
+
+
+def best_metric_of(values):
+    """(metric name, higher is better) that marks the best checkpoint of a spec (`SpecValues`): its
+    best_checkpoint_metric, with auto → eval_mean_score when it names an eval, else full_valid_mean_reward for a
+    reinforcement job and full_valid_loss for the others (the rule of JobSpec's resolve_auto)."""
+    metric = values.best_checkpoint_metric or "auto"
+    if metric == "auto":
+        metric = ("eval_mean_score" if values.eval else
+                  "full_valid_mean_reward" if values.method == "reinforcement" else "full_valid_loss")
+    return metric, is_higher_better(metric)
+
+
 class JobError(Exception):
     """A request that cannot become (or change) a job. `param` names the field, as the API's `param`."""
 
@@ -161,6 +177,8 @@ class FineTuningJob(models.Model):
     validation_file = models.ForeignKey(DataFile, null=True, blank=True, on_delete=models.PROTECT,
                                         related_name="validation_jobs")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    # The sweep that created the job, if one did (training/sweeps.py).
+    sweep = models.ForeignKey("Sweep", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     # A job whose `model` is a fine-tuned model (`ft:…`) starts from that snapshot's weights.
     init_checkpoint = models.ForeignKey("Checkpoint", null=True, blank=True, on_delete=models.SET_NULL,
                                         related_name="continued_by")
@@ -234,20 +252,13 @@ class FineTuningJob(models.Model):
 
     @property
     def best_metric(self):
-        """(metric name, higher is better) that marks the best checkpoint: the spec's best_checkpoint_metric,
-        with auto → eval_mean_score when the job names an eval, else full_valid_mean_reward for a reinforcement
-        job and full_valid_loss for the others (the rule of JobSpec's resolve_auto)."""
-        values = self.spec_values
-        metric = values.best_checkpoint_metric or "auto"
-        if metric == "auto":
-            metric = ("eval_mean_score" if values.eval else
-                      "full_valid_mean_reward" if values.method == "reinforcement" else "full_valid_loss")
-        return metric, metric not in LOWEST_IS_BEST
+        """(metric name, higher is better) that marks the best checkpoint (see `best_metric_of`)."""
+        return best_metric_of(self.spec_values)
 
-    def best_checkpoint(self, checkpoints=None):
-        """The checkpoint with the best value of `best_metric` (the earlier one on a tie), or None while no
-        checkpoint has a value for it."""
-        metric, higher = self.best_metric
+    def best_checkpoint(self, checkpoints=None, metric=None):
+        """The checkpoint with the best value of `metric` (default: `best_metric`; the earlier one on a tie), or
+        None while no checkpoint has a value for it."""
+        metric, higher = (metric, is_higher_better(metric)) if metric else self.best_metric
         best, best_value = None, None
         for checkpoint in sorted(checkpoints if checkpoints is not None else self.checkpoints.all(),
                                  key=lambda c: c.step):
@@ -478,6 +489,47 @@ class FineTuningJob(models.Model):
         data_file.path = str(relative)
         data_file.save()
         return data_file
+
+
+class Sweep(models.Model):
+    """Jobs made from one spec with some values swept (training/sweeps.py), ranked by one metric.
+
+    `spec` is the base spec as requested (with the one seed its jobs share when the request named none);
+    `definition` is {mode: grid | random, fields, n, seed}: for a grid, each field's list of values; for a
+    random sweep, each field's {min, max}, the number of draws and the seed they were drawn with.
+    """
+
+    public_id = models.CharField(max_length=40, unique=True, default=ids.new_sweep_id, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="sweeps")
+    spec = models.JSONField(default=dict)
+    definition = models.JSONField(default=dict)
+    # What ranks the jobs: a checkpoint metric as `Checkpoint.metric_value` reads it (full_valid_loss,
+    # eval_mean_score, eval:<criterion>, …), the best checkpoint of each job.
+    metric = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.public_id
+
+    @property
+    def fields(self):
+        """The swept fields, in the order they were given."""
+        return list(self.definition.get("fields") or {})
+
+    def cancel(self, by=None):
+        """Cancel every job of the sweep that has not ended, each through its own `cancel`; the jobs cancelled.
+        A job that ends meanwhile (its worker got there first) is left as it is."""
+        cancelled = []
+        for job in self.jobs.filter(status__in=FineTuningJob.ACTIVE).order_by("created_at", "id"):
+            try:
+                cancelled.append(job.cancel(by=by))
+            except JobError:
+                continue
+        return cancelled
 
 
 def _figure(value):

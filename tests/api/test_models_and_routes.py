@@ -111,7 +111,8 @@ def test_every_route_is_in_the_openapi_schema(client, db):
             continue
         routes.add("/" + route.replace("<str:file_id>", "{file_id}").replace("<str:job_id>", "{fine_tuning_job_id}")
                    .replace("<path:model_id>", "{model}").replace("<str:eval_id>", "{eval_id}")
-                   .replace("<str:run_id>", "{run_id}").replace("<str:item_id>", "{output_item_id}"))
+                   .replace("<str:run_id>", "{run_id}").replace("<str:item_id>", "{output_item_id}")
+                   .replace("<str:sweep_id>", "{sweep_id}"))
     assert routes == described
     attune = schema["components"]["schemas"]["AttuneJobSettings"]["properties"]
     assert {"adapter", "lora_r", "lora_alpha", "max_seq_length"} <= set(attune)
