@@ -49,7 +49,7 @@ def read_estimate(page):
     page.locator("#job-estimate dd").first.wait_for()
     page.wait_for_function("() => /^[0-9]/.test(document.querySelector('#job-estimate dd').textContent)")
     labels = page.locator("#job-estimate dt").all_inner_texts()
-    return dict(zip(labels, page.locator("#job-estimate dd").all_inner_texts()))
+    return dict(zip(labels, page.locator("#job-estimate dd").all_inner_texts(), strict=True))
 
 
 def wait_for_status(page, status, timeout=480_000):
@@ -172,5 +172,41 @@ def test_one_person_closes_the_loop_in_the_browser(studio, browser_page, tmp_pat
     wait_for_status(page, "succeeded")
     page.goto(sft_url)
     assert job_id_of(page) == sft_id and dpo_url.rstrip("/").rsplit("/", 1)[-1] in page.inner_text("#trained-further")
+
+    # 5. Sweep two learning rates of the demo job. This time the estimate has a time, learned from step 1.
+    page.goto(url + "/jobs/new/")
+    page.select_option("#id_model", "attune-tiny")
+    pick_demo_files(page)
+    set_number(page, "n_epochs", 1)
+    set_number(page, "batch_size", 32)
+    page.fill("#id_suffix", "sweep")
+    page.click("#sweep summary")
+    page.select_option("#id_sweep-field_1", "learning_rate_multiplier")
+    page.fill("#id_sweep-values_1", "1, 10")
+    page.locator("#sweep-plan h3", has_text="Sweep: 2 jobs").wait_for()
+    estimate = read_estimate(page)
+    assert estimate[next(k for k in estimate if k.startswith("Time"))].startswith("about")
+    shot(page, "loop-5-sweep.png")
+    page.click("#create-job")
+    page.wait_for_url(url + "/sweeps/sweep-*/")
+    sweep_url = page.url
+    for _ in range(120):
+        if page.inner_text("#sweep-status") == "ended":
+            break
+        page.wait_for_timeout(5_000)
+        page.goto(sweep_url)
+    assert page.inner_text("#sweep-status") == "ended"
+    assert page.locator("#sweep-jobs .badge", has_text="succeeded").count() == 2
+
+    # 6. Pick the best: ranked by full_valid_loss, lowest first; re-run it.
+    rows = page.eval_on_selector_all("#sweep-jobs tbody tr", "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent.trim()))")
+    ranked = [(row[0], float(row[3]), float(row[4])) for row in rows]  # rank, learning_rate_multiplier, loss
+    assert [rank for rank, _, _ in ranked] == ["1", "2"] and ranked[0][2] <= ranked[1][2]
+    assert sorted(lr for _, lr, _ in ranked) == [1.0, 10.0]
+    page.wait_for_function("() => document.getElementById('sweep-plot').data")
+    shot(page, "loop-6-sweep-ranked.png")
+    page.click("#rerun-best")
+    page.wait_for_url(url + "/jobs/ftjob-*/rerun/")
+    assert float(page.input_value("#id_learning_rate_multiplier")) == ranked[0][1]
 
     assert not page.errors, page.errors
