@@ -29,7 +29,7 @@ POLICY = {
 # package that serves plotly.min.js here does not ship. Measured in Chromium: with style-src 'self' the
 # charts lose their layout. These pages alone allow inline style; scripts stay 'self' everywhere, and their
 # markup holds no style of its own (tests/test_page_security.py).
-INLINE_STYLE_PAGES = {"job_detail", "compare_jobs"}
+INLINE_STYLE_PAGES = {"job_detail", "compare_jobs", "sweep_detail"}
 
 
 def policy_header(inline_style=False):

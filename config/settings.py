@@ -10,6 +10,10 @@
 | ATTUNE_MAX_UPLOAD_MB     | 512                               |
 | ATTUNE_MAX_LINE_MB       | 8 (longest line of a data file)   |
 | ATTUNE_SWEEP_MAX_JOBS    | 12 (jobs one sweep may create)    |
+| ATTUNE_LAUNCHER          | local (the worker's child process), or slurm (sbatch) |
+| ATTUNE_SLURM_PARTITION / ATTUNE_SLURM_TIME | the cluster's default partition / none (sbatch --time) |
+| ATTUNE_SLURM_MAX_NODES   | 4 (the most n_nodes a job may ask for) |
+| ATTUNE_SLURM_GPUS        | 1: ask for n_gpus GPUs per node (0 on a CPU cluster) |
 | INFERENCE_BACKEND        | builtin (or vllm with VLLM_URL)   |
 | VLLM_URL                 | none: with INFERENCE_BACKEND=vllm, Attune runs its own vLLM servers |
 | VLLM_COMMAND             | .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server |
@@ -173,6 +177,14 @@ ATTUNE_MAX_UPLOAD_MB = int(os.environ.get("ATTUNE_MAX_UPLOAD_MB", "512"))
 ATTUNE_MAX_LINE_MB = int(os.environ.get("ATTUNE_MAX_LINE_MB", "8"))
 # The most jobs one sweep creates (training/sweeps.py): a grid's combinations, or a random sweep's draws.
 ATTUNE_SWEEP_MAX_JOBS = int(os.environ.get("ATTUNE_SWEEP_MAX_JOBS", "12"))
+# How a claimed job's engine starts (training/launchers/): the worker's child process, or a Slurm batch job.
+ATTUNE_LAUNCHER = os.environ.get("ATTUNE_LAUNCHER", "local")
+if ATTUNE_LAUNCHER not in ("local", "slurm"):
+    raise ImproperlyConfigured(f"ATTUNE_LAUNCHER must be 'local' or 'slurm'; got {ATTUNE_LAUNCHER!r}.")
+ATTUNE_SLURM_PARTITION = os.environ.get("ATTUNE_SLURM_PARTITION", "")
+ATTUNE_SLURM_TIME = os.environ.get("ATTUNE_SLURM_TIME", "")
+ATTUNE_SLURM_MAX_NODES = int(os.environ.get("ATTUNE_SLURM_MAX_NODES", "4"))
+ATTUNE_SLURM_GPUS = _env_bool("ATTUNE_SLURM_GPUS", default=True)
 # Behind a reverse proxy: trust its X-Forwarded-For / X-Forwarded-Proto, from FORWARDED_ALLOW_IPS only.
 TRUST_PROXY_HEADERS = _env_bool("TRUST_PROXY_HEADERS")
 FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from datetime import timedelta
@@ -35,7 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from training import launch, live
+from training import launch, launchers, live
 from training.engine import checkpoints
 from training.models import Checkpoint, FineTuningJob, JobEvent, MetricPoint, checkpoint_stored
 
@@ -75,11 +74,13 @@ def _reward_figures(line, scope, extra=()):
 class JobRun:
     """Runs one claimed job to its end: engine process, stored lines, control, heartbeat."""
 
-    def __init__(self, job, worker_name, stopping=None):
+    def __init__(self, job, worker_name, stopping=None, follow=None):
         self.job = job
         self.worker_name = worker_name
         self.stopping = stopping or threading.Event()
-        self.process = None
+        # A run another worker started on a cluster, which this one follows from where that one stopped.
+        self.handle = follow
+        self.detached = False
         self.done = None
         self.error = None
         self.paused_at = None
@@ -113,50 +114,70 @@ class JobRun:
             shown = " ".join(["torchrun", *command[3:]])
             job.record_event(f"Launching on {spec['n_gpus']} GPUs: {shown}",
                              dedupe_key=f"launch-{job.attempts}")
-        self.process = launch.start_engine(job, spec, command, self.worker_name)
-        FineTuningJob.objects.filter(pk=job.pk).update(engine_pid=self.process.pid)
-        job.engine_pid = self.process.pid
-        log.info("%s: started engine pid %s (%s)", job.public_id, self.process.pid, " ".join(command))
+        launcher = launchers.current()
+        launch.write_spec(job, spec)
+        self.handle = launcher.start(job, spec, command)
+        if self.handle.pid is not None:
+            FineTuningJob.objects.filter(pk=job.pk).update(engine_pid=self.handle.pid)
+            job.engine_pid = self.handle.pid
+        if job.launcher_state.get("slurm_job_id"):
+            job.record_event(f"Submitted to Slurm as batch job {job.launcher_state['slurm_job_id']}.",
+                             dedupe_key=f"submitted-{job.attempts}")
+        log.info("%s: started the engine with the %s launcher (%s)", job.public_id, launcher.name,
+                 " ".join(command))
+
+    @property
+    def process(self):
+        """The local engine process, or None (a cluster job, or not started)."""
+        return getattr(self.handle, "process", None)
 
     def run(self):
-        try:
-            self.start()
-        except Exception as exc:  # noqa: BLE001 - reported on the job, never lost
-            log.exception("could not start the engine")
-            self.job.fail("engine_start_failed", f"The training process could not start: {exc}")
-            return
+        if self.handle is None:
+            try:
+                self.start()
+            except Exception as exc:  # noqa: BLE001 - reported on the job, never lost
+                log.exception("could not start the engine")
+                self.job.fail("engine_start_failed", f"The training process could not start: {exc}")
+                return
+        else:
+            self.started = True  # a followed engine said `started` to the worker before
         lines = queue.Queue()
 
         def read():
-            for raw in self.process.stdout:
-                lines.put(raw)
+            for raw, offset in self.handle.lines():
+                lines.put((raw, offset))
+                if self.detached:
+                    return
             lines.put(None)
 
         threading.Thread(target=read, name=f"read-{self.job.public_id}", daemon=True).start()
         while True:
             try:
-                raw = lines.get(timeout=POLL_S)
+                item = lines.get(timeout=POLL_S)
             except queue.Empty:
-                raw = b""
-            if raw is None:
+                item = (b"", None)
+            if item is None:
                 break
+            raw, offset = item
             if raw:
-                self.feed(raw)
+                self.feed(raw, offset)
             self.tick()
-        returncode = self.process.wait()
-        self.finish(returncode)
+            if self.detached:
+                return
+        self.finish(self.handle.wait())
 
-    def feed(self, raw):
+    def feed(self, raw, offset=None):
+        """Store one raw stdout line; `offset` (a cluster job's) is where the next one starts in its file, saved
+        with what the line stored, so the next worker to follow the job reads on from there."""
         try:
             line = json.loads(raw)
         except ValueError:
             log.warning("%s: engine printed a line that is not JSON: %r", self.job.public_id, raw[:200])
-            return
-        if isinstance(line, dict):
-            try:
-                self.handle_line(line)
-            except Exception:  # noqa: BLE001 - one bad line must not lose the rest of the run
-                log.exception("%s: could not store %r", self.job.public_id, line)
+            line = None
+        try:
+            self.handle_line(line if isinstance(line, dict) else {}, offset)
+        except Exception:  # noqa: BLE001 - one bad line must not lose the rest of the run
+            log.exception("%s: could not store %r", self.job.public_id, line)
 
     def tick(self):
         """Heartbeat, and carry out a cancel or pause asked for by a page or the API."""
@@ -168,35 +189,55 @@ class JobRun:
         mine = FineTuningJob.objects.filter(pk=job.pk, worker=self.worker_name)
         mine.filter(status=FineTuningJob.RUNNING).update(heartbeat_at=timezone.now())
         row = FineTuningJob.objects.filter(pk=job.pk).values("status", "control", "worker").first()
-        if row is None or row["status"] == FineTuningJob.CANCELLED or row["control"] == "cancel" \
-                or row["worker"] != self.worker_name:
+        if row is None or row["status"] == FineTuningJob.CANCELLED or row["control"] == "cancel":
             self.terminate()
+        elif row["worker"] != self.worker_name:
+            # Another worker took the job over (this one looked dead): a cluster job goes on under it.
+            if self.handle.detachable:
+                self.detached = True
+            else:
+                self.terminate()
+        elif self.stopping.is_set() and self.handle.detachable and row["control"] != "pause":
+            self.detach()
         elif (row["control"] == "pause" or self.stopping.is_set()) and not self.pause_sent and self.started:
             # Only once the engine has said `started`: before that it has no trainer to save, and a
             # SIGUSR1 that early would be ignored (or, before its handler exists, kill it).
-            launch.signal_engine(self.process, signal.SIGUSR1)
+            self.handle.pause()
             self.pause_sent = True
         if now - self.last_status > 1.0 and job.step:
             self.last_status = now
             job.publish_status()
 
     def terminate(self):
-        """Stop the engine (once): SIGTERM, then SIGKILL after the grace period."""
+        """Stop the engine (once): SIGTERM, then SIGKILL after the grace period (or scancel)."""
         if self.terminated:
             return
         self.terminated = True
-        launch.terminate_engine(self.process)
+        self.handle.cancel()
+
+    def detach(self):
+        """Leave a cluster job running when this worker stops: the next worker to look follows it."""
+        job = self.job
+        if FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING, worker=self.worker_name).update(
+                worker="", heartbeat_at=None):
+            job.record_event(f"The worker {self.worker_name} stopped; the job goes on as Slurm batch job "
+                             f"{job.launcher_state.get('slurm_job_id')}, and the next worker follows it.",
+                             dedupe_key=f"detached-{job.attempts}-{self.worker_name}")
+        self.detached = True
 
     # --- storing one line ---
 
-    def handle_line(self, line):
-        """Store one engine line (idempotently), then relay what was stored."""
-        kind = line.get("type")
-        handler = getattr(self, f"on_{kind}", None)
-        if handler is None:
+    def handle_line(self, line, offset=None):
+        """Store one engine line (idempotently) and, for a cluster job, the offset after it, in one transaction;
+        then relay what was stored."""
+        handler = getattr(self, f"on_{line.get('type')}", None)
+        if handler is None and offset is None:
             return
         with transaction.atomic():
-            out = handler(line) or []
+            out = (handler(line) if handler else None) or []
+            if offset is not None:
+                self.job.launcher_state = {**self.job.launcher_state, "offset": offset}
+                FineTuningJob.objects.filter(pk=self.job.pk).update(launcher_state=self.job.launcher_state)
         for message_kind, data in out:
             live.publish(self.job, message_kind, data)
 
@@ -381,8 +422,9 @@ class JobRun:
 
     # --- the end of a run ---
 
-    def finish(self, returncode):
+    def finish(self, ended):
         job = self.job
+        returncode = ended.returncode
         job.refresh_from_db()
         mine = job.worker == self.worker_name
         if job.status == FineTuningJob.CANCELLED:
@@ -392,7 +434,9 @@ class JobRun:
             return
         if not mine or job.status != FineTuningJob.RUNNING:
             return  # another worker took it over (this one looked dead); leave it alone
-        if self.paused_at is not None and returncode == 0 and self.done is None:
+        if ended.interrupted and self.done is None and self.paused_at is None:
+            self.finish_interrupted(ended)
+        elif self.paused_at is not None and returncode == 0 and self.done is None:
             self.finish_paused()
         elif self.done is not None and returncode == 0:
             job.succeed(trained_tokens=self.done.get("trained_tokens"))
@@ -403,6 +447,20 @@ class JobRun:
             job.fail("engine_crashed",
                      f"The training process exited with status {returncode} without reporting an error."
                      + (f" Last lines of its log: {tail}" if tail else ""), only_from=[FineTuningJob.RUNNING])
+
+    def finish_interrupted(self, ended):
+        """The cluster took the engine away (preempted, a node failed, its time ran out): queued again, the job
+        resumes from its last complete checkpoint."""
+        job = self.job
+        latest = checkpoints.latest_resumable(job.job_dir)
+        where = (f"its last complete checkpoint ({latest.name})" if latest is not None else
+                 "the beginning (no complete checkpoint yet)")
+        job.change_status(FineTuningJob.QUEUED, only_from=[FineTuningJob.RUNNING], control="", worker="",
+                          engine_pid=None, estimated_finish=None, events=[{
+                              "message": f"Slurm batch job {job.launcher_state.get('slurm_job_id')} ended as "
+                                         f"{ended.state} at step {job.step}; the job is queued again and "
+                                         f"resumes from {where}.",
+                              "level": "warn", "dedupe_key": f"interrupted-{job.attempts}"}])
 
     def finish_paused(self):
         job = self.job

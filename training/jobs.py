@@ -63,6 +63,17 @@ def check_spec(spec):
     return typed
 
 
+def check_launcher(typed):
+    """What this studio's launcher cannot run (ATTUNE_LAUNCHER: `n_nodes` above what it allows, a Slurm
+    partition that does not exist) is refused before any job is made; JobError names the field."""
+    from training import launchers
+
+    problems = launchers.current().check(typed.model_dump(mode="json"))
+    if problems:
+        field, message = problems[0]
+        raise JobError(field, f"{field}: {message}", "invalid_value")
+
+
 def _inside_job_folder(path):
     path = PurePath(path)
     return not path.is_absolute() and ".." not in path.parts
@@ -277,6 +288,7 @@ def create_job(spec, user, parent=None, metadata=None):
         # OpenAI generates a seed when none is given; storing it makes a re-run reproduce the run.
         spec["seed"] = secrets.randbelow(2**31)
     typed = check_spec(spec)
+    check_launcher(typed)
     metadata = check_metadata(metadata)
     base, init_checkpoint = starting_point(typed)
     if typed.method == "reinforcement":

@@ -175,9 +175,13 @@ def engine_spec(job):
     return spec
 
 
-def start_engine(job, spec, command, worker_name):
-    """Write `spec` to the job folder and start `command` (see the module docstring); the Popen."""
+def write_spec(job, spec):
+    """`spec` as the engine reads it, in the job folder."""
     (job.job_dir / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
+def start_engine(job, spec, command, worker_name):
+    """Start `command` on the spec in the job folder (see the module docstring); the Popen."""
     with open(job.job_dir / "engine.log", "ab") as stderr:
         stderr.write(f"\n=== attempt {job.attempts} by {worker_name}: {' '.join(command)}\n".encode())
         stderr.flush()

@@ -207,6 +207,9 @@ class FineTuningJob(models.Model):
     tokens_per_second = models.FloatField(null=True, blank=True)
 
     worker = models.CharField(max_length=200, blank=True, default="")
+    # Where a cluster launcher runs the engine, so that any worker can follow it: {"launcher": "slurm",
+    # "slurm_job_id", "output" (the engine's stdout file), "offset" (the bytes of it stored so far)}.
+    launcher_state = models.JSONField(default=dict, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.IntegerField(default=0)
 

@@ -19,7 +19,10 @@ embedded default):
   without its row or event gets them.
 - Stopping a worker (SIGTERM/SIGINT to `trainworker` or to `serve`) pauses
   its jobs and puts them back in the queue, so another worker (or the next
-  start) continues them from their pause state.
+  start) continues them from their pause state. A job on a cluster
+  (ATTUNE_LAUNCHER=slurm) runs on instead: the worker lets it go, and the
+  next worker's recovery pass follows it from the stored offset of its
+  output (`follow`).
 - Webhooks: a thread of the worker sends the deliveries that are due
   (training/webhooks.py).
 
@@ -39,7 +42,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from training import launch, webhooks
+from training import launch, launchers, webhooks
 from training.engine import checkpoints
 from training.job_run import POLL_S, JobRun
 from training.models import FineTuningJob
@@ -120,10 +123,10 @@ class Worker:
             self.runs[job.pk] = thread
             thread.start()
 
-    def _run_job(self, job):
+    def _run_job(self, job, follow=None):
         try:
             log.info("worker %s: running %s (attempt %s)", self.name, job.public_id, job.attempts)
-            self.job_runs[job.pk] = JobRun(job, self.name, self.stopping)
+            self.job_runs[job.pk] = JobRun(job, self.name, self.stopping, follow=follow)
             self.job_runs[job.pk].run()
         except Exception:  # noqa: BLE001
             log.exception("job %s", job.public_id)
@@ -155,10 +158,34 @@ class Worker:
             if any(worker.runs_here(job) for worker in {self, *_running_here}):
                 continue  # a thread of this process runs it
             host, pid = _worker_process(job.worker)
-            gone = host == HOST and pid is not None and (pid == os.getpid() or not _pid_alive(pid))
+            gone = not job.worker or (host == HOST and pid is not None and (pid == os.getpid() or not _pid_alive(pid)))
             stale = job.heartbeat_at is None or job.heartbeat_at < cutoff
             if stale or gone:
-                self.requeue(job)
+                if not self.follow(job):
+                    self.requeue(job)
+
+    def follow(self, job):
+        """Take over following a cluster job whose worker is gone: its engine runs on without a worker, and a
+        thread of this one reads its lines on from where the last one stopped. False when the job's engine is
+        not one any worker can follow (a local child process, which died with its worker)."""
+        launcher = launchers.for_state(job.launcher_state)
+        handle = launcher.follow(job) if launcher is not None else None
+        if handle is None:
+            return False
+        old_worker = job.worker
+        if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.RUNNING, worker=old_worker).update(
+                worker=self.name, heartbeat_at=timezone.now()):
+            return True  # another worker took it first
+        job.refresh_from_db()
+        job.record_event(f"The worker {self.name} follows Slurm batch job {job.launcher_state['slurm_job_id']} "
+                         f"from here{f' (after {old_worker})' if old_worker else ''}.",
+                         dedupe_key=f"followed-{job.attempts}-{self.name}")
+        thread = threading.Thread(target=self._run_job, args=(job, handle), name=f"follow-{job.public_id}",
+                                  daemon=True)
+        self.runs[job.pk] = thread
+        thread.start()
+        log.info("worker %s: following %s", self.name, job.public_id)
+        return True
 
     def runs_here(self, job):
         thread = self.runs.get(job.pk)

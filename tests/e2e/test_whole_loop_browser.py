@@ -64,7 +64,8 @@ def job_id_of(page):
 def rate_blind(page, expected_by_prompt, labels):
     """Rate the prompt on the page as a person would: the answer that is the prompt's intent (or, when neither
     is, the one nearer to it) is best and scores 5, the other 2; answers alike are a tie."""
-    prompt = page.locator(".turn.user").last.inner_text().removeprefix("user").strip()
+    prompt = page.locator(".turn.user").last.evaluate(  # the turn's own text, without its role label
+        "el => Array.from(el.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join('')").strip()
     expected = expected_by_prompt[prompt]
     columns = page.locator("section.column")
     texts = {int(columns.nth(i).get_attribute("data-position")): columns.nth(i).locator(".output").inner_text().strip()
@@ -120,8 +121,8 @@ def test_one_person_closes_the_loop_in_the_browser(studio, browser_page, tmp_pat
     prompts.write_text("\n".join(heldout) + "\n")
     expected = {}
     for line in heldout:
-        messages = json.loads(line)["messages"]
-        expected[messages[-2]["content"].strip()] = messages[-1]["content"].strip()
+        row = json.loads(line)
+        expected[row["messages"][-1]["content"].strip()] = row["expected"]
     labels = set(expected.values())
     page.goto(url + "/playground/tasks/new/")
     page.fill("input[name=name]", "base vs loop")

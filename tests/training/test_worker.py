@@ -15,6 +15,8 @@ from django.utils import timezone
 from tests.factories import chat_lines, make_claimed_job, upload
 from training.job_run import JobRun
 from training.launch import engine_command, engine_env, engine_spec
+from training.launchers import Ended
+from training.launchers.local import LocalRun
 from training.models import Checkpoint, DataFile, FineTuningJob, JobEvent, MetricPoint
 from training.worker import HOST, Worker
 
@@ -244,7 +246,7 @@ def test_a_replayed_step_with_new_figures_replaces_the_old_ones(running):
 def test_a_successful_run_sets_the_model_names_tokens_and_results_file(running):
     run = JobRun(running, running.worker)
     feed(run, protocol(running))
-    run.finish(0)
+    run.finish(Ended(0))
     running.refresh_from_db()
     assert running.status == "succeeded"
     assert running.fine_tuned_model == f"ft:attune-tiny:intents:{running.model_tag}"
@@ -282,7 +284,7 @@ def test_the_results_csv_falls_back_to_the_full_validation_figures(running):
 def test_an_error_line_fails_the_job_with_its_code(running):
     run = JobRun(running, running.worker)
     feed(run, [{"type": "error", "code": "out_of_memory", "message": "Out of memory. Lower batch_size."}])
-    run.finish(1)
+    run.finish(Ended(1))
     running.refresh_from_db()
     assert running.status == "failed"
     assert running.error == {"code": "out_of_memory", "message": "Out of memory. Lower batch_size.",
@@ -292,7 +294,7 @@ def test_an_error_line_fails_the_job_with_its_code(running):
 def test_an_engine_that_dies_without_a_word_fails_the_job_with_its_log(running):
     running.job_dir.mkdir(parents=True, exist_ok=True)
     (running.job_dir / "engine.log").write_text("Traceback …\nSegmentation fault\n")
-    JobRun(running, running.worker).finish(-11)
+    JobRun(running, running.worker).finish(Ended(-11))
     running.refresh_from_db()
     assert running.error["code"] == "engine_crashed"
     assert "status -11" in running.error["message"] and "Segmentation fault" in running.error["message"]
@@ -302,7 +304,7 @@ def test_a_paused_line_makes_the_job_paused(running):
     running.pause()
     run = JobRun(running, running.worker)
     feed(run, [{"type": "paused", "step": 7}])
-    run.finish(0)
+    run.finish(Ended(0))
     running.refresh_from_db()
     assert (running.status, running.control, running.worker) == ("paused", "", "")
     assert running.events.order_by("-id").first().message == \
@@ -313,7 +315,7 @@ def test_a_cancelled_job_is_not_turned_into_a_success_by_its_last_lines(running)
     run = JobRun(running, running.worker)
     feed(run, protocol(running))
     running.cancel()
-    run.finish(0)
+    run.finish(Ended(0))
     running.refresh_from_db()
     assert running.status == "cancelled" and running.fine_tuned_model is None
     assert Checkpoint.objects.filter(job=running).count() == 2  # kept
@@ -500,8 +502,7 @@ def test_recovery_spares_an_engine_of_this_worker_that_reuses_the_recorded_pid(r
                               start_new_session=True)
     try:
         worker = Worker()
-        other = JobRun(running, worker.name)
-        other.process = engine
+        other = JobRun(running, worker.name, follow=LocalRun(engine))
         worker.job_runs[-1] = other
         FineTuningJob.objects.filter(pk=running.pk).update(worker=f"{HOST}:{os.getpid()}:0ldb00t5:w",
                                                            engine_pid=engine.pid, heartbeat_at=timezone.now())
@@ -519,7 +520,7 @@ def test_a_full_disk_pauses_the_job_with_the_engines_words_even_when_the_worker_
     run = JobRun(running, running.worker, stopping)
     message = "The disk holding /srv/jobs is full: … then resume it: it continues from epoch-1-step-10 (step 10)."
     feed(run, [{"type": "paused", "step": 12, "reason": "disk_full", "message": message}])
-    run.finish(0)
+    run.finish(Ended(0))
     running.refresh_from_db()
     assert (running.status, running.worker, running.error) == ("paused", "", {})
     last = running.events.order_by("-id").first()

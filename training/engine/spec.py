@@ -248,6 +248,10 @@ class JobSpec(_Strict):
         "dapo", description="Reinforcement: TRL's GRPO loss. dapo (token-level, no length bias), grpo (per "
                             "sequence), dr_grpo (a constant normaliser), bnpo, cispo, sapo.", group="advanced",
         methods=["reinforcement"])
+    slurm_partition: str | None = _field(None, description="Slurm partition the job is submitted to, under the "
+                                                           "slurm launcher; empty takes ATTUNE_SLURM_PARTITION "
+                                                           "(or the cluster's default).", group="advanced",
+                                         max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     keep_last_n: int | None = _field(None, description="Keep the optimizer state of only the last N epoch "
                                                        "checkpoints (weights are kept); empty keeps all.",
                                      group="advanced", ge=1, le=1000)
