@@ -11,6 +11,9 @@
   port, trust auth; yields a `PostgresServer` with `.url(dbname)` and `.create_database(name)`
   (which returns a DATABASE_URL for a new, empty database).
 - `redis_server`: redis-server on a free loopback port, no persistence; yields its REDIS_URL.
+- `slurm_cluster`: a one-node Slurm cluster (Debian's slurm-wlm: slurmctld and slurmd, as root, with MUNGE
+  authentication) on free loopback ports, its state and spool in a temporary folder; yields a
+  `SlurmCluster` with `.env` (SLURM_CONF for the client commands) and `.partition`.
 
 Both server fixtures have session scope (tests/conftest.py registers this module as a plugin) and are
 stopped at the end of the session. PostgreSQL refuses to run as root, so as root the server runs as the
@@ -291,4 +294,107 @@ def redis_server():
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class SlurmCluster:
+    conf: Path
+    partition: str = "attune"
+    node: str = "attune-node1"
+
+    @property
+    def env(self):
+        return {"SLURM_CONF": str(self.conf)}
+
+    def run(self, *args):
+        done = subprocess.run(args, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=30)
+        return done.stdout
+
+
+SLURM_CONF = """ClusterName=attune-test
+SlurmctldHost={host}(127.0.0.1)
+MailProg=/bin/true
+SlurmctldPort={ctl_port}
+SlurmdPort={node_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+KillWait=10
+MinJobAge=600
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName={partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _munge_running():
+    munge = shutil.which("munge")
+    return munge is not None and subprocess.run(f"{munge} -n | unmunge", shell=True,
+                                                capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    slurmctld = need_system("slurmctld", "Slurm", "slurm-wlm")
+    slurmd = need_system("slurmd", "Slurm", "slurm-wlm")
+    munged = need_system("/usr/sbin/munged", "MUNGE", "munge")
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster runs its daemons as root")
+    if not _munge_running():
+        # munged runs as its own user, with its socket folder owned by it.
+        Path("/run/munge").mkdir(exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        subprocess.run(["runuser", "-u", "munge", "--", str(munged)], check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while not _munge_running():
+            if time.monotonic() > deadline:
+                raise RuntimeError("munged did not answer")
+            time.sleep(0.2)
+    root = Path(tempfile.mkdtemp(prefix="attune-slurm-"))
+    for folder in ("state", "spool"):
+        (root / folder).mkdir()
+    cluster = SlurmCluster(conf=root / "slurm.conf")
+    cluster.conf.write_text(SLURM_CONF.format(ctl_port=free_port(), node_port=free_port(), root=root,
+                                              node=cluster.node, partition=cluster.partition,
+                                              cpus=os.cpu_count() or 1, host=socket.gethostname().split(".")[0]))
+    env = {**os.environ, **cluster.env}
+    logs = [open(root / "slurmctld.log", "w"), open(root / "slurmd.log", "w")]
+    processes = [
+        subprocess.Popen([str(slurmctld), "-D", "-i", "-f", str(cluster.conf)], env=env, stdout=logs[0],
+                         stderr=subprocess.STDOUT),
+        subprocess.Popen([str(slurmd), "-D", "-f", str(cluster.conf), "-N", cluster.node], env=env,
+                         stdout=logs[1], stderr=subprocess.STDOUT),
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.run("sinfo", "-h", "-o", "%t").strip() not in ("idle", "mix", "alloc"):
+            for process, log in zip(processes, logs, strict=True):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{Path(log.name).name} exited: {Path(log.name).read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Slurm node did not come up: " + (root / "slurmd.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield cluster
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        for log in logs:
+            log.close()
         shutil.rmtree(root, ignore_errors=True)
