@@ -4,6 +4,7 @@ refuses. `pytest -k 'multinode or fsdp'` runs them."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -37,14 +38,10 @@ def test_multinode_two_nodes_train_as_one_process_and_report_once(tmp_path, tiny
     common = dict(model=str(tiny_model), training_file=str(train), validation_file=str(valid), n_epochs=1)
     one = spec_in(tmp_path / "one", **common)
     two = spec_in(tmp_path / "two", n_nodes=2, **common)
-    endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [subprocess.Popen(engine_command(two, n_gpus=1, n_nodes=2, rdzv_endpoint=endpoint, rdzv_id="ftjob-t-1"),
-                              cwd=REPO, env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outputs = [node.communicate(timeout=300) for node in nodes]
-    for node, (_out, err) in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, err[-2000:]
-    printed = [[json.loads(line) for line in out.splitlines()] for out, _err in outputs]
+    nodes = run_two_nodes(two)
+    for status, _lines, err in nodes:
+        assert status == 0, err[-2000:]
+    printed = [node_lines for _status, node_lines, _err in nodes]
     # Which node is rank 0 is the rendezvous's choice: one of them prints everything, the other nothing.
     assert sorted(len(lines) > 0 for lines in printed) == [False, True]
     lines = printed[0] or printed[1]
@@ -62,6 +59,35 @@ def test_multinode_two_nodes_train_as_one_process_and_report_once(tmp_path, tiny
     assert train_losses(lines) == pytest.approx(train_losses(alone), rel=1e-5)
     assert of_type(lines, "eval", scope="full")[0]["full_valid_loss"] == pytest.approx(
         of_type(alone, "eval", scope="full")[0]["full_valid_loss"], rel=1e-5)
+
+
+def run_two_nodes(spec, *, resume=False):
+    """Both nodes' (exit status, lines, stderr), in the order they were started."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen(engine_command(spec, n_gpus=1, resume=resume, n_nodes=2, rdzv_endpoint=endpoint,
+                                             rdzv_id="ftjob-t-1"),
+                              cwd=REPO, env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    return [(node.returncode, [json.loads(line) for line in out.splitlines()], err)
+            for node, (out, err) in zip(nodes, outputs, strict=True)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores")
+def test_multinode_resume_from_epoch_1_reproduces_epoch_2(tmp_path, tiny_model):
+    train, _ = demo_files(tmp_path)
+    spec = spec_in(tmp_path / "two", model=str(tiny_model), training_file=str(train), n_epochs=2, n_nodes=2)
+    first = run_two_nodes(spec)
+    assert all(status == 0 for status, _, _ in first), first[0][2][-2000:]
+    lines = first[0][1] or first[1][1]
+    shutil.rmtree(tmp_path / "two/job/checkpoints/epoch-2-step-12")
+    again = run_two_nodes(spec, resume=True)
+    assert all(status == 0 for status, _, _ in again), again[0][2][-2000:]
+    resumed = again[0][1] or again[1][1]
+    assert of_type(resumed, "started")[0]["resumed_from"].endswith("epoch-1-step-6")
+    assert [line["step"] for line in of_type(resumed, "metrics")] == [7, 8, 9, 10, 11, 12]
+    assert train_losses(resumed) == pytest.approx(train_losses(lines)[6:], rel=1e-5)
 
 
 def test_multinode_command_runs_one_torchrun_per_node_meeting_at_the_rendezvous():
