@@ -109,12 +109,13 @@ class JobRun:
             log.exception("%s: could not recover its checkpoints", job.public_id)
         spec = launch.engine_spec(job)
         resume = checkpoints.latest_resumable(job.job_dir) is not None
-        command = launch.engine_command(job.job_dir / "spec.json", spec.get("n_gpus", 1), resume)
-        if spec.get("n_gpus", 1) > 1:
-            shown = " ".join(["torchrun", *command[3:]])
-            job.record_event(f"Launching on {spec['n_gpus']} GPUs: {shown}",
-                             dedupe_key=f"launch-{job.attempts}")
         launcher = launchers.current()
+        command = launcher.command(job, spec, resume)
+        if spec.get("n_gpus", 1) > 1 or (spec.get("n_nodes") or 1) > 1:
+            shown = " ".join(["torchrun", *command[3:]])
+            where = f"{spec['n_nodes']} nodes × " if (spec.get("n_nodes") or 1) > 1 else ""
+            job.record_event(f"Launching on {where}{spec.get('n_gpus', 1)} GPUs: {shown}",
+                             dedupe_key=f"launch-{job.attempts}")
         launch.write_spec(job, spec)
         self.handle = launcher.start(job, spec, command)
         if self.handle.pid is not None:

@@ -4,7 +4,9 @@
   base model's folder, the files' paths and the job folder filled in; a
   tracker's local folder is put inside the job folder (`engine_spec`).
 - The command: `python -m training.engine spec.json [--resume]`, under
-  `torchrun` when the spec asks for several GPUs (`engine_command`).
+  `torchrun` when the spec asks for several GPUs, one torchrun per node
+  meeting at a c10d rendezvous when it asks for several nodes
+  (`engine_command`).
 - The process: its own process group (signals reach torchrun's children
   too), dead with the thread that started it (PR_SET_PDEATHSIG), stderr
   appended to `<job_dir>/engine.log`, and only the environment variables
@@ -137,8 +139,27 @@ def engine_env(spec, environ=None, attempt=None):
     return env
 
 
-def engine_command(spec_path, n_gpus=1, resume=False):
+def engine_command(spec_path, n_gpus=1, resume=False, n_nodes=1, node_rank=None, rdzv_endpoint=None,
+                   rdzv_id=None):
+    """The command that runs a job's engine on this host.
+
+    One process: `python -m training.engine spec.json [--resume]`. Several GPUs on one host (n_gpus > 1):
+    under `torch.distributed.run --standalone --nproc_per_node=N`. Several hosts (n_nodes > 1): one such
+    command per host, each starting n_gpus processes, which meet at `rdzv_endpoint` ("host:port", the first
+    node's address, reachable from every node) under `rdzv_id` (the same on every node: the job's id and
+    attempt); the rendezvous numbers the nodes unless `node_rank` is given. A Slurm launcher runs it once
+    per node inside `srun --nodes=N --ntasks-per-node=1`, with the endpoint the first host of
+    $SLURM_JOB_NODELIST and node_rank $SLURM_NODEID. Every node must see the job folder at the same path:
+    global rank 0 alone prints the protocol lines and writes the checkpoints. On a host without a GPU,
+    n_gpus counts processes (gloo)."""
     args = ["-m", "training.engine", str(spec_path)] + (["--resume"] if resume else [])
+    if n_nodes > 1:
+        if not rdzv_endpoint or not rdzv_id:
+            raise ValueError("a job on several nodes needs rdzv_endpoint (host:port) and rdzv_id")
+        rank = ["--node-rank", str(node_rank)] if node_rank is not None else []
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(n_nodes), "--nproc_per_node",
+                str(n_gpus), *rank, "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id",
+                str(rdzv_id), *args]
     if n_gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}",
                 *args]

@@ -55,8 +55,8 @@ DEFINITION_KEYS = ("mode", "fields", "n", "seed")
 MAX_FIELDS = 3
 MAX_SEED = 2**31 - 1
 # How a job runs and reports, not what it learns: never swept.
-RUN_SETTINGS = ("gradient_accumulation_steps", "n_gpus", "logging_steps", "keep_last_n", "eval_interval",
-                "eval_samples")
+RUN_SETTINGS = ("gradient_accumulation_steps", "n_gpus", "n_nodes", "distributed", "logging_steps", "keep_last_n",
+                "eval_interval", "eval_samples")
 # Drawn log-uniformly in a random sweep.
 LOG_UNIFORM = ("learning_rate_multiplier",)
 SWEEP_KEY = "attune_sweep"

@@ -134,7 +134,7 @@ def test_errors_found_by_the_spec_itself_land_on_their_field(setup):
     form = JobForm(form_data(setup, batch_size__auto=None, batch_size="6", gradient_accumulation_steps="4"))
     assert not form.is_valid()
     assert form.errors["batch_size"] == [
-        "batch_size (6) must be divisible by gradient_accumulation_steps × n_gpus (4)"]
+        "batch_size (6) must be divisible by gradient_accumulation_steps × n_gpus × n_nodes (4)"]
     form = JobForm(form_data(setup, suffix="bad suffix!"))
     assert not form.is_valid() and "pattern" in form.errors["suffix"][0]
 

@@ -185,3 +185,23 @@ def test_the_reinforcement_fields_belong_to_reinforcement_jobs_only():
     assert spec_errors({**base, "best_checkpoint_metric": "full_valid_mean_reward"})[0][0] == \
         "best_checkpoint_metric"
     assert spec_errors({**base, "method": "dpo", "beta": 0})[0] == ("beta", "beta must be greater than 0 for DPO")
+
+
+def test_it_refuses_more_nodes_than_the_cap_naming_n_nodes():
+    assert dict(spec_errors({**BASE, "n_nodes": 65})) == {"n_nodes": "Input should be less than or equal to 64"}
+    assert spec_errors({**BASE, "n_nodes": 64, "batch_size": 64}) == []
+
+
+def test_the_batch_must_divide_across_every_process_of_every_node():
+    errors = dict(spec_errors({**BASE, "batch_size": 12, "n_gpus": 4, "n_nodes": 2}))
+    assert errors == {"batch_size": "batch_size (12) must be divisible by gradient_accumulation_steps × n_gpus × "
+                                    "n_nodes (8)"}
+    spec, _ = resolve_auto(parse_spec({**BASE, "n_gpus": 2, "n_nodes": 3}), 480)
+    assert spec.batch_size == 6  # auto: 8, rounded down to a multiple of the 6 processes
+
+
+def test_it_refuses_fsdp_on_a_single_process_naming_distributed():
+    errors = dict(spec_errors({**BASE, "distributed": "fsdp"}))
+    assert list(errors) == ["distributed"] and "needs more than one" in errors["distributed"]
+    assert spec_errors({**BASE, "distributed": "fsdp", "n_nodes": 2, "batch_size": 8}) == []
+    assert dict(spec_errors({**BASE, "distributed": "zero3"}))["distributed"] == "Input should be 'ddp' or 'fsdp'"

@@ -1,7 +1,8 @@
 """Attune's training engine: `python -m training.engine SPEC.json [--resume]`.
 
 Knows nothing of Django. The worker starts it as a child process (under
-`torchrun --nproc_per_node N` when the spec asks for N > 1 GPUs), reads its
+`torchrun --nproc_per_node N` when the spec asks for N > 1 GPUs, one torchrun
+per node at a c10d rendezvous when it asks for n_nodes > 1), reads its
 stdout, and stores each line. Importing this package imports nothing heavy:
 the Django side imports `training.engine.spec` for the form and the API.
 
@@ -29,10 +30,16 @@ Features
 - A checkpoint at every epoch end (layout in checkpoints.py), resumable;
   SIGUSR1 pauses, SIGTERM cancels (below).
 - W&B, MLflow and TensorBoard fed with the same metric names (integrations.py).
+- Several processes, on one node or several (n_gpus × n_nodes): batch_size is
+  the global batch, split evenly across them; global rank 0 alone prints and
+  writes checkpoints. `distributed: fsdp` shards the model with Trainer's
+  FSDP2 settings and saves one full state dict, so a checkpoint is the same
+  folder as under DDP.
 
-Not supported: images/audio, tools in reinforcement lines, DeepSpeed/FSDP,
-multi-node runs, early stopping, resuming with a different n_gpus exactly
-(it resumes, but the data order differs).
+Not supported: images/audio, tools in reinforcement lines, DeepSpeed, FSDP on
+a host without a GPU (refused: accelerate would run it as plain DDP), early
+stopping, resuming with a different n_gpus or n_nodes exactly (it resumes,
+but the data order differs).
 
 Protocol: stdout holds exactly one JSON object per line and nothing else
 (libraries' output goes to stderr). Every line has "type" and "ts" (unix

@@ -34,10 +34,13 @@ from .spec import WORKER_FIELDS
 MARKER = "COMPLETE"
 SPEC_FILE = "attune_spec.json"
 STATE_FILE = "attune_state.json"
-RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
+RESUME_FILES = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "trainer_state.json",
+                "training_args.bin")  # optimizer.bin: the full optimizer state FSDP writes
 
 # The spec fields that may differ between a run and its resume without changing the training.
-IGNORED_ON_RESUME = {*WORKER_FIELDS, "integrations", "suffix", "n_gpus"}
+# n_nodes as n_gpus: batch_size is the global batch whatever the number of processes, so only the data order
+# changes; distributed is compared (a DDP optimizer state and an FSDP one are saved differently).
+IGNORED_ON_RESUME = {*WORKER_FIELDS, "integrations", "suffix", "n_gpus", "n_nodes"}
 EPOCH_FOLDER = re.compile(r"epoch-\d+-step-\d+")
 TRASH_SUFFIX = ".old"
 

@@ -35,6 +35,25 @@ def _rank():
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def fsdp_arguments(model, device):
+    """TrainingArguments for FSDP2: each decoder layer its own shard unit, saved as one full state dict (rank 0
+    writes the usual model.safetensors or adapter_model.safetensors, and optimizer.bin). FSDP2 shards a PEFT
+    model as it is (FSDP1's use_orig_params is not needed).
+
+    Refused on a host without a GPU: accelerate 1.15 turns FSDP on only for a GPU-like distributed type
+    (accelerate/state.py, AcceleratorState.__init__, the `elif self.distributed_type in [MULTI_GPU, …]` branch
+    that sets DistributedType.FSDP); processes on CPUs are MULTI_CPU, so the FSDP settings are dropped without a
+    word and the model is wrapped in plain DDP. torch's own fully_shard does run on gloo; Trainer cannot reach
+    it."""
+    if device == "cpu":
+        raise EngineError("invalid_spec", "distributed fsdp needs GPUs: on a host without one, accelerate runs the "
+                                          "processes as plain DDP over gloo and ignores the FSDP settings, so the "
+                                          "model would not be sharded. Use distributed ddp on this host.")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": list(base._no_split_modules),
+                                          "state_dict_type": "FULL_STATE_DICT"}}
+
+
 class Job:
     def __init__(self, spec_path, reporter, resume=False):
         self.spec_path = pathlib.Path(spec_path)
@@ -199,7 +218,7 @@ class Job:
         checkpointing = _checkpointing_argument()
         per_device = spec.batch_size // (self.world_size * spec.gradient_accumulation_steps)
         if per_device < 1:
-            raise EngineError("invalid_spec", f"batch_size ({spec.batch_size}) is smaller than n_gpus × "
+            raise EngineError("invalid_spec", f"batch_size ({spec.batch_size}) is smaller than n_gpus × n_nodes × "
                                               "gradient_accumulation_steps; raise batch_size.")
         common = dict(
             output_dir=str(checkpoints.trainer_dir(spec.output_dir)),
@@ -225,6 +244,7 @@ class Job:
             ddp_find_unused_parameters=False,
             dataloader_num_workers=0,
             max_length=spec.max_seq_length,
+            **(fsdp_arguments(self.model, self.device) if spec.distributed == "fsdp" else {}),
         )
         self.callback = ProgressCallback(self)
         train_dataset = Dataset.from_list(self.train_rows)

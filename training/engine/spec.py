@@ -68,6 +68,7 @@ REASONING_EFFORTS = ("default", "low", "medium", "high")
 # TRL's GRPO losses that need nothing more than the completions and their rewards.
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 AUTO_BATCH_SIZE_CAP = 32
+MAX_NODES = 64
 
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 # What may mark a job's best checkpoint (besides eval:<criterion>): the loss lowest, the others highest.
@@ -215,7 +216,7 @@ class JobSpec(_Strict):
                                                    "(from the end) with a warning.",
                                  group="advanced", ge=16, le=131072)
     gradient_accumulation_steps: int = _field(1, description="Micro-batches summed per optimizer step; "
-                                                             "batch_size must be divisible by it × n_gpus.",
+                                                             "batch_size must be divisible by it × n_gpus × n_nodes.",
                                               group="advanced", ge=1, le=256)
     warmup_ratio: float = _field(0.0, description="Share of the steps over which the learning rate warms up.",
                                  group="advanced", ge=0, le=0.5)
@@ -257,8 +258,15 @@ class JobSpec(_Strict):
                                      group="advanced", ge=1, le=1000)
     logging_steps: int = _field(1, description="Report training metrics every this many steps.",
                                 group="advanced", ge=1, le=10000)
-    n_gpus: int = _field(1, description="GPUs for this job; more than 1 launches torchrun.", group="advanced",
-                         ge=1, le=64)
+    n_gpus: int = _field(1, description="GPUs for this job on each node (processes on a host without a GPU); more "
+                                        "than 1 launches torchrun.", group="advanced", ge=1, le=64)
+    n_nodes: int = _field(1, description=f"Hosts for this job (1–{MAX_NODES}), n_gpus on each; more than 1 runs one "
+                                         "torchrun per host, meeting at the first host's address.",
+                          group="advanced", ge=1, le=MAX_NODES)
+    distributed: Literal["ddp", "fsdp"] = _field(
+        "ddp", description="How several processes share the work: ddp (each holds the whole model) or fsdp (the "
+                           "weights, gradients and optimizer state are sharded across them; needs n_gpus × n_nodes "
+                           "above 1).", group="advanced")
     # --- evaluation (the studio's; the engine never reads them) ------------------
     eval: str | None = _field(None, description="An eval (eval_…) run on every epoch checkpoint, off the training "
                                                 "path; its scores land in the checkpoint's metrics.",
@@ -304,11 +312,14 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _batch_divides(self):
         if isinstance(self.batch_size, int):
-            per_step = self.gradient_accumulation_steps * self.n_gpus
+            per_step = self.gradient_accumulation_steps * self.world_size
             if self.batch_size % per_step:
                 raise ValueError(
-                    f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps × n_gpus "
-                    f"({per_step})")
+                    f"batch_size ({self.batch_size}) must be divisible by gradient_accumulation_steps × n_gpus × "
+                    f"n_nodes ({per_step})")
+        if self.distributed == "fsdp" and self.world_size == 1:
+            raise ValueError("distributed fsdp shards the model across processes and needs more than one "
+                             "(n_gpus × n_nodes is 1); use ddp, or raise n_gpus or n_nodes")
         metric = self.best_checkpoint_metric
         if metric.startswith("eval") and not self.eval:
             raise ValueError(f"best_checkpoint_metric {metric!r} needs an eval; name one in 'eval'")
@@ -345,6 +356,11 @@ class JobSpec(_Strict):
                 f"num_generations ({self.num_generations}) must divide batch_size ({self.batch_size}): batch_size "
                 "counts the completions of a step, num_generations per prompt, and a prompt's completions are "
                 f"compared with each other (try batch_size {self.batch_size // self.num_generations * self.num_generations or self.num_generations})")
+
+    @property
+    def world_size(self) -> int:
+        """The processes training together: n_gpus on each of n_nodes."""
+        return self.n_gpus * self.n_nodes
 
     @property
     def learning_rate(self) -> float | None:
@@ -571,7 +587,7 @@ def auto_num_generations(compute_multiplier: float, batch_size) -> int:
 
 def resolve_auto(spec: JobSpec, n_train_examples: int) -> tuple[JobSpec, dict]:
     """Return (spec with no "auto" left, {the resolved hyperparameters})."""
-    per_step = spec.gradient_accumulation_steps * spec.n_gpus
+    per_step = spec.gradient_accumulation_steps * spec.world_size
     reinforcement = spec.method == "reinforcement"
     updates = {}
     if spec.n_epochs == AUTO:

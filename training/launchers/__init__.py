@@ -9,6 +9,8 @@ A launcher is a module-level object with:
 - `name`;
 - `check(spec)`: the problems of a request this launcher cannot run, as [(field, message)] (`n_nodes` above
   what it allows, a Slurm partition that does not exist); create_job refuses the job with the first;
+- `command(job, spec, resume)`: the engine command it runs (training/launch.py's `engine_command`, with the
+  nodes and rendezvous the launcher gives);
 - `start(job, spec, command)`: start the engine on `spec` (already written to the job folder), and return its
   run (below);
 - `follow(job)`: the run of an engine another worker started (from `job.launcher_state`), or None when this

@@ -35,6 +35,9 @@ class LocalLauncher:
                                 "one machine: set n_nodes to 1, or run the studio with ATTUNE_LAUNCHER=slurm.")]
         return []
 
+    def command(self, job, spec, resume):
+        return launch.engine_command(job.job_dir / "spec.json", spec.get("n_gpus") or 1, resume)
+
     def start(self, job, spec, command):
         return LocalRun(launch.start_engine(job, spec, command, job.worker))
 

@@ -1,8 +1,8 @@
 """The Slurm launcher: each attempt of a job is a batch job, submitted with `sbatch` and followed by any worker.
 
 - Submit: `<job_dir>/slurm-<attempt>.sh` runs the engine command under `srun`, one task per node; with
-  `n_nodes` > 1 that command is torchrun, and the script hands it the first node of the allocation as the
-  rendezvous endpoint (`PET_RDZV_ENDPOINT`, `PET_RDZV_ID`, which torchrun reads for its flags). Nodes come
+  `n_nodes` > 1 that command is one torchrun per node, and the script hands them the first node of the
+  allocation as the rendezvous endpoint. Nodes come
   from the spec (`n_nodes`); GPUs per node from `n_gpus` when ATTUNE_SLURM_GPUS is on; the partition from
   the spec's `slurm_partition`, else ATTUNE_SLURM_PARTITION; the time limit from ATTUNE_SLURM_TIME. The engine's environment is the one
   training/launch.py allows (`--export=ALL` of sbatch's own), never the studio's secrets.
@@ -33,6 +33,7 @@ ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUE
           "STAGE_OUT", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED"}
 INTERRUPTED = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "TIMEOUT", "DEADLINE", "CANCELLED", "OUT_OF_MEMORY"}
 RENDEZVOUS_PORT = 29400
+RENDEZVOUS_ENDPOINT = "$ATTUNE_RDZV_ENDPOINT"
 COMMAND_TIMEOUT_S = 30
 POLL_S = 0.3
 STATE_EVERY_S = 1.0
@@ -83,10 +84,26 @@ def batch_script(job, command, spec, attempt):
         lines.append(f"#SBATCH --time={settings.ATTUNE_SLURM_TIME}")
     lines.append("set -e")
     if nodes > 1:
-        lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-                  f'export PET_RDZV_ENDPOINT="$head:{RENDEZVOUS_PORT}" PET_RDZV_ID="$SLURM_JOB_ID"']
-    lines.append(f"exec srun --kill-on-bad-exit=1 {shlex.join(str(part) for part in command)}")
+        lines.append('ATTUNE_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):'
+                     f'{RENDEZVOUS_PORT}"')
+    lines.append(f"exec srun --kill-on-bad-exit=1 {' '.join(_shell_word(str(part)) for part in command)}")
     return "\n".join(lines) + "\n"
+
+
+def _shell_word(part):
+    # The script's own variable expands; every other word is quoted as it is.
+    return f'"{part}"' if part == RENDEZVOUS_ENDPOINT else shlex.quote(part)
+
+
+def engine_command(job, spec, resume):
+    """The command srun runs on each node: the engine, under one torchrun per node with several nodes, which
+    meet at the first node of the allocation (the script's ATTUNE_RDZV_ENDPOINT)."""
+    from training import launch
+
+    nodes = spec.get("n_nodes") or 1
+    return launch.engine_command(job.job_dir / "spec.json", spec.get("n_gpus") or 1, resume, n_nodes=nodes,
+                                 rdzv_endpoint=RENDEZVOUS_ENDPOINT if nodes > 1 else None,
+                                 rdzv_id=f"{job.public_id}-{job.attempts}" if nodes > 1 else None)
 
 
 class SlurmRun:
@@ -196,6 +213,9 @@ class SlurmLauncher:
                 problems.append(("slurm_partition", f"Slurm partition '{partition}' ({where}) does not exist; "
                                                     f"the cluster has: {', '.join(known) or 'none'}."))
         return problems
+
+    def command(self, job, spec, resume):
+        return engine_command(job, spec, resume)
 
     def start(self, job, spec, command):
         from training import launch
