@@ -16,6 +16,7 @@ from training.launch import (
     judge_token,
     read_judge_token,
     start_engine,
+    write_spec,
 )
 from training.models import FineTuningJob
 
@@ -102,6 +103,7 @@ def test_the_token_reaches_the_engines_environment_and_never_its_spec_file(job):
     spec = engine_spec(job)
     job.job_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", "import os; print(os.environ['ATTUNE_JUDGE_TOKEN'])"]
+    write_spec(job, spec)
     process = start_engine(job, spec, command, "test-worker")
     out, _ = process.communicate(timeout=60)
     token = out.decode().strip()
