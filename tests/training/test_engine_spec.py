@@ -185,3 +185,23 @@ def test_the_reinforcement_fields_belong_to_reinforcement_jobs_only():
     assert spec_errors({**base, "best_checkpoint_metric": "full_valid_mean_reward"})[0][0] == \
         "best_checkpoint_metric"
     assert spec_errors({**base, "method": "dpo", "beta": 0})[0] == ("beta", "beta must be greater than 0 for DPO")
+
+
+def test_qlora_quantization_defaults_to_none_and_takes_4bit_and_8bit():
+    assert parse_spec(BASE).quantization == "none"
+    assert [parse_spec({**BASE, "quantization": q}).quantization for q in ("4bit", "8bit")] == ["4bit", "8bit"]
+    field = next(f for f in form_fields() if f["name"] == "quantization")
+    assert field["choices"] == ["none", "4bit", "8bit"] and field["group"] == "advanced"
+
+
+def test_qlora_quantization_refuses_an_unknown_kind_naming_the_field():
+    errors = dict(spec_errors({**BASE, "quantization": "2bit"}))
+    assert list(errors) == ["quantization"] and "'4bit'" in errors["quantization"]
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_qlora_quantization_refuses_full_fine_tuning_naming_the_field(quantization):
+    errors = dict(spec_errors({**BASE, "adapter": "full", "quantization": quantization}))
+    assert list(errors) == ["quantization"]
+    assert "needs adapter 'lora'" in errors["quantization"] and "quantization to none" in errors["quantization"]
+    assert spec_errors({**BASE, "adapter": "full", "quantization": "none"}) == []
