@@ -323,8 +323,8 @@ class Job:
                                       plain_head=plain_head)
         if spec.quantization != "none" and self.device == "cpu":
             # TRL's trainers put a quantized model's adapters in bf16 (the QLoRA paper's advice, for a GPU). On a
-            # CPU, where bf16 is emulated, fp32 adapters: attune-tiny's 18 steps in 50 s instead of 57 s, and the
-            # checkpoint holds fp32 weights as a plain LoRA job's does.
+            # CPU, where bf16 is emulated, the engine trains in fp32, and the checkpoint then holds fp32 weights
+            # as a plain LoRA job's does.
             for parameter in self.trainer.model.parameters():
                 if parameter.requires_grad:
                     parameter.data = parameter.data.float()
