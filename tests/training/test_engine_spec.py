@@ -205,3 +205,23 @@ def test_it_refuses_fsdp_on_a_single_process_naming_distributed():
     assert list(errors) == ["distributed"] and "needs more than one" in errors["distributed"]
     assert spec_errors({**BASE, "distributed": "fsdp", "n_nodes": 2, "batch_size": 8}) == []
     assert dict(spec_errors({**BASE, "distributed": "zero3"}))["distributed"] == "Input should be 'ddp' or 'fsdp'"
+
+
+def test_qlora_quantization_defaults_to_none_and_takes_4bit_and_8bit():
+    assert parse_spec(BASE).quantization == "none"
+    assert [parse_spec({**BASE, "quantization": q}).quantization for q in ("4bit", "8bit")] == ["4bit", "8bit"]
+    field = next(f for f in form_fields() if f["name"] == "quantization")
+    assert field["choices"] == ["none", "4bit", "8bit"] and field["group"] == "advanced"
+
+
+def test_qlora_quantization_refuses_an_unknown_kind_naming_the_field():
+    errors = dict(spec_errors({**BASE, "quantization": "2bit"}))
+    assert list(errors) == ["quantization"] and "'4bit'" in errors["quantization"]
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_qlora_quantization_refuses_full_fine_tuning_naming_the_field(quantization):
+    errors = dict(spec_errors({**BASE, "adapter": "full", "quantization": quantization}))
+    assert list(errors) == ["quantization"]
+    assert "needs adapter 'lora'" in errors["quantization"] and "quantization to none" in errors["quantization"]
+    assert spec_errors({**BASE, "adapter": "full", "quantization": "none"}) == []

@@ -158,8 +158,11 @@ class Job:
         # fp32 on CPU: bf16 there is emulated and measured several times slower.
         dtype = torch.bfloat16 if self.bf16 and self.spec.adapter == "full" else torch.float32
         start = self.starting_weights()
-        model = AutoModelForCausalLM.from_pretrained(
-            self.spec.model if start != "full" else self.spec.init_from, dtype=dtype, use_safetensors=True)
+        source = self.spec.model if start != "full" else self.spec.init_from
+        if self.spec.quantization != "none":
+            model = self.load_quantized(source, cuda)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True)
         if start == "adapter":
             from peft import PeftConfig, PeftModel
 
@@ -192,6 +195,58 @@ class Job:
         self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total_params = sum(p.numel() for p in model.parameters())
         self.model = model
+
+    def load_quantized(self, source, cuda):
+        """The base with its linear layers quantized by bitsandbytes (QLoRA), made ready for adapters.
+
+        On a GPU the compute dtype is bf16 (fp16 without bf16 support); on a CPU it is fp32, where
+        bitsandbytes' CPU backend computes (bf16 there is emulated). Gradient checkpointing stays off, as
+        in every engine job."""
+        import torch
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise EngineError("quantization_unavailable",
+                              f"quantization {self.spec.quantization} needs bitsandbytes, which does not import on "
+                              f"this host ({exc}). Install it into the engine's venv (make install), or set "
+                              "quantization to none.") from None
+        compute = (torch.bfloat16 if self.bf16 else torch.float16) if cuda else torch.float32
+        if self.spec.quantization == "4bit":
+            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+            layer = bnb.nn.Linear4bit
+        else:
+            config = BitsAndBytesConfig(load_in_8bit=True)
+            layer = bnb.nn.Linear8bitLt
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=compute, quantization_config=config, device_map={"": self.torch_device},
+                use_safetensors=True)
+        except OSError:  # missing or unreadable weights: as for an unquantized load
+            raise
+        except Exception as exc:  # bitsandbytes and the quantizer raise ValueError, RuntimeError, ImportError, …
+            raise EngineError("quantization_failed",
+                              f"quantization {self.spec.quantization} failed while loading {source}: "
+                              f"{type(exc).__name__}: {exc}. Set quantization to none for this model.") from None
+        if not any(isinstance(module, layer) for module in model.modules()):
+            # transformers only logs a warning when it finds no linear layer to replace.
+            raise EngineError("quantization_failed",
+                              f"quantization {self.spec.quantization}: {source} has no linear layers bitsandbytes "
+                              "can quantize (its output head is kept in full precision), so nothing would be "
+                              "saved. Set quantization to none for this model.")
+        if not cuda and self.spec.quantization == "4bit":
+            # On a CPU with AVX512-bf16, bitsandbytes (0.50.2) repacks a 4-bit layer for its inference kernel the
+            # first time it runs in eval mode, and that kernel has no backward: after the first evaluation the
+            # gradient through the base layers would be lost (measured: layer 0's LoRA gradient halved). Keep
+            # the layout that trains.
+            for module in model.modules():
+                if isinstance(module, layer):
+                    module.support_avx512bf16_for_cpu = False
+        # Norms and embeddings to fp32, the inputs' gradients on, for adapters on a frozen quantized base.
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
     def starting_weights(self):
         """What `init_from` holds: None (no snapshot: the base model), "adapter" or "full"; EngineError when the
@@ -286,6 +341,13 @@ class Job:
             self.trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
                                       processing_class=self.tokenizer, callbacks=[self.callback],
                                       plain_head=plain_head)
+        if spec.quantization != "none" and self.device == "cpu":
+            # TRL's trainers put a quantized model's adapters in bf16 (the QLoRA paper's advice, for a GPU). On a
+            # CPU, where bf16 is emulated, the engine trains in fp32, and the checkpoint then holds fp32 weights
+            # as a plain LoRA job's does.
+            for parameter in self.trainer.model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
 
     def eval_figures(self, scope):
         """The figures of an `eval` line, by name, on the sampled batch or the whole validation file."""

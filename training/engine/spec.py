@@ -210,6 +210,11 @@ class JobSpec(_Strict):
     lora_target_modules: list[str] | Literal["all-linear"] = _field(
         "all-linear", description="Module names that get adapters (e.g. q_proj, v_proj), or all-linear.",
         group="advanced")
+    quantization: Literal["none", "4bit", "8bit"] = _field(
+        "none", description="QLoRA: load the base model's linear layers quantized through bitsandbytes (4bit: "
+                            "NF4 with double quantization; 8bit: LLM.int8) and train LoRA adapters on top; far "
+                            "less GPU memory, a little slower. The adapter is a normal LoRA adapter. LoRA only.",
+        group="advanced")
 
     # --- advanced ----------------------------------------------------------
     max_seq_length: int = _field(1024, description="Longest example in tokens; longer ones are truncated "
@@ -329,6 +334,10 @@ class JobSpec(_Strict):
         if metric == "full_valid_mean_reward" and self.method != "reinforcement":
             raise ValueError("best_checkpoint_metric full_valid_mean_reward is a reinforcement job's; pick "
                              "full_valid_loss or an eval's score")
+        if self.quantization != "none" and self.adapter != "lora":
+            raise ValueError(f"quantization {self.quantization!r} needs adapter 'lora' (QLoRA trains adapters on "
+                             "a frozen quantized base; full fine-tuning cannot update quantized weights): set "
+                             "adapter to lora or quantization to none")
         if self.method == "dpo" and self.beta != AUTO and self.beta == 0:
             raise ValueError("beta must be greater than 0 for DPO")
         if self.method == "reinforcement":
