@@ -20,7 +20,7 @@ def test_no_generated_request_meets_a_server_error(transactional_db, demo_home_t
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", get_wsgi_application())
     headers = {"Authorization": f"Bearer {admin_key}"}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 32
+    assert len(operations) == 36
 
     for operation in operations:
         @given(case=operation.as_strategy())
