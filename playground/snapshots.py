@@ -103,7 +103,7 @@ def _base_snapshot(base):
 def snapshot_for_checkpoint(checkpoint):
     job = checkpoint.job
     folder = checkpoint.full_path
-    kind = LORA if (folder / "adapter_config.json").exists() else FULL
+    kind = LORA if checkpoint.is_adapter else FULL
     return Snapshot(
         name=checkpoint.model_name, kind=kind, base_model=job.base_model.name, base_path=job.base_model.load_path,
         weights_path=str(folder), job_id=job.public_id, checkpoint_id=checkpoint.public_id, suffix=job.suffix,

@@ -1,5 +1,7 @@
 """The local launcher: the engine as a child process of the worker (training/launch.py starts and signals it)."""
 
+import signal
+
 from training import launch
 from training.launchers.base import Ended
 
@@ -16,7 +18,7 @@ class LocalRun:
             yield raw, None
 
     def pause(self):
-        launch.signal_engine(self.process, launch.signal.SIGUSR1)
+        launch.signal_engine(self.process, signal.SIGUSR1)
 
     def cancel(self):
         launch.terminate_engine(self.process)
