@@ -23,6 +23,7 @@ A user made in a studio's process (`manage.py create_user`, bootstrap_demo's adm
 hasher: the fast one of tests/conftest.py is set in the test process only.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -301,7 +302,7 @@ def redis_server():
 class SlurmCluster:
     conf: Path
     partition: str = "attune"
-    node: str = "attune-node1"
+    nodes: tuple = ("attune-node1",)
 
     @property
     def env(self):
@@ -312,8 +313,8 @@ class SlurmCluster:
         return done.stdout
 
 
-SLURM_CONF = """ClusterName=attune-test
-SlurmctldHost={host}(127.0.0.1)
+SLURM_CONF = """ClusterName={name}
+SlurmctldHost={host}({controller})
 MailProg=/bin/true
 SlurmctldPort={ctl_port}
 SlurmdPort={node_port}
@@ -321,9 +322,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool-%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd-%n.pid
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -334,7 +335,7 @@ KillWait=10
 MinJobAge=600
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+{node_lines}
 PartitionName={partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -345,46 +346,57 @@ def _munge_running():
                                                 capture_output=True).returncode == 0
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
+def _start_munge():
+    munged = need_system("/usr/sbin/munged", "MUNGE", "munge")
+    if _munge_running():
+        return
+    # munged runs as its own user, with its socket folder owned by it.
+    Path("/run/munge").mkdir(exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", str(munged)], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while not _munge_running():
+        if time.monotonic() > deadline:
+            raise RuntimeError("munged did not answer")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _slurm_cluster(name, nodes, controller="127.0.0.1"):
+    """slurmctld and one slurmd per node of `nodes` [(node name, address, the command slurmd runs under)], on
+    free ports, with their state in a temporary folder; yields the SlurmCluster once every node is idle."""
     slurmctld = need_system("slurmctld", "Slurm", "slurm-wlm")
     slurmd = need_system("slurmd", "Slurm", "slurm-wlm")
-    munged = need_system("/usr/sbin/munged", "MUNGE", "munge")
     if os.geteuid() != 0:
         pytest.skip("the test Slurm cluster runs its daemons as root")
-    if not _munge_running():
-        # munged runs as its own user, with its socket folder owned by it.
-        Path("/run/munge").mkdir(exist_ok=True)
-        shutil.chown("/run/munge", "munge", "munge")
-        subprocess.run(["runuser", "-u", "munge", "--", str(munged)], check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _munge_running():
-            if time.monotonic() > deadline:
-                raise RuntimeError("munged did not answer")
-            time.sleep(0.2)
+    _start_munge()
     root = Path(tempfile.mkdtemp(prefix="attune-slurm-"))
-    for folder in ("state", "spool"):
-        (root / folder).mkdir()
-    cluster = SlurmCluster(conf=root / "slurm.conf")
-    cluster.conf.write_text(SLURM_CONF.format(ctl_port=free_port(), node_port=free_port(), root=root,
-                                              node=cluster.node, partition=cluster.partition,
-                                              cpus=os.cpu_count() or 1, host=socket.gethostname().split(".")[0]))
+    (root / "state").mkdir()
+    cluster = SlurmCluster(conf=root / "slurm.conf", nodes=tuple(node for node, _, _ in nodes))
+    cpus = os.cpu_count() or 1
+    cluster.conf.write_text(SLURM_CONF.format(
+        name=name, ctl_port=free_port(), node_port=free_port(), root=root, partition=cluster.partition,
+        controller=controller, host=socket.gethostname().split(".")[0],
+        node_lines="\n".join(f"NodeName={node} NodeAddr={addr} CPUs={cpus} State=UNKNOWN"
+                             for node, addr, _ in nodes)))
+    for node, _, _ in nodes:
+        (root / f"spool-{node}").mkdir()
     env = {**os.environ, **cluster.env}
-    logs = [open(root / "slurmctld.log", "w"), open(root / "slurmd.log", "w")]
-    processes = [
-        subprocess.Popen([str(slurmctld), "-D", "-i", "-f", str(cluster.conf)], env=env, stdout=logs[0],
-                         stderr=subprocess.STDOUT),
-        subprocess.Popen([str(slurmd), "-D", "-f", str(cluster.conf), "-N", cluster.node], env=env,
-                         stdout=logs[1], stderr=subprocess.STDOUT),
-    ]
+    logs = [open(root / "slurmctld.log", "w")] + [open(root / f"slurmd-{node}.log", "w") for node, _, _ in nodes]
+    processes = [subprocess.Popen([str(slurmctld), "-D", "-i", "-f", str(cluster.conf)], env=env, stdout=logs[0],
+                                  stderr=subprocess.STDOUT)]
+    for (node, _, under), log in zip(nodes, logs[1:], strict=True):
+        processes.append(subprocess.Popen([*under, str(slurmd), "-D", "-f", str(cluster.conf), "-N", node],
+                                          env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         deadline = time.monotonic() + 60
-        while cluster.run("sinfo", "-h", "-o", "%t").strip() not in ("idle", "mix", "alloc"):
+        while (states := cluster.run("sinfo", "-h", "-N", "-o", "%t").split()) != ["idle"] * len(nodes):
             for process, log in zip(processes, logs, strict=True):
                 if process.poll() is not None:
                     raise RuntimeError(f"{Path(log.name).name} exited: {Path(log.name).read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError("the Slurm node did not come up: " + (root / "slurmd.log").read_text()[-2000:])
+                raise RuntimeError(f"the Slurm nodes did not come up ({states}): "
+                                   + " | ".join(Path(log.name).read_text()[-1000:] for log in logs[1:]))
             time.sleep(0.5)
         yield cluster
     finally:
@@ -398,3 +410,63 @@ def slurm_cluster():
         for log in logs:
             log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node cluster on loopback."""
+    with _slurm_cluster("attune-test", [("attune-node1", "127.0.0.1", [])]) as cluster:
+        yield cluster
+
+
+# Two "hosts" on this one: node 1 in this host's network, node 2 in a network namespace of its own, joined by
+# a veth pair; each slurmd has a hostname of its own (a UTS namespace) and an /etc/hosts that names both
+# nodes, so torchrun's rendezvous and gloo find each node at its own address, as on a real cluster.
+PAIR_NETNS = "attune-node2"
+PAIR_LINK = ("attune-veth1", "attune-veth2")
+PAIR_ADDRESSES = ("198.18.0.1", "198.18.0.2")  # the range set aside for network tests
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _pair_network_down():
+    _ip("netns", "del", PAIR_NETNS, check=False)
+    _ip("link", "del", PAIR_LINK[0], check=False)
+    shutil.rmtree(Path("/etc/netns") / PAIR_NETNS, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes(tmp_path_factory):
+    """A two-node cluster: attune-node1 and attune-node2 at their own addresses (see PAIR_NETNS)."""
+    need_system("ip", "iproute2", "iproute2")
+    unshare = need_system("unshare", "util-linux", "util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster runs its daemons as root, and makes a network namespace")
+    _pair_network_down()  # what a killed run left
+    (first, second), (one, two) = PAIR_LINK, PAIR_ADDRESSES
+    for step in (("netns", "add", PAIR_NETNS), ("link", "add", first, "type", "veth", "peer", "name", second),
+                 ("link", "set", second, "netns", PAIR_NETNS), ("addr", "add", f"{one}/24", "dev", first),
+                 ("link", "set", first, "up"),
+                 ("-n", PAIR_NETNS, "addr", "add", f"{two}/24", "dev", second),
+                 ("-n", PAIR_NETNS, "link", "set", second, "up"), ("-n", PAIR_NETNS, "link", "set", "lo", "up")):
+        _ip(*step)
+    hosts = f"127.0.0.1 localhost\n{one} attune-node1 {socket.gethostname()}\n{two} attune-node2\n"
+    node_one_hosts = tmp_path_factory.mktemp("node1") / "hosts"
+    node_one_hosts.write_text(hosts)
+    (Path("/etc/netns") / PAIR_NETNS).mkdir(parents=True, exist_ok=True)
+    (Path("/etc/netns") / PAIR_NETNS / "hosts").write_text(hosts)  # `ip netns exec` mounts it on /etc/hosts
+
+    def as_host(name, hosts_file=None):
+        mount = f"mount --bind {hosts_file} /etc/hosts && " if hosts_file else ""
+        return [str(unshare), "--uts", *(["--mount"] if hosts_file else []), "--", "sh", "-c",
+                f'{mount}hostname {name} && exec "$@"', "sh"]
+
+    nodes = [("attune-node1", one, as_host("attune-node1", node_one_hosts)),
+             ("attune-node2", two, ["ip", "netns", "exec", PAIR_NETNS, *as_host("attune-node2")])]
+    try:
+        with _slurm_cluster("attune-pair", nodes, controller=one) as cluster:
+            yield cluster
+    finally:
+        _pair_network_down()

@@ -144,9 +144,9 @@ def engine_command(spec_path, n_gpus=1, resume=False, n_nodes=1, node_rank=None,
     """The command that runs a job's engine on this host.
 
     One process: `python -m training.engine spec.json [--resume]`. Several GPUs on one host (n_gpus > 1):
-    under `torch.distributed.run --standalone --nproc_per_node=N`. Several hosts (n_nodes > 1): one such
-    command per host, each starting n_gpus processes, which meet at `rdzv_endpoint` ("host:port", the first
-    node's address, reachable from every node) under `rdzv_id` (the same on every node: the job's id and
+    under torchrun (`training.engine.torchrun --standalone --nproc_per_node=N`: torchrun, handing a pause's
+    SIGUSR1 on to its ranks). Several hosts (n_nodes > 1): one such command per host, each starting n_gpus
+    processes, which meet at `rdzv_endpoint` ("host:port", the first node's address, reachable from every node) under `rdzv_id` (the same on every node: the job's id and
     attempt); the rendezvous numbers the nodes unless `node_rank` is given. A Slurm launcher runs it once
     per node inside `srun --nodes=N --ntasks-per-node=1`, with the endpoint the first host of
     $SLURM_JOB_NODELIST and node_rank $SLURM_NODEID. Every node must see the job folder at the same path:
@@ -157,11 +157,11 @@ def engine_command(spec_path, n_gpus=1, resume=False, n_nodes=1, node_rank=None,
         if not rdzv_endpoint or not rdzv_id:
             raise ValueError("a job on several nodes needs rdzv_endpoint (host:port) and rdzv_id")
         rank = ["--node-rank", str(node_rank)] if node_rank is not None else []
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(n_nodes), "--nproc_per_node",
+        return [sys.executable, "-m", "training.engine.torchrun", "--nnodes", str(n_nodes), "--nproc_per_node",
                 str(n_gpus), *rank, "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id",
                 str(rdzv_id), *args]
     if n_gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}",
+        return [sys.executable, "-m", "training.engine.torchrun", "--standalone", f"--nproc_per_node={n_gpus}",
                 *args]
     return [sys.executable, *args]
 

@@ -92,7 +92,7 @@ def test_multinode_resume_from_epoch_1_reproduces_epoch_2(tmp_path, tiny_model):
 
 def test_multinode_command_runs_one_torchrun_per_node_meeting_at_the_rendezvous():
     command = engine_command("spec.json", n_gpus=4, n_nodes=2, rdzv_endpoint="node-a:29400", rdzv_id="ftjob-x-1")
-    assert command[1:] == ["-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "4",
+    assert command[1:] == ["-m", "training.engine.torchrun", "--nnodes", "2", "--nproc_per_node", "4",
                            "--rdzv-backend", "c10d", "--rdzv-endpoint", "node-a:29400", "--rdzv-id", "ftjob-x-1",
                            "-m", "training.engine", "spec.json"]
     ranked = engine_command("spec.json", n_gpus=4, resume=True, n_nodes=2, node_rank=1,

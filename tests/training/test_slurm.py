@@ -1,10 +1,7 @@
-"""Jobs on a real one-node Slurm cluster (tests/servers.py: slurmctld, slurmd, MUNGE) with ATTUNE_LAUNCHER=slurm:
-the demo job end to end through sbatch, pause and resume, cancel, a worker that stops while another follows
-on with no line lost or stored twice, a batch job the cluster takes away, and a partition that does not exist.
-
-The workers are `manage.py trainworker` processes over a demo data folder with an untrained attune-tiny
-(tests/training/test_worker_engine.py's `Home`).
-"""
+"""Jobs on a real Slurm cluster (tests/servers.py: slurmctld, slurmd, MUNGE) with ATTUNE_LAUNCHER=slurm: on one
+node, the demo job end to end through sbatch, pause and resume, cancel, a worker that stops while another
+follows on with no line lost or stored twice, a batch job the cluster takes away, and a partition that does not
+exist; on two nodes (the second in a network namespace of its own), a multi-node job that pauses and resumes."""
 
 import json
 import os
@@ -30,14 +27,26 @@ def slurm_home(tiny_home, slurm_cluster):  # noqa: F811
     slurm_cluster.run("scancel", "--name", "attune-*")
 
 
+@pytest.fixture
+def slurm_pair_home(tiny_home, slurm_two_nodes):  # noqa: F811
+    home = Home(tiny_home, ATTUNE_LAUNCHER="slurm", ATTUNE_SLURM_GPUS="0", **slurm_two_nodes.env)
+    yield home
+    home.stop_workers()
+    slurm_two_nodes.run("scancel", "--name", "attune-*")
+
+
 def slurm_ids(home, job_id):
     """The Slurm batch jobs each attempt was submitted as, from the job's events."""
     return [m.rsplit(" ", 1)[-1].rstrip(".") for m in home.messages(job_id) if m.startswith("Submitted to Slurm")]
 
 
-def slurm_state(cluster, slurm_id):
+def slurm_field(cluster, slurm_id, name):
     shown = cluster.run("scontrol", "show", "job", "-o", slurm_id)
-    return next((part.split("=", 1)[1] for part in shown.split() if part.startswith("JobState=")), None)
+    return next((part.split("=", 1)[1] for part in shown.split() if part.startswith(f"{name}=")), None)
+
+
+def slurm_state(cluster, slurm_id):
+    return slurm_field(cluster, slurm_id, "JobState")
 
 
 def test_slurm_runs_the_demo_job_through_sbatch_with_its_checkpoints_events_and_live_points(slurm_home,
@@ -130,3 +139,30 @@ def test_slurm_a_partition_that_does_not_exist_makes_no_job(slurm_home):
     assert done.returncode == 0, done.stderr[-2000:]
     param, message = json.loads(done.stdout)
     assert param == "slurm_partition" and "'gpu-huge'" in message and "attune" in message
+
+
+def test_slurm_multinode_job_trains_on_two_nodes_pauses_and_resumes(slurm_pair_home, slurm_two_nodes):
+    # One torchrun per node under srun, meeting at the first node; gloo between the two addresses.
+    home = slurm_pair_home
+    job_id = home.make_job(n_epochs=3, n_nodes=2)
+    home.start_worker()
+    home.wait(job_id, lambda j: j["status"] == "running" and j["step"] >= 3, "step 3", timeout=300)
+    (first,) = slurm_ids(home, job_id)
+    assert slurm_field(slurm_two_nodes, first, "NodeList") == "attune-node[1-2]"
+    home.control(job_id, "pause")  # scancel --signal=USR1: both nodes' torchruns hand it to their ranks
+    paused = home.wait(job_id, lambda j: j["status"] == "paused", "the pause", timeout=120)
+    assert slurm_state(slurm_two_nodes, first) == "COMPLETED"  # every rank saved and exited 0
+    assert (home.path / "jobs" / job_id / "pause-state" / "COMPLETE").exists()
+    home.control(job_id, "resume")
+    home.wait(job_id, lambda j: j["status"] == "succeeded", "the resumed job to succeed", timeout=300)
+
+    assert len(slurm_ids(home, job_id)) == 2 and paused["step"] >= 3
+    assert [step for step, _ in home.points(job_id)] == list(range(1, 25))  # rank 0's lines only, each once
+    assert [(epoch, step) for epoch, step, _, _ in home.checkpoints(job_id)] == [(1, 8), (2, 16), (3, 24)]
+    folders = sorted(p.name for p in (home.path / "jobs" / job_id / "checkpoints").iterdir())
+    assert folders == ["epoch-1-step-8", "epoch-2-step-16", "epoch-3-step-24"]  # written once
+    log = (home.path / "jobs" / job_id / "engine.log").read_text()
+    for rank, node in ((0, "attune-node1"), (1, "attune-node2")):
+        assert log.count(f"engine rank {rank} of 2 on {node}") == 2, log[-3000:]  # once per batch job
+    script = (home.path / "jobs" / job_id / "slurm-1.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "--rdzv-endpoint" in script

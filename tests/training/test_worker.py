@@ -350,7 +350,7 @@ def test_a_job_with_a_fresh_heartbeat_is_left_alone(running):
 
 def test_several_gpus_launch_the_engine_under_torchrun(tmp_path):
     command = engine_command(tmp_path / "spec.json", n_gpus=4, resume=True)
-    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert command[1:5] == ["-m", "training.engine.torchrun", "--standalone", "--nproc_per_node=4"]
     assert command[-3:] == ["training.engine", str(tmp_path / "spec.json"), "--resume"]
     assert engine_command("s.json")[1:] == ["-m", "training.engine", "s.json"]
 

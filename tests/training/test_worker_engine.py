@@ -197,6 +197,47 @@ def test_pause_saves_and_stops_resume_continues_and_cancel_stops_within_ten_seco
     assert train_steps == sorted(set(train_steps))
 
 
+def engine_ranks(job_id):
+    """The pids of the engine processes (torchrun's ranks among them) training `job_id`, on this host."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"training.engine" in cmdline and any(job_id.encode() in part for part in cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_multiprocess_job_pauses_with_every_rank_saved_resumes_and_its_ranks_die_with_torchrun(home):
+    # Two processes under torchrun (n_gpus counts processes on a host without a GPU). torchrun starts each rank
+    # in a session of its own: the pause's SIGUSR1 reaches torchrun alone, which must hand it on and wait for
+    # the ranks to save, not die of it; and when torchrun is killed, its ranks must not train on.
+    job_id = home.make_job(n_epochs=20, n_gpus=2)  # 160 steps: longer than the test looks at it
+    home.start_worker()
+    home.wait(job_id, lambda j: j["status"] == "running" and j["step"] >= 2, "two training steps")
+    home.control(job_id, "pause")
+    paused = home.wait(job_id, lambda j: j["status"] == "paused", "the pause")
+    assert (home.path / "jobs" / job_id / "pause-state" / "COMPLETE").exists()
+    assert home.messages(job_id)[-1] == f"The job was paused at step {paused['step']}; resume continues from there."
+    assert engine_ranks(job_id) == []
+
+    home.control(job_id, "resume")
+    running = home.wait(job_id, lambda j: j["status"] == "running" and j["attempts"] == 2
+                        and j["step"] > paused["step"] and j["engine_pid"], "training after the resume")
+    assert len(engine_ranks(job_id)) == 3  # torchrun and its two ranks
+    os.kill(running["engine_pid"], signal.SIGKILL)  # torchrun, as a scheduler or the OOM killer would end it
+    deadline = time.monotonic() + 5
+    while engine_ranks(job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine_ranks(job_id) == [], "an engine rank outlived torchrun"
+    failed = home.wait(job_id, lambda j: j["status"] == "failed", "the job to fail")
+    assert json.loads(failed["error"])["code"] == "engine_crashed" and failed["step"] < 160
+    steps = [s for s, _ in home.points(job_id)]
+    assert steps == list(range(1, len(steps) + 1))  # rank 0's lines only, each step once across the two attempts
+
+
 def test_a_job_survives_a_kill_9_of_its_worker_in_the_middle_of_an_epoch(home):
     job_id = home.make_job(n_epochs=2)  # 8 steps per epoch
     first = home.start_worker()

@@ -1,10 +1,28 @@
 """`python -m training.engine SPEC.json [--resume]` (also under torchrun / accelerate launch)."""
 
+import ctypes
 import os
+import signal
 import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_torchrun():
+    # A rank under torchrun sits in a session of its own: when torchrun is killed (with its worker, or by a
+    # scheduler), no signal to torchrun's group reaches the rank. SIGKILL on the parent's death ends it too.
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # torchrun died before the line above
+        os._exit(1)
 
 
 def main():
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        _die_with_torchrun()
     # stdout carries protocol lines only. Keep a private copy of it, then point fd 1 (and sys.stdout) at
     # stderr, so whatever a library prints (progress bars, W&B banners, warnings) lands in the log instead.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")

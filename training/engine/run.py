@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -493,7 +494,10 @@ def main(argv=None, protocol=None):
     parser.add_argument("spec", help="path of the job's SPEC.json")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     args = parser.parse_args(argv)
-    rank, _world = _rank()
+    rank, world = _rank()
+    if world > 1:  # to the log (stderr): which process of a job on several GPUs or nodes ran where
+        print(f"engine rank {rank} of {world} on {socket.gethostname()} (local rank "
+              f"{os.environ.get('LOCAL_RANK', '0')})", file=sys.stderr, flush=True)
     reporter = Reporter(protocol or sys.stdout, is_main=rank == 0)
     job = Job(args.spec, reporter, resume=args.resume)
 
