@@ -434,7 +434,6 @@ def _ip(*args, check=True):
 def _pair_network_down():
     _ip("netns", "del", PAIR_NETNS, check=False)
     _ip("link", "del", PAIR_LINK[0], check=False)
-    shutil.rmtree(Path("/etc/netns") / PAIR_NETNS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -442,6 +441,7 @@ def slurm_two_nodes(tmp_path_factory):
     """A two-node cluster: attune-node1 and attune-node2 at their own addresses (see PAIR_NETNS)."""
     need_system("ip", "iproute2", "iproute2")
     unshare = need_system("unshare", "util-linux", "util-linux")
+    nsenter = need_system("nsenter", "util-linux", "util-linux")
     if os.geteuid() != 0:
         pytest.skip("the test Slurm cluster runs its daemons as root, and makes a network namespace")
     _pair_network_down()  # what a killed run left
@@ -452,19 +452,16 @@ def slurm_two_nodes(tmp_path_factory):
                  ("-n", PAIR_NETNS, "addr", "add", f"{two}/24", "dev", second),
                  ("-n", PAIR_NETNS, "link", "set", second, "up"), ("-n", PAIR_NETNS, "link", "set", "lo", "up")):
         _ip(*step)
-    hosts = f"127.0.0.1 localhost\n{one} attune-node1 {socket.gethostname()}\n{two} attune-node2\n"
-    node_one_hosts = tmp_path_factory.mktemp("node1") / "hosts"
-    node_one_hosts.write_text(hosts)
-    (Path("/etc/netns") / PAIR_NETNS).mkdir(parents=True, exist_ok=True)
-    (Path("/etc/netns") / PAIR_NETNS / "hosts").write_text(hosts)  # `ip netns exec` mounts it on /etc/hosts
+    hosts = tmp_path_factory.mktemp("pair") / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{one} attune-node1 {socket.gethostname()}\n{two} attune-node2\n")
 
-    def as_host(name, hosts_file=None):
-        mount = f"mount --bind {hosts_file} /etc/hosts && " if hosts_file else ""
-        return [str(unshare), "--uts", *(["--mount"] if hosts_file else []), "--", "sh", "-c",
-                f'{mount}hostname {name} && exec "$@"', "sh"]
+    def as_host(name):
+        # its own hostname, and the hosts file above on /etc/hosts in a mount namespace of its own
+        return [str(unshare), "--uts", "--mount", "--", "sh", "-c",
+                f'mount --bind {hosts} /etc/hosts && hostname {name} && exec "$@"', "sh"]
 
-    nodes = [("attune-node1", one, as_host("attune-node1", node_one_hosts)),
-             ("attune-node2", two, ["ip", "netns", "exec", PAIR_NETNS, *as_host("attune-node2")])]
+    nodes = [("attune-node1", one, as_host("attune-node1")),
+             ("attune-node2", two, [str(nsenter), f"--net=/run/netns/{PAIR_NETNS}", *as_host("attune-node2")])]
     try:
         with _slurm_cluster("attune-pair", nodes, controller=one) as cluster:
             yield cluster
