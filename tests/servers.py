@@ -302,7 +302,6 @@ def redis_server():
 class SlurmCluster:
     conf: Path
     partition: str = "attune"
-    nodes: tuple = ("attune-node1",)
 
     @property
     def env(self):
@@ -372,7 +371,7 @@ def _slurm_cluster(name, nodes, controller="127.0.0.1"):
     _start_munge()
     root = Path(tempfile.mkdtemp(prefix="attune-slurm-"))
     (root / "state").mkdir()
-    cluster = SlurmCluster(conf=root / "slurm.conf", nodes=tuple(node for node, _, _ in nodes))
+    cluster = SlurmCluster(conf=root / "slurm.conf")
     cpus = os.cpu_count() or 1
     cluster.conf.write_text(SLURM_CONF.format(
         name=name, ctl_port=free_port(), node_port=free_port(), root=root, partition=cluster.partition,

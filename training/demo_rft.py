@@ -27,7 +27,7 @@ from training.demo_data import make_demo_data
 KEY = "order_id"
 INSTRUCTION = f'Reply with JSON only: the order number in this message, under the key "{KEY}".\n\n'
 # The demo's spec for smollm2-135m. The outcome test (tests/training/test_rft_outcome.py) trains it on 72 of
-# the training lines at a constant learning rate, to be quicker.
+# the training lines at a constant learning rate: 18 steps, not 27.
 DEMO_SPEC = {"n_epochs": 1, "batch_size": 16, "num_generations": 4, "max_completion_length": 16,
              "temperature": 0.8, "learning_rate_multiplier": 10, "lora_r": 16, "lora_alpha": 32,
              "beta": 0.0, "loss_type": "dapo"}

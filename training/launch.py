@@ -26,7 +26,6 @@
 Imports no models: it reads the job it is given.
 """
 
-import ctypes
 import json
 import os
 import signal
@@ -40,26 +39,15 @@ from django.conf import settings
 from django.core import signing
 
 from training.engine.spec import local_tracking_folder
+from training.engine.torchrun import die_with_parent
 
 CANCEL_GRACE_S = float(os.environ.get("ATTUNE_CANCEL_GRACE_S", "5"))
-
-
-def _libc():
-    try:
-        return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-PR_SET_PDEATHSIG = 1
 
 
 def _engine_child_setup():
     # The engine gets SIGKILL when the thread that started it dies, so a kill -9 of
     # the worker (or of `make run`) leaves no orphan writing into the job folder.
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent()
 
 
 # What the engine inherits from the worker's environment; nothing else reaches it, so the

@@ -1,21 +1,16 @@
 """`python -m training.engine SPEC.json [--resume]` (also under torchrun / accelerate launch)."""
 
-import ctypes
 import os
-import signal
 import sys
-
-PR_SET_PDEATHSIG = 1
 
 
 def _die_with_torchrun():
     # A rank under torchrun sits in a session of its own: when torchrun is killed (with its worker, or by a
     # scheduler), no signal to torchrun's group reaches the rank. SIGKILL on the parent's death ends it too.
+    from .torchrun import die_with_parent
+
     parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
+    die_with_parent()
     if os.getppid() != parent:  # torchrun died before the line above
         os._exit(1)
 

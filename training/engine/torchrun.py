@@ -12,9 +12,30 @@ The ranks, for their part, die with torchrun (training/engine/__main__.py), so a
 leaves none of them writing into the job folder.
 """
 
+import ctypes
 import os
 import signal
+import sys
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def die_with_parent():
+    """SIGKILL to this process when the thread that started it ends (Linux; elsewhere nothing). The worker's
+    engine child sets it (training/launch.py), and so does each rank under torchrun (__main__.py)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def children(pid):
